@@ -1,0 +1,106 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { EventService } from "../gen/tidings/v1/event_service_pb.js";
+import { type EventCatalog, loadCatalog } from "./catalog/catalog.js";
+import type { ServerConfig } from "./config/config.js";
+import { AppendQueue } from "./event-log/append-queue.js";
+import { EventReader } from "./event-log/event-reader.js";
+import type { Logger } from "./logging/logger.js";
+import { emptyJsonBodyError } from "./rpc/empty-body.js";
+import { errorMappingInterceptor } from "./rpc/errors.js";
+import { createEventService } from "./rpc/event-service.js";
+import { openDatabase } from "./storage/open-database.js";
+import { LogTail } from "./streaming/log-tail.js";
+import { createOnePortServer } from "./transport/one-port-server.js";
+
+export interface RunningServer {
+  /** http://host:port */
+  url: string;
+  port: number;
+  databaseKind: "postgres" | "pglite";
+  /** Subscribe streams open right now. */
+  activeStreams(): number;
+  /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger: Logger;
+  /** The catalog; loaded from gen/ when not given. */
+  catalog?: EventCatalog;
+  /** Fault injection for tests: runs inside each publish transaction before it commits. */
+  beforeCommit?: () => Promise<void>;
+}
+
+/** Opens the database, starts the log tail and serves every protocol on one port. */
+export async function startServer(config: ServerConfig, options: StartOptions): Promise<RunningServer> {
+  const { logger } = options;
+  const catalog = options.catalog ?? (await loadCatalog());
+  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.poolSize, logger });
+  const reader = new EventReader(database.db, catalog);
+  const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
+  await tail.start();
+  database.doorbell.onRing(tail.wake);
+  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: tail.wake, logger, beforeCommit: options.beforeCommit });
+  const streams = { active: 0 };
+  const shutdown = new AbortController();
+
+  const connectHandler = connectNodeAdapter({
+    routes: (router) => router.service(EventService, createEventService({ catalog, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams })),
+    interceptors: [errorMappingInterceptor(logger)],
+    readMaxBytes: config.maxRequestBytes,
+    writeMaxBytes: config.maxRequestBytes * 4,
+    jsonOptions: { registry: catalog.registry },
+  });
+  const unaryMethods = new Map(EventService.methods.filter((m) => m.methodKind === "unary").map((m) => [`/${EventService.typeName}/${m.name}`, m]));
+  const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    if (req.url === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: "ok" }));
+      return;
+    }
+    const method = req.method === "POST" && isEmptyJsonBody(req) ? unaryMethods.get(req.url ?? "") : undefined;
+    if (method) {
+      res.writeHead(400, { "content-type": "application/json" });
+      res.end(JSON.stringify(emptyJsonBodyError(method)));
+      return;
+    }
+    connectHandler(req as http.IncomingMessage, res as http.ServerResponse);
+  };
+  const transport = createOnePortServer(handler);
+  let port: number;
+  try {
+    port = await transport.listen(config.port, config.host);
+  } catch (err) {
+    await tail.stop();
+    await database.close();
+    throw err;
+  }
+  const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
+  logger.info("tidings listening", { url, database: database.kind, eventTypes: catalog.list().length });
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    databaseKind: database.kind,
+    activeStreams: () => streams.active,
+    close() {
+      closing ??= (async () => {
+        logger.info("shutting down");
+        shutdown.abort();
+        await appendQueue.close();
+        await transport.close(config.shutdownGraceMs);
+        await tail.stop();
+        await database.close();
+        logger.info("stopped");
+      })();
+      return closing;
+    },
+  };
+}
+
+function isEmptyJsonBody(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {
+  return req.headers["content-length"] === "0" && /^application\/json\b/.test(req.headers["content-type"] ?? "");
+}

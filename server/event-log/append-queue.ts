@@ -1,0 +1,253 @@
+import { timingSafeEqual } from "node:crypto";
+import { type Kysely, sql, type Transaction } from "kysely";
+import type { Logger } from "../logging/logger.js";
+import { eventsChannel } from "../storage/doorbell.js";
+import type { Database } from "../storage/schema.js";
+
+/** An event ready to append: validated, payload encoded. */
+export interface NewEvent {
+  id: string;
+  /** The publisher chose the id, so it may collide with a stored one. */
+  idChosenByPublisher: boolean;
+  type: string;
+  source: string;
+  subject: string;
+  time: Date;
+  attributes: Record<string, string>;
+  payload: Uint8Array;
+  idempotencyKey: string | undefined;
+  /** SHA-256 of the publish request; tells a retry from a different event under the same key. */
+  requestHash: Uint8Array;
+}
+
+export interface AppendResult {
+  id: string;
+  sequence: bigint;
+  time: Date;
+  /** The idempotency key had been used by this same request: the original event is returned. */
+  duplicate: boolean;
+}
+
+/** An append refused because an event collides with a stored one; nothing of its unit was written. */
+export class AppendConflictError extends Error {
+  constructor(
+    /** Index of the event within its unit. */
+    readonly index: number,
+    /** "event.id" or "idempotency_key". */
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Unit {
+  events: NewEvent[];
+  resolve(results: AppendResult[]): void;
+  reject(err: unknown): void;
+}
+
+interface PriorEvent {
+  id: string;
+  sequence: bigint;
+  time: Date;
+  idempotencyKey: string | null;
+  requestHash: Uint8Array | null;
+}
+
+export interface AppendQueueOptions {
+  maxEventsPerCommit: number;
+  /** Called after each commit with the new head sequence. */
+  onCommitted(head: bigint): void;
+  logger: Logger;
+  /**
+   * Runs inside each transaction just before it commits. A fault-injection hook for tests
+   * (random commit delays for the ordering invariant); unset in production.
+   */
+  beforeCommit?: () => Promise<void>;
+}
+
+/**
+ * Appends events with group commit: publishes that arrive while a transaction is in flight wait
+ * and go together in the next one, so concurrent publishers share a commit instead of paying
+ * one each. Each append (a Publish, or a whole PublishBatch) is a unit that is written entirely
+ * or not at all.
+ *
+ * Sequence numbers come from the single `tidings_log_head` row, locked for the length of the
+ * transaction: transactions of all nodes commit in sequence order, so a reader of
+ * `sequence > cursor` never misses an event that commits later with a smaller sequence.
+ */
+export class AppendQueue {
+  #queue: Unit[] = [];
+  #flushing: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly options: AppendQueueOptions,
+  ) {}
+
+  /** Appends the events atomically; resolves once they are committed. */
+  append(events: NewEvent[]): Promise<AppendResult[]> {
+    if (this.#closed) return Promise.reject(new AppendQueueClosedError());
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ events, resolve, reject });
+      this.#flushing ??= this.#drain().finally(() => (this.#flushing = undefined));
+    });
+  }
+
+  /** Stops taking appends and waits for those already taken. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#flushing;
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const group = this.#takeGroup();
+      try {
+        const outcomes = await this.db.transaction().execute((trx) => this.#commit(trx, group));
+        outcomes.forEach((o, i) => (o instanceof Error ? group[i]!.reject(o) : group[i]!.resolve(o)));
+      } catch (err) {
+        this.options.logger.warn("group commit failed", { err, units: group.length });
+        group.forEach((u) => u.reject(err));
+      }
+    }
+  }
+
+  #takeGroup(): Unit[] {
+    const group: Unit[] = [];
+    let events = 0;
+    while (this.#queue.length > 0) {
+      const next = this.#queue[0]!;
+      if (group.length > 0 && events + next.events.length > this.options.maxEventsPerCommit) break;
+      group.push(this.#queue.shift()!);
+      events += next.events.length;
+    }
+    return group;
+  }
+
+  async #commit(trx: Transaction<Database>, group: Unit[]): Promise<Array<AppendResult[] | Error>> {
+    const head = await sql<{ last_sequence: string }>`
+      SELECT last_sequence FROM tidings_log_head WHERE id = 1 FOR UPDATE`.execute(trx);
+    let next = BigInt(head.rows[0]!.last_sequence);
+    const start = next;
+    const prior = await this.#findPrior(trx, group);
+    const rows: Array<NewEvent & { sequence: bigint }> = [];
+
+    const outcomes = group.map((unit) => {
+      // Keys and ids claimed by this unit, merged into `prior` only if the whole unit is accepted.
+      const claimed = { byKey: new Map<string, PriorEvent>(), byId: new Set<string>() };
+      const results: AppendResult[] = [];
+      const unitRows: Array<NewEvent & { sequence: bigint }> = [];
+      let sequence = next;
+      for (const [index, ev] of unit.events.entries()) {
+        const earlier = ev.idempotencyKey === undefined ? undefined : claimed.byKey.get(ev.idempotencyKey) ?? prior.byKey.get(ev.idempotencyKey);
+        if (earlier) {
+          if (!sameHash(earlier.requestHash, ev.requestHash)) {
+            return new AppendConflictError(index, "idempotency_key", `idempotency key "${ev.idempotencyKey}" was already used for a different event (${earlier.id})`);
+          }
+          results.push({ id: earlier.id, sequence: earlier.sequence, time: earlier.time, duplicate: true });
+          continue;
+        }
+        if (ev.idChosenByPublisher && (prior.byId.has(ev.id) || claimed.byId.has(ev.id))) {
+          return new AppendConflictError(index, "event.id", `an event with id "${ev.id}" already exists`);
+        }
+        sequence += 1n;
+        claimed.byId.add(ev.id);
+        if (ev.idempotencyKey !== undefined) {
+          claimed.byKey.set(ev.idempotencyKey, { id: ev.id, sequence, time: ev.time, idempotencyKey: ev.idempotencyKey, requestHash: ev.requestHash });
+        }
+        results.push({ id: ev.id, sequence, time: ev.time, duplicate: false });
+        unitRows.push({ ...ev, sequence });
+      }
+      // Accepted: claim its sequences, keys and ids.
+      rows.push(...unitRows);
+      next = sequence;
+      claimed.byKey.forEach((v, k) => prior.byKey.set(k, v));
+      claimed.byId.forEach((id) => prior.byId.add(id));
+      return results;
+    });
+
+    if (rows.length > 0) {
+      await this.#insert(trx, rows);
+      await trx.updateTable("tidings_log_head").set({ last_sequence: next.toString() }).where("id", "=", 1).execute();
+      // A doorbell for other nodes, delivered at commit. It carries no event data.
+      await sql`SELECT pg_notify(${eventsChannel}, ${next.toString()})`.execute(trx);
+    }
+    await this.options.beforeCommit?.();
+    if (next !== start) queueMicrotask(() => this.options.onCommitted(next));
+    return outcomes;
+  }
+
+  async #findPrior(trx: Transaction<Database>, group: Unit[]) {
+    const keys = new Set<string>();
+    const ids = new Set<string>();
+    for (const unit of group) {
+      for (const ev of unit.events) {
+        if (ev.idempotencyKey !== undefined) keys.add(ev.idempotencyKey);
+        if (ev.idChosenByPublisher) ids.add(ev.id);
+      }
+    }
+    const byKey = new Map<string, PriorEvent>();
+    const byId = new Set<string>();
+    if (keys.size === 0 && ids.size === 0) return { byKey, byId };
+    const found = await trx
+      .selectFrom("tidings_events")
+      .select(["id", "sequence", "time", "idempotency_key", "request_hash"])
+      .where((eb) =>
+        eb.or([
+          ...(keys.size > 0 ? [eb("idempotency_key", "in", [...keys])] : []),
+          ...(ids.size > 0 ? [eb("id", "in", [...ids])] : []),
+        ]),
+      )
+      .execute();
+    for (const r of found) {
+      byId.add(r.id);
+      if (r.idempotency_key !== null) {
+        byKey.set(r.idempotency_key, {
+          id: r.id,
+          sequence: BigInt(r.sequence),
+          time: r.time,
+          idempotencyKey: r.idempotency_key,
+          requestHash: r.request_hash,
+        });
+      }
+    }
+    return { byKey, byId };
+  }
+
+  async #insert(trx: Transaction<Database>, rows: Array<NewEvent & { sequence: bigint }>): Promise<void> {
+    // 10 parameters a row; stay well under PostgreSQL's 65535 bind parameters.
+    const chunk = 5000;
+    for (let i = 0; i < rows.length; i += chunk) {
+      await trx
+        .insertInto("tidings_events")
+        .values(
+          rows.slice(i, i + chunk).map((r) => ({
+            sequence: r.sequence.toString(),
+            id: r.id,
+            type: r.type,
+            source: r.source,
+            subject: r.subject,
+            time: r.time,
+            attributes: JSON.stringify(r.attributes),
+            payload: r.payload,
+            idempotency_key: r.idempotencyKey ?? null,
+            request_hash: r.idempotencyKey === undefined ? null : r.requestHash,
+          })),
+        )
+        .execute();
+    }
+  }
+}
+
+export class AppendQueueClosedError extends Error {
+  constructor() {
+    super("the server is shutting down");
+  }
+}
+
+function sameHash(a: Uint8Array | null, b: Uint8Array): boolean {
+  return a !== null && a.length === b.length && timingSafeEqual(a, b);
+}

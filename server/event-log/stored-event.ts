@@ -1,0 +1,54 @@
+import { fromBinary, type Message } from "@bufbuild/protobuf";
+import type { EventCatalog, EventTypeEntry } from "../catalog/catalog.js";
+import type { FilterInput } from "../filtering/cel-filter.js";
+
+/** A row of the log as the database returns it. */
+export interface EventRow {
+  sequence: string | bigint | number;
+  id: string;
+  type: string;
+  source: string;
+  subject: string;
+  time: Date;
+  attributes: Record<string, string>;
+  payload: Uint8Array;
+}
+
+/**
+ * An event read from the log. The payload stays binary until someone needs it decoded (a CEL
+ * filter reading `data`, or a JSON subscriber); the decoded message is then shared by every
+ * subscriber of this node.
+ */
+export class StoredEvent implements FilterInput {
+  readonly sequence: bigint;
+  readonly id: string;
+  readonly type: string;
+  readonly source: string;
+  readonly subject: string;
+  readonly time: Date;
+  readonly attributes: Record<string, string>;
+  readonly payload: Uint8Array;
+  readonly entry: EventTypeEntry | undefined;
+  #message: Message | undefined;
+
+  constructor(row: EventRow, catalog: EventCatalog) {
+    this.sequence = BigInt(row.sequence);
+    this.id = row.id;
+    this.type = row.type;
+    this.source = row.source;
+    this.subject = row.subject;
+    this.time = row.time;
+    this.attributes = row.attributes;
+    this.payload = row.payload;
+    this.entry = catalog.get(row.type);
+  }
+
+  /** The payload as its type's message (an empty Struct-less message if the type is gone). */
+  data(): Message {
+    if (!this.#message) {
+      if (!this.entry) throw new Error(`event type "${this.type}" is no longer in the catalog`);
+      this.#message = fromBinary(this.entry.message, this.payload);
+    }
+    return this.#message;
+  }
+}

@@ -1,0 +1,39 @@
+import { ConfigError, loadConfig } from "./config/config.js";
+import { createJsonLogger } from "./logging/logger.js";
+import { startServer } from "./app.js";
+
+/** `npm start`: serve until SIGTERM or SIGINT, then shut down gracefully. */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.argv.slice(2), process.env);
+  } catch (err) {
+    if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`tidings: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createJsonLogger(config.logLevel);
+  const server = await startServer(config, { logger });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info("signal received", { signal });
+    server.close().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error("shutdown failed", { err });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err) => {
+  process.stderr.write(`tidings: failed to start: ${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,73 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import type { FieldViolation } from "../catalog/payload-validation.js";
+import { AppendQueueClosedError } from "../event-log/append-queue.js";
+import type { Logger } from "../logging/logger.js";
+
+/**
+ * An error naming the fields at fault: the message lists them (for curl users) and a
+ * google.rpc.BadRequest detail carries them (for typed clients in any language).
+ */
+export function fieldError(code: Code, violations: readonly FieldViolation[]): ConnectError {
+  const shown = violations.slice(0, 10).map((v) => `${v.field}: ${v.description}`);
+  if (violations.length > shown.length) shown.push(`and ${violations.length - shown.length} more`);
+  return new ConnectError(shown.join("; "), code, undefined, [
+    { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations: violations.map((v) => ({ field: v.field, description: v.description })) }) },
+  ]);
+}
+
+export function invalidArgument(field: string, description: string): ConnectError {
+  return fieldError(Code.InvalidArgument, [{ field, description }]);
+}
+
+/** SQLSTATE classes and socket errors that mean "the database is unreachable right now". */
+function isTransientDatabaseError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === "string" ? e.code : "";
+  if (/^(08|53|57P)/.test(code) || code === "40001" || code === "40P01") return true;
+  if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND"].includes(code)) return true;
+  const message = typeof e?.message === "string" ? e.message : "";
+  return /Connection terminated|connection.*(closed|ended)|timeout exceeded when trying to connect/i.test(message);
+}
+
+/**
+ * Errors are mapped at the edge: ours pass through, an unreachable database or a shutdown
+ * becomes `unavailable` (retryable), and anything else is a bug: `internal`, with the cause
+ * logged and not shown to the client.
+ */
+export function toConnectError(err: unknown, logger: Logger, procedure: string): ConnectError {
+  if (err instanceof ConnectError) return err;
+  if (err instanceof AppendQueueClosedError) return new ConnectError(err.message, Code.Unavailable);
+  if (isTransientDatabaseError(err)) {
+    logger.warn("database unavailable", { procedure, err });
+    return new ConnectError("the database is unavailable; retry", Code.Unavailable);
+  }
+  logger.error("internal error", { procedure, err });
+  return new ConnectError("internal error", Code.Internal);
+}
+
+/** Maps errors of unary calls and of streams (thrown while iterating) through toConnectError. */
+export function errorMappingInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const procedure = req.method.name;
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      throw toConnectError(err, logger, procedure);
+    }
+    if (!res.stream) return res;
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (err) {
+          throw toConnectError(err, logger, procedure);
+        }
+      })(),
+    };
+  };
+}

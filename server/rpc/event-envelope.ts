@@ -1,0 +1,142 @@
+import { createHash } from "node:crypto";
+import { create, type JsonObject, type Message, toBinary, toJson } from "@bufbuild/protobuf";
+import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
+import { PayloadFormat } from "../../gen/tidings/v1/event_service_pb.js";
+import type { EventCatalog } from "../catalog/catalog.js";
+import { type FieldViolation, parseBinaryPayload, parseJsonPayload } from "../catalog/payload-validation.js";
+import type { NewEvent } from "../event-log/append-queue.js";
+import type { StoredEvent } from "../event-log/stored-event.js";
+import { uuidV7 } from "../event-log/uuid-v7.js";
+
+/** Limits on the envelope; the payload limit is configurable. */
+export const envelopeLimits = {
+  idLength: 256,
+  sourceLength: 1024,
+  subjectLength: 1024,
+  idempotencyKeyLength: 256,
+  attributes: 64,
+  attributeValueLength: 1024,
+} as const;
+
+const attributeKeyPattern = /^[a-z0-9_][a-z0-9_.-]{0,63}$/;
+const controlCharacters = /[\u0000-\u001f\u007f]/;
+
+export type PreparedEvent =
+  | { ok: true; event: NewEvent }
+  | { ok: false; violations: FieldViolation[]; tooLarge: boolean };
+
+/**
+ * Checks a published event against the envelope rules and its type's schema, and turns it
+ * into a row. Collects every violation, with paths under `path` ("event", "entries[3].event").
+ */
+export function prepareEvent(
+  event: Event | undefined,
+  idempotencyKey: string,
+  path: string,
+  catalog: EventCatalog,
+  maxPayloadBytes: number,
+  keyPath: string,
+): PreparedEvent {
+  const violations: FieldViolation[] = [];
+  const fail = (tooLarge = false): PreparedEvent => ({ ok: false, violations, tooLarge });
+  const v = (field: string, description: string) => violations.push({ field: `${path}.${field}`, description });
+  if (!event) {
+    violations.push({ field: path, description: "is required" });
+    return fail();
+  }
+  const entry = event.type ? catalog.get(event.type) : undefined;
+  if (!event.type) v("type", "is required");
+  else if (!entry) v("type", `unknown event type "${event.type}"; ListEventTypes lists the catalog`);
+  if (!event.source) v("source", "is required");
+  else if (event.source.length > envelopeLimits.sourceLength) v("source", `is longer than ${envelopeLimits.sourceLength} characters`);
+  if (event.id.length > envelopeLimits.idLength) v("id", `is longer than ${envelopeLimits.idLength} characters`);
+  else if (controlCharacters.test(event.id)) v("id", "must not contain control characters");
+  if (event.subject.length > envelopeLimits.subjectLength) v("subject", `is longer than ${envelopeLimits.subjectLength} characters`);
+  if (event.sequence !== 0n) v("sequence", "is assigned by the server; leave it unset");
+  const attributeKeys = Object.keys(event.attributes);
+  if (attributeKeys.length > envelopeLimits.attributes) v("attributes", `has more than ${envelopeLimits.attributes} entries`);
+  for (const key of attributeKeys) {
+    if (!attributeKeyPattern.test(key)) v(`attributes["${key}"]`, "key must be 1-64 characters of [a-z0-9_.-], starting with a letter, digit or _");
+    else if (event.attributes[key]!.length > envelopeLimits.attributeValueLength) v(`attributes["${key}"]`, `value is longer than ${envelopeLimits.attributeValueLength} characters`);
+  }
+  if (idempotencyKey.length > envelopeLimits.idempotencyKeyLength) {
+    violations.push({ field: keyPath, description: `is longer than ${envelopeLimits.idempotencyKeyLength} characters` });
+  }
+
+  let message: Message | undefined;
+  let payload: Uint8Array | undefined;
+  const payloadCase = event.payload.case;
+  if (payloadCase === undefined) {
+    v("data", "is required: the payload as JSON in `data`, or packed in `proto_data`");
+  } else if (entry) {
+    if (payloadCase === "data") {
+      const parsed = parseJsonPayload(entry.message, event.payload.value, `${path}.data`, catalog.registry);
+      violations.push(...parsed.violations);
+      if (parsed.message) payload = toBinary(entry.message, parsed.message);
+      message = parsed.message;
+    } else {
+      const any = event.payload.value;
+      if (any.typeUrl !== entry.typeUrl) {
+        v("proto_data.type_url", `is "${any.typeUrl}" but type "${entry.name}" takes ${entry.typeUrl}`);
+      } else {
+        const parsed = parseBinaryPayload(entry.message, any.value, `${path}.proto_data`);
+        violations.push(...parsed.violations);
+        message = parsed.message;
+        payload = any.value;
+      }
+    }
+  }
+  if (payload && payload.length > maxPayloadBytes) {
+    violations.length = 0;
+    v(payloadCase === "data" ? "data" : "proto_data", `payload is ${payload.length} bytes encoded, more than the limit of ${maxPayloadBytes}`);
+    return fail(true);
+  }
+  if (violations.length > 0 || !entry || !message || !payload) return fail();
+
+  const idChosenByPublisher = event.id !== "";
+  return {
+    ok: true,
+    event: {
+      id: idChosenByPublisher ? event.id : uuidV7(),
+      idChosenByPublisher,
+      type: entry.name,
+      source: event.source,
+      subject: event.subject,
+      time: event.time ? timestampDate(event.time) : new Date(),
+      attributes: event.attributes,
+      payload,
+      idempotencyKey: idempotencyKey === "" ? undefined : idempotencyKey,
+      requestHash: requestHash(event, payload),
+    },
+  };
+}
+
+/** What makes two publishes "the same request" for an idempotency key. */
+function requestHash(event: Event, payload: Uint8Array): Uint8Array {
+  const attributes = Object.keys(event.attributes).sort().map((k) => [k, event.attributes[k]]);
+  const time = event.time ? `${event.time.seconds}.${event.time.nanos}` : "";
+  return createHash("sha256")
+    .update(JSON.stringify([event.id, event.type, event.source, event.subject, time, attributes]))
+    .update(payload)
+    .digest();
+}
+
+/** A stored event as the API serves it, with the payload in the requested form. */
+export function toApiEvent(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Event {
+  const proto = format === PayloadFormat.PROTO;
+  const typeUrl = stored.entry?.typeUrl ?? `type.googleapis.com/unknown.${stored.type}`;
+  return create(EventSchema, {
+    id: stored.id,
+    source: stored.source,
+    type: stored.type,
+    subject: stored.subject,
+    time: timestampFromDate(stored.time),
+    datacontenttype: proto ? "application/protobuf" : "application/json",
+    attributes: stored.attributes,
+    sequence: stored.sequence,
+    payload: proto
+      ? { case: "protoData", value: create(AnySchema, { typeUrl, value: stored.payload }) }
+      : { case: "data", value: toJson(stored.entry!.message, stored.data(), { registry: catalog.registry, useProtoFieldName: true }) as JsonObject },
+  });
+}

@@ -1,0 +1,253 @@
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { durationMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  EventService,
+  type GetEventTypeRequest,
+  GetEventTypeResponseSchema,
+  type ListEventsRequest,
+  type PublishBatchRequest,
+  type PublishRequest,
+  PublishResponseSchema,
+  StartPosition,
+  type SubscribeRequest,
+  type SubscribeResponse,
+  SubscribeResponseSchema,
+  type EventType,
+  EventTypeSchema,
+} from "../../gen/tidings/v1/event_service_pb.js";
+import { FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
+import type { DescFile } from "@bufbuild/protobuf";
+import type { EventCatalog, EventTypeEntry } from "../catalog/catalog.js";
+import { jsonSchemaFor } from "../catalog/json-schema.js";
+import type { FieldViolation } from "../catalog/payload-validation.js";
+import type { ServerConfig } from "../config/config.js";
+import { type AppendQueue, AppendConflictError, type AppendResult, type NewEvent } from "../event-log/append-queue.js";
+import type { EventReader } from "../event-log/event-reader.js";
+import { compileFilter, FilterError, type EventFilter } from "../filtering/cel-filter.js";
+import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
+import { parseTypePattern, type TypePattern, TypePatternError } from "../filtering/type-pattern.js";
+import type { LogTail } from "../streaming/log-tail.js";
+import { runSubscription } from "../streaming/subscription.js";
+import { fieldError, invalidArgument } from "./errors.js";
+import { prepareEvent, toApiEvent } from "./event-envelope.js";
+import { decodePageToken, encodePageToken, fingerprint } from "./page-token.js";
+
+export interface EventServiceDeps {
+  catalog: EventCatalog;
+  reader: EventReader;
+  appendQueue: AppendQueue;
+  tail: LogTail;
+  config: Pick<ServerConfig, "maxPayloadBytes" | "maxBatchEntries" | "subscriberBufferEvents" | "heartbeatIntervalMs">;
+  /** Aborts when the server shuts down: streams end with `unavailable` so clients resume elsewhere. */
+  shutdownSignal: AbortSignal;
+  /** Counts open Subscribe streams. */
+  streams: { active: number };
+}
+
+const defaultPageSize = 100;
+const maxPageSize = 1000;
+const catchUpPageSize = 500;
+const heartbeatBounds = { minMs: 1000, maxMs: 300_000 };
+
+export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof EventService> {
+  const { catalog, reader } = deps;
+
+  const append = async (events: NewEvent[], pathOf: (index: number, field: string) => string): Promise<AppendResult[]> => {
+    try {
+      return await deps.appendQueue.append(events);
+    } catch (err) {
+      if (err instanceof AppendConflictError) throw fieldError(Code.AlreadyExists, [{ field: pathOf(err.index, err.field), description: err.message }]);
+      throw err;
+    }
+  };
+
+  return {
+    async publish(req: PublishRequest) {
+      const prepared = prepareEvent(req.event, req.idempotencyKey, "event", catalog, deps.config.maxPayloadBytes, "idempotency_key");
+      if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
+      const [result] = await append([prepared.event], (_i, field) => field);
+      return toPublishResponse(result!);
+    },
+
+    async publishBatch(req: PublishBatchRequest) {
+      if (req.entries.length === 0) throw invalidArgument("entries", "must hold at least one event");
+      if (req.entries.length > deps.config.maxBatchEntries) {
+        throw fieldError(Code.ResourceExhausted, [{ field: "entries", description: `holds ${req.entries.length} events, more than the limit of ${deps.config.maxBatchEntries}` }]);
+      }
+      const violations: FieldViolation[] = [];
+      let tooLarge = false;
+      const events: NewEvent[] = [];
+      req.entries.forEach((entry, i) => {
+        const prepared = prepareEvent(entry.event, entry.idempotencyKey, `entries[${i}].event`, catalog, deps.config.maxPayloadBytes, `entries[${i}].idempotency_key`);
+        if (prepared.ok) events.push(prepared.event);
+        else {
+          violations.push(...prepared.violations);
+          tooLarge ||= prepared.tooLarge;
+        }
+      });
+      if (violations.length > 0) throw fieldError(tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, violations);
+      const results = await append(events, (i, field) => `entries[${i}].${field}`);
+      return { results: results.map(toPublishResponse) };
+    },
+
+    async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
+      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog);
+      let heartbeatMs = deps.config.heartbeatIntervalMs;
+      if (req.heartbeatInterval) {
+        heartbeatMs = durationMs(req.heartbeatInterval);
+        if (heartbeatMs < heartbeatBounds.minMs || heartbeatMs > heartbeatBounds.maxMs) {
+          throw invalidArgument("heartbeat_interval", "must be between 1s and 300s");
+        }
+      }
+      const cursor = await startCursor(req, reader);
+      const signal = AbortSignal.any([ctx.signal, deps.shutdownSignal]);
+      const items = runSubscription({
+        reader,
+        tail: deps.tail,
+        matcher,
+        cursor,
+        bufferEvents: deps.config.subscriberBufferEvents,
+        heartbeatMs,
+        pageSize: catchUpPageSize,
+        signal,
+      });
+      let last = cursor;
+      deps.streams.active++;
+      try {
+        for await (const item of items) {
+          last = item.cursor;
+          yield item.kind === "event"
+            ? create(SubscribeResponseSchema, { message: { case: "event", value: toApiEvent(item.event, req.payloadFormat, catalog) }, cursor: item.cursor })
+            : create(SubscribeResponseSchema, { message: { case: "heartbeat", value: { time: timestampFromDate(new Date()) } }, cursor: item.cursor });
+        }
+      } finally {
+        deps.streams.active--;
+      }
+      if (deps.shutdownSignal.aborted && !ctx.signal.aborted) {
+        throw new ConnectError(`the server is shutting down; resume with after_sequence=${last}`, Code.Unavailable);
+      }
+    },
+
+    async getEvent(req) {
+      if (!req.id) throw invalidArgument("id", "is required");
+      const stored = await reader.getById(req.id);
+      if (!stored) throw fieldError(Code.NotFound, [{ field: "id", description: `no event with id "${req.id}"` }]);
+      return { event: toApiEvent(stored, req.payloadFormat, catalog) };
+    },
+
+    async listEvents(req: ListEventsRequest) {
+      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog);
+      if (req.pageSize < 0) throw invalidArgument("page_size", "must not be negative");
+      const pageSize = Math.min(req.pageSize || defaultPageSize, maxPageSize);
+      const startTime = req.startTime ? timestampDate(req.startTime) : undefined;
+      const endTime = req.endTime ? timestampDate(req.endTime) : undefined;
+      if (startTime && endTime && endTime <= startTime) throw invalidArgument("end_time", "must be after start_time");
+      const queryPrint = fingerprint([req.patterns, Object.entries(req.attributes).sort(), req.filter, startTime, endTime, req.afterSequence.toString(), req.descending]);
+      const resumeAt = req.pageToken ? decodePageToken(req.pageToken, queryPrint) : undefined;
+      const rows = await reader.page({
+        types: matcher.types,
+        attributes: matcher.attributes,
+        startTime,
+        endTime,
+        after: req.descending ? req.afterSequence : (resumeAt ?? req.afterSequence),
+        before: req.descending ? resumeAt : undefined,
+        limit: pageSize + 1,
+        descending: req.descending,
+      });
+      const page = rows.slice(0, pageSize);
+      const more = rows.length > pageSize;
+      return {
+        events: page.filter((e) => matcher.matches(e)).map((e) => toApiEvent(e, req.payloadFormat, catalog)),
+        nextPageToken: more ? encodePageToken(page[page.length - 1]!.sequence, queryPrint) : "",
+      };
+    },
+
+    async listEventTypes(req) {
+      const patterns = parsePatterns(req.patterns);
+      return { eventTypes: catalog.matching(patterns).map(toApiEventType) };
+    },
+
+    async getEventType(req: GetEventTypeRequest) {
+      if (!req.name) throw invalidArgument("name", "is required");
+      const entry = catalog.get(req.name);
+      if (!entry) throw fieldError(Code.NotFound, [{ field: "name", description: `unknown event type "${req.name}"; ListEventTypes lists the catalog` }]);
+      return create(GetEventTypeResponseSchema, {
+        eventType: toApiEventType(entry),
+        descriptorSet: create(FileDescriptorSetSchema, { file: fileWithImports(entry.message.file) }),
+        jsonSchema: jsonSchemaFor(entry.message, entry.description),
+      });
+    },
+  };
+}
+
+function toPublishResponse(r: AppendResult) {
+  return create(PublishResponseSchema, { id: r.id, sequence: r.sequence, time: timestampFromDate(r.time), duplicate: r.duplicate });
+}
+
+function toApiEventType(entry: EventTypeEntry): EventType {
+  return create(EventTypeSchema, {
+    name: entry.name,
+    messageType: entry.message.typeName,
+    description: entry.description,
+    requiredFields: entry.requiredFields,
+  });
+}
+
+/** The file and everything it imports, dependencies first, as protoc orders a descriptor set. */
+function fileWithImports(file: DescFile, seen = new Set<string>()): FileDescriptorProto[] {
+  if (seen.has(file.name)) return [];
+  seen.add(file.name);
+  return [...file.dependencies.flatMap((d) => fileWithImports(d, seen)), file.proto];
+}
+
+function parsePatterns(sources: readonly string[]): TypePattern[] {
+  const violations: FieldViolation[] = [];
+  const patterns: TypePattern[] = [];
+  sources.forEach((source, i) => {
+    try {
+      patterns.push(parseTypePattern(source));
+    } catch (err) {
+      if (!(err instanceof TypePatternError)) throw err;
+      violations.push({ field: `patterns[${i}]`, description: err.message });
+    }
+  });
+  if (violations.length > 0) throw fieldError(Code.InvalidArgument, violations);
+  return patterns;
+}
+
+function buildMatcher(patternSources: readonly string[], attributes: Record<string, string>, filter: string, catalog: EventCatalog): EventMatcher {
+  const patterns = parsePatterns(patternSources);
+  let compiled: EventFilter | undefined;
+  if (filter !== "") {
+    try {
+      compiled = compileFilter(filter, catalog.registry);
+    } catch (err) {
+      if (err instanceof FilterError) throw invalidArgument("filter", err.message);
+      throw err;
+    }
+  }
+  return createEventMatcher(patterns, catalog.list().map((e) => e.name), attributes, compiled);
+}
+
+async function startCursor(req: SubscribeRequest, reader: EventReader): Promise<bigint> {
+  const start = req.start;
+  switch (start.case) {
+    case "afterSequence": {
+      const head = await reader.headSequence();
+      if (start.value > head) {
+        throw fieldError(Code.OutOfRange, [{ field: "after_sequence", description: `${start.value} is beyond the end of the log (${head})` }]);
+      }
+      return start.value;
+    }
+    case "startTime":
+      return reader.cursorBeforeTime(timestampDate(start.value));
+    case "position":
+      if (start.value === StartPosition.EARLIEST) return 0n;
+      return reader.headSequence();
+    default:
+      return reader.headSequence();
+  }
+}
+
+export type { SubscribeResponse };

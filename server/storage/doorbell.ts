@@ -1,0 +1,71 @@
+import pg from "pg";
+import type { Logger } from "../logging/logger.js";
+
+/** The NOTIFY channel writers ring after committing events. It carries no event data. */
+export const eventsChannel = "tidings_events";
+
+/**
+ * A wake-up signal from other nodes. Notifications can be merged or lost (e.g. while the
+ * listening connection reconnects), so readers also poll; the doorbell only cuts latency.
+ */
+export interface Doorbell {
+  onRing(listener: () => void): void;
+  close(): Promise<void>;
+}
+
+export const silentDoorbell: Doorbell = {
+  onRing() {},
+  async close() {},
+};
+
+/** LISTENs on a dedicated connection and reconnects with backoff when it drops. */
+export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell> {
+  const listeners: Array<() => void> = [];
+  let client: pg.Client | undefined;
+  let closed = false;
+  let retryDelayMs = 100;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  const ring = () => listeners.forEach((l) => l());
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: url });
+    c.on("notification", ring);
+    c.on("error", (err) => {
+      logger.warn("doorbell connection failed; readers fall back to polling", { err });
+      scheduleReconnect(c);
+    });
+    c.on("end", () => scheduleReconnect(c));
+    await c.connect();
+    await c.query(`LISTEN ${eventsChannel}`);
+    client = c;
+    retryDelayMs = 100;
+    ring(); // anything committed while we were not listening is picked up now
+  };
+  const scheduleReconnect = (failed: pg.Client) => {
+    if (closed || client !== failed || retryTimer) return;
+    client = undefined;
+    failed.end().catch(() => {});
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      connect().catch((err) => {
+        logger.warn("doorbell reconnect failed", { err, retryInMs: retryDelayMs });
+        retryDelayMs = Math.min(retryDelayMs * 2, 10_000);
+        const placeholder = new pg.Client();
+        client = placeholder;
+        scheduleReconnect(placeholder);
+      });
+    }, retryDelayMs);
+  };
+
+  await connect();
+  return {
+    onRing(listener) {
+      listeners.push(listener);
+    },
+    async close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      await client?.end().catch(() => {});
+    },
+  };
+}

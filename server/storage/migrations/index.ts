@@ -1,0 +1,21 @@
+import type { Kysely, Migration } from "kysely";
+import { Migrator } from "kysely";
+import { eventLogMigration } from "./0001-event-log.js";
+
+/** Every migration, by name; names sort in the order they run. Never edit a landed one. */
+export const migrations: Record<string, Migration> = {
+  "0001-event-log": eventLogMigration,
+};
+
+/** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
+export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => migrations },
+    migrationTableName: "tidings_migrations",
+    migrationLockTableName: "tidings_migrations_lock",
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) throw error;
+  return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+}

@@ -1,0 +1,71 @@
+import { mkdir } from "node:fs/promises";
+import { PGlite } from "@electric-sql/pglite";
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { Logger } from "../logging/logger.js";
+import { type Doorbell, pgDoorbell, silentDoorbell } from "./doorbell.js";
+import { migrateToLatest } from "./migrations/index.js";
+import { PGliteDialect } from "./pglite/pglite-dialect.js";
+import type { Database } from "./schema.js";
+
+export interface DatabaseHandle {
+  db: Kysely<Database>;
+  kind: "postgres" | "pglite";
+  /** Rings when another node (or this one) commits events. */
+  doorbell: Doorbell;
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  poolSize: number;
+  logger: Logger;
+}
+
+/** Opens PostgreSQL (with a URL) or embedded PGlite, and migrates it to the latest schema. */
+export async function openDatabase(options: OpenDatabaseOptions): Promise<DatabaseHandle> {
+  const handle = options.databaseUrl ? await openPostgres(options.databaseUrl, options) : await openPGlite(options);
+  try {
+    const applied = await migrateToLatest(handle.db as Kysely<unknown>);
+    if (applied.length > 0) options.logger.info("migrations applied", { migrations: applied });
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  return handle;
+}
+
+async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<DatabaseHandle> {
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize });
+  // An idle client that loses its server emits 'error' on the pool; without a listener the
+  // process would crash. The next query gets a fresh connection.
+  pool.on("error", (err) => options.logger.warn("idle database connection failed", { err }));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const doorbell = await pgDoorbell(url, options.logger);
+  return {
+    db,
+    kind: "postgres",
+    doorbell,
+    async close() {
+      await doorbell.close();
+      await db.destroy();
+    },
+  };
+}
+
+async function openPGlite(options: OpenDatabaseOptions): Promise<DatabaseHandle> {
+  if (!options.dataDir.startsWith("memory://")) await mkdir(options.dataDir, { recursive: true });
+  const pglite = await PGlite.create(options.dataDir);
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  return {
+    db,
+    kind: "pglite",
+    // PGlite belongs to this process alone: every commit is local and wakes readers directly.
+    doorbell: silentDoorbell,
+    async close() {
+      await db.destroy();
+      await pglite.close();
+    },
+  };
+}

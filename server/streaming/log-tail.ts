@@ -1,0 +1,121 @@
+import type { EventReader } from "../event-log/event-reader.js";
+import type { StoredEvent } from "../event-log/stored-event.js";
+import type { Logger } from "../logging/logger.js";
+
+/** Events the tail read in one go: every event with `after < sequence <= upTo`, unfiltered. */
+export interface TailBatch {
+  after: bigint;
+  upTo: bigint;
+  events: readonly StoredEvent[];
+}
+
+export interface TailListener {
+  /** Called synchronously for each batch; must not block. */
+  offer(batch: TailBatch): void;
+  /** The tail stopped (shutdown). */
+  close(): void;
+}
+
+export interface LogTailOptions {
+  pollIntervalMs: number;
+  /** Rows per read. */
+  readLimit: number;
+  logger: Logger;
+}
+
+/**
+ * The one reader of new events on a node. It reads each new row once and hands the batch to
+ * every live subscriber, which filter it themselves (so one costly filter never delays the
+ * others). It reads when woken (a local commit or a NOTIFY) and on a poll timer, because
+ * notifications can be merged or lost.
+ *
+ * Batches are contiguous: each starts where the previous ended, at `position`. A listener that
+ * attaches when its cursor is at or past `position` (checked synchronously) misses nothing.
+ */
+export class LogTail {
+  #position = 0n;
+  readonly #listeners = new Set<TailListener>();
+  #reading: Promise<void> | undefined;
+  #again = false;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  constructor(
+    private readonly reader: EventReader,
+    private readonly options: LogTailOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    this.#position = await this.reader.headSequence();
+    this.#timer = setInterval(() => this.wake(), this.options.pollIntervalMs);
+    this.#timer.unref();
+  }
+
+  /** The last sequence handed to listeners. */
+  get position(): bigint {
+    return this.#position;
+  }
+
+  get listenerCount(): number {
+    return this.#listeners.size;
+  }
+
+  attach(listener: TailListener): void {
+    this.#listeners.add(listener);
+  }
+
+  detach(listener: TailListener): void {
+    this.#listeners.delete(listener);
+  }
+
+  /** Reads whatever was committed since the last read. Cheap to call often. */
+  wake = (): void => {
+    if (this.#stopped) return;
+    if (this.#reading) {
+      this.#again = true;
+      return;
+    }
+    this.#reading = this.#readUntilCaughtUp()
+      .catch((err) => this.options.logger.warn("reading new events failed; will retry on the next poll", { err }))
+      .finally(() => (this.#reading = undefined));
+  };
+
+  /** Resolves once everything committed before the call has been handed to listeners. */
+  async catchUp(): Promise<void> {
+    this.#again = true;
+    this.wake();
+    while (this.#reading) await this.#reading;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#reading;
+    for (const l of this.#listeners) l.close();
+    this.#listeners.clear();
+  }
+
+  async #readUntilCaughtUp(): Promise<void> {
+    do {
+      this.#again = false;
+      let full = true;
+      while (full && !this.#stopped) {
+        if (this.#listeners.size === 0) {
+          // Nobody to hand rows to: just follow the head. If someone attached while we waited,
+          // fall through to reading rows so they get their batch.
+          const head = await this.reader.headSequence();
+          if (this.#listeners.size === 0) {
+            if (head > this.#position) this.#position = head;
+            break;
+          }
+        }
+        const events = await this.reader.readRange(this.#position, undefined, this.options.readLimit);
+        full = events.length === this.options.readLimit;
+        if (events.length === 0) break;
+        const batch: TailBatch = { after: this.#position, upTo: events[events.length - 1]!.sequence, events };
+        this.#position = batch.upTo;
+        for (const l of this.#listeners) l.offer(batch);
+      }
+    } while (this.#again && !this.#stopped);
+  }
+}

@@ -1,0 +1,73 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+/** The HTTP/2 connection preface; no HTTP/1.x request starts with its first four bytes. */
+const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+const sniffBytes = 4;
+
+export interface OnePortServer {
+  listen(port: number, host: string): Promise<number>;
+  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then drops connections. */
+  close(graceMs: number): Promise<void>;
+}
+
+/**
+ * One cleartext port for HTTP/1.1 and HTTP/2 (h2c with prior knowledge, as gRPC clients use).
+ * Node's `allowHTTP1` needs TLS, so a small front server reads the first bytes of each
+ * connection and hands the socket to an http or an http2 server running the same handler.
+ */
+export function createOnePortServer(handler: Handler): OnePortServer {
+  const h1 = http.createServer(handler as http.RequestListener);
+  const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const sockets = new Set<net.Socket>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+  });
+
+  const front = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < sniffBytes && preface.subarray(0, head.length).equals(head)) return; // need more
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      const isHttp2 = head.length >= sniffBytes && head.subarray(0, sniffBytes).equals(preface.subarray(0, sniffBytes));
+      (isHttp2 ? h2 : h1).emit("connection", socket);
+      socket.resume();
+    };
+    socket.on("data", onData);
+  });
+
+  return {
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        front.once("error", reject);
+        front.listen(port, host, () => {
+          front.off("error", reject);
+          resolve((front.address() as net.AddressInfo).port);
+        });
+      });
+    },
+    async close(graceMs) {
+      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+      for (const s of sessions) s.close(); // GOAWAY: finish open streams, accept no new ones
+      h1.closeIdleConnections();
+      const grace = setTimeout(() => {
+        h1.closeAllConnections();
+        for (const s of sessions) s.destroy();
+        for (const s of sockets) s.destroy();
+      }, graceMs);
+      await closed;
+      clearTimeout(grace);
+    },
+  };
+}
