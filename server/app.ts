@@ -9,7 +9,7 @@ import { EventReader } from "./event-log/event-reader.js";
 import type { Logger } from "./logging/logger.js";
 import { emptyJsonBodyError } from "./rpc/empty-body.js";
 import { errorMappingInterceptor } from "./rpc/errors.js";
-import { createEventService } from "./rpc/event-service.js";
+import { createEventService, type StreamStats } from "./rpc/event-service.js";
 import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
@@ -19,8 +19,8 @@ export interface RunningServer {
   url: string;
   port: number;
   databaseKind: "postgres" | "pglite";
-  /** Subscribe streams open right now. */
-  activeStreams(): number;
+  /** Subscribe streams open now, and how often a slow one was moved back to reading the log. */
+  streamStats(): Readonly<StreamStats>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
 }
@@ -43,7 +43,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   await tail.start();
   database.doorbell.onRing(tail.wake);
   const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: tail.wake, logger, beforeCommit: options.beforeCommit });
-  const streams = { active: 0 };
+  const streams: StreamStats = { active: 0, fallbacks: 0 };
   const shutdown = new AbortController();
 
   const connectHandler = connectNodeAdapter({
@@ -51,7 +51,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     interceptors: [errorMappingInterceptor(logger)],
     readMaxBytes: config.maxRequestBytes,
     writeMaxBytes: config.maxRequestBytes * 4,
-    jsonOptions: { registry: catalog.registry },
+    // Unknown fields are an error, not silently dropped: a typo must not lose data.
+    jsonOptions: { registry: catalog.registry, ignoreUnknownFields: false },
   });
   const unaryMethods = new Map(EventService.methods.filter((m) => m.methodKind === "unary").map((m) => [`/${EventService.typeName}/${m.name}`, m]));
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
@@ -85,7 +86,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     url,
     port,
     databaseKind: database.kind,
-    activeStreams: () => streams.active,
+    streamStats: () => ({ ...streams }),
     close() {
       closing ??= (async () => {
         logger.info("shutting down");

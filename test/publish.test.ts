@@ -35,7 +35,7 @@ describe("publishing and reading back", () => {
     const message = encodeURIComponent(JSON.stringify({ name: "memory.created" }));
     const res = await fetch(`${t.url}/tidings.v1.EventService/GetEventType?encoding=json&message=${message}`);
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json()) as any;
     expect(body.eventType.requiredFields).toEqual(["memory_id"]);
     expect(body.jsonSchema.required).toEqual(["memory_id"]);
   });
@@ -172,6 +172,17 @@ describe("publishing and reading back", () => {
     expect(got.body.event.data.memory_id).toBe("survivor");
     const after = await callJson(t.url, "Publish", { event: memoryCreated("after-restart") });
     expect(BigInt(after.body.sequence)).toBe(BigInt(res.body.sequence) + 1n);
+  });
+
+  it("serves the TypeScript client over Connect, gRPC and gRPC-Web on the one port", async () => {
+    for (const transport of ["connect", "grpc", "grpc-web"] as const) {
+      const client = t.client(transport);
+      const payload = packPayload(MemoryCreatedSchema, { memoryId: `via-${transport}` });
+      const published = await client.publish({ event: { type: "memory.created", source: transport, payload: { case: "protoData", value: payload } } });
+      const got = await client.getEvent({ id: published.id });
+      expect(got.event?.source, transport).toBe(transport);
+      expect(got.event?.payload.case === "data" && got.event.payload.value.memory_id).toBe(`via-${transport}`);
+    }
   });
 
   it("surfaces errors to the TypeScript client as ConnectError with the code", async () => {

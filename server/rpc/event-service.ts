@@ -33,6 +33,11 @@ import { fieldError, invalidArgument } from "./errors.js";
 import { prepareEvent, toApiEvent } from "./event-envelope.js";
 import { decodePageToken, encodePageToken, fingerprint } from "./page-token.js";
 
+export interface StreamStats {
+  active: number;
+  fallbacks: number;
+}
+
 export interface EventServiceDeps {
   catalog: EventCatalog;
   reader: EventReader;
@@ -41,8 +46,8 @@ export interface EventServiceDeps {
   config: Pick<ServerConfig, "maxPayloadBytes" | "maxBatchEntries" | "subscriberBufferEvents" | "heartbeatIntervalMs">;
   /** Aborts when the server shuts down: streams end with `unavailable` so clients resume elsewhere. */
   shutdownSignal: AbortSignal;
-  /** Counts open Subscribe streams. */
-  streams: { active: number };
+  /** Counts open Subscribe streams, and live subscribers moved back to the log for being slow. */
+  streams: StreamStats;
 }
 
 const defaultPageSize = 100;
@@ -111,6 +116,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         heartbeatMs,
         pageSize: catchUpPageSize,
         signal,
+        onFallback: () => deps.streams.fallbacks++,
       });
       let last = cursor;
       deps.streams.active++;

@@ -19,6 +19,8 @@ export interface SubscriptionOptions {
   /** Rows per catch-up read. */
   pageSize: number;
   signal: AbortSignal;
+  /** Called when the subscriber overflowed its buffer and went back to reading the log. */
+  onFallback?: () => void;
 }
 
 /**
@@ -74,6 +76,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
       } else if (next === "overflow" || next.after > cursor) {
         // Too slow (or, defensively, a batch that does not start where we stand): re-read the log.
         o.tail.detach(queue);
+        o.onFallback?.();
         attached = false;
       } else {
         for (const event of next.events) {

@@ -42,7 +42,9 @@ export function createOnePortServer(handler: Handler): OnePortServer {
       socket.unshift(head);
       const isHttp2 = head.length >= sniffBytes && head.subarray(0, sniffBytes).equals(preface.subarray(0, sniffBytes));
       (isHttp2 ? h2 : h1).emit("connection", socket);
-      socket.resume();
+      // http2 reads the unshifted preface from the buffer itself on its next tick; resuming
+      // here would flush it as a 'data' event nobody listens to, and the session would fail.
+      if (!isHttp2) socket.resume();
     };
     socket.on("data", onData);
   });

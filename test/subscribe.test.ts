@@ -1,0 +1,163 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { DurationSchema } from "@bufbuild/protobuf/wkt";
+import { StartPosition } from "../sdk/index.js";
+import { collect } from "./helpers/stream.js";
+import { callJson, eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
+
+const publish = (t: TestServer, event: object) => callJson(t.url, "Publish", { event }).then((r) => {
+  if (r.status !== 200) throw new Error(JSON.stringify(r.body));
+  return BigInt(r.body.sequence);
+});
+
+async function publishMany(t: TestServer, n: number, run: string, batch = 100, content?: string): Promise<bigint[]> {
+  const seqs: bigint[] = [];
+  for (let i = 0; i < n; i += batch) {
+    const entries = Array.from({ length: Math.min(batch, n - i) }, (_, j) => ({ event: { ...memoryCreated(`${run}-${i + j}`, content ? { content } : {}), attributes: { run } } }));
+    const res = await callJson(t.url, "PublishBatch", { entries });
+    seqs.push(...res.body.results.map((r: { sequence: string }) => BigInt(r.sequence)));
+  }
+  return seqs;
+}
+
+describe("subscribe", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer({ config: { subscriberBufferEvents: 50 } });
+  });
+  afterAll(() => t.close());
+
+  it("delivers only events matching patterns, attributes and the CEL filter, in order", async () => {
+    const sub = await collect(t.client(), {
+      patterns: ["memory.*", "gap.**"],
+      attributes: { project: "p1" },
+      filter: 'data.tier == "hot" || type.startsWith("gap.")',
+    });
+    await publish(t, { ...memoryCreated("a", { tier: "hot" }), attributes: { project: "p1" } });
+    await publish(t, { ...memoryCreated("b", { tier: "cold" }), attributes: { project: "p1" } }); // filter
+    await publish(t, { ...memoryCreated("c", { tier: "hot" }), attributes: { project: "p2" } }); // attribute
+    await publish(t, { type: "dream.started", source: "m", data: { session_id: "s", trigger: "t" }, attributes: { project: "p1" } }); // pattern
+    await publish(t, { type: "gap.detected", source: "m", data: { gap_id: "g", query: "q" }, attributes: { project: "p1" } });
+    await publish(t, { ...memoryCreated("d", { tier: "hot" }), attributes: { project: "p1" } });
+    await sub.waitFor(3);
+    await sub.close();
+    expect(sub.events.map((e) => e.type)).toEqual(["memory.created", "gap.detected", "memory.created"]);
+    const seqs = sub.events.map((e) => e.sequence);
+    expect([...seqs].sort((a, b) => (a < b ? -1 : 1))).toEqual(seqs);
+  });
+
+  it("starts at latest, earliest, after a sequence, or at a time", async () => {
+    const run = `start-${Date.now()}`;
+    const old = await publishMany(t, 5, run);
+    const time = new Date();
+    await new Promise((r) => setTimeout(r, 20));
+    const later = await publishMany(t, 3, run);
+
+    const fromEarliest = await collect(t.client(), { attributes: { run }, start: { case: "position", value: StartPosition.EARLIEST } });
+    await fromEarliest.waitFor(8);
+    expect(fromEarliest.events.map((e) => e.sequence)).toEqual([...old, ...later]);
+
+    const afterSeq = await collect(t.client(), { attributes: { run }, start: { case: "afterSequence", value: old[2]! } });
+    await afterSeq.waitFor(5);
+    expect(afterSeq.events.map((e) => e.sequence)).toEqual([...old.slice(3), ...later]);
+
+    const atTime = await collect(t.client(), { attributes: { run }, start: { case: "startTime", value: { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(time.getTime() / 1000)), nanos: (time.getTime() % 1000) * 1e6 } } });
+    await atTime.waitFor(3);
+    expect(atTime.events.map((e) => e.sequence)).toEqual(later);
+
+    const latest = await collect(t.client(), { attributes: { run } });
+    const fresh = await publishMany(t, 2, run);
+    await latest.waitFor(2);
+    expect(latest.events.map((e) => e.sequence)).toEqual(fresh);
+
+    for (const s of [fromEarliest, afterSeq, atTime, latest]) await s.close();
+    // Nothing was delivered twice to any of them.
+    expect(fromEarliest.events).toHaveLength(10);
+    expect(afterSeq.events).toHaveLength(7);
+  });
+
+  it("hands over from catch-up to live with no gap and no duplicate while publishers keep going", async () => {
+    const run = `handover-${Date.now()}`;
+    const before = await publishMany(t, 1200, run);
+    const publishing = publishMany(t, 800, run, 20); // keeps publishing during catch-up
+    const sub = await collect(t.client(), { attributes: { run }, start: { case: "position", value: StartPosition.EARLIEST } });
+    const during = await publishing;
+    await sub.waitFor(2000, 30_000);
+    await new Promise((r) => setTimeout(r, 200));
+    await sub.close();
+    expect(sub.events.map((e) => e.sequence)).toEqual([...before, ...during]);
+  });
+
+  it("sends heartbeats that carry the cursor past events the filter skipped", async () => {
+    const sub = await collect(t.client(), { patterns: ["dream.failed"], heartbeatInterval: create(DurationSchema, { seconds: 1n }) });
+    const last = (await publishMany(t, 5, `hb-${Date.now()}`)).at(-1)!;
+    await eventually(() => (sub.heartbeats.some((c) => c >= last) ? true : undefined), 5000, "a heartbeat at the head");
+    await sub.close();
+    expect(sub.events).toHaveLength(0);
+  });
+
+  it("a subscriber that stops reading never slows publishers or other subscribers, and still gets everything in order", async () => {
+    const run = `slow-${Date.now()}`;
+    // The slow one: reads one event, then stalls while 600 events go by (buffer is 50).
+    const client = t.client();
+    const abort = new AbortController();
+    const slow = client.subscribe({ attributes: { run } }, { signal: abort.signal })[Symbol.asyncIterator]();
+    expect((await slow.next()).value.message.case).toBe("heartbeat");
+    const fast = await collect(t.client(), { attributes: { run } });
+    const fallbacksBefore = t.server.streamStats().fallbacks;
+
+    // Big payloads, so socket buffers cannot hide the stall: the server's queue must overflow.
+    const started = Date.now();
+    const seqs = await publishMany(t, 600, run, 10, "x".repeat(8000));
+    const publishMs = Date.now() - started;
+    await fast.waitFor(600);
+    expect(fast.events.map((e) => e.sequence)).toEqual(seqs);
+
+    // Now the slow one drains: it fell back to reading the log and misses nothing.
+    const got: bigint[] = [];
+    while (got.length < 600) {
+      const { value } = await slow.next();
+      if (value.message.case === "event") got.push(value.message.value.sequence);
+    }
+    expect(got).toEqual(seqs);
+    expect(t.server.streamStats().fallbacks).toBeGreaterThan(fallbacksBefore);
+    abort.abort();
+    await fast.close();
+    expect(publishMs).toBeLessThan(30_000); // bounded loop; the benchmark measures speed
+  });
+
+  it("frees everything when subscribers cancel", async () => {
+    const subs = await Promise.all(Array.from({ length: 5 }, () => collect(t.client(), { patterns: ["**"] })));
+    await eventually(() => (t.server.streamStats().active >= 5 ? true : undefined), 5000, "5 open streams");
+    await Promise.all(subs.map((s) => s.close()));
+    await eventually(() => (t.server.streamStats().active === 0 ? true : undefined), 5000, "streams to close");
+  });
+
+  it("streams JSON to a plain HTTP client using the Connect streaming protocol", async () => {
+    const body = JSON.stringify({ patterns: ["file.changed"] });
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), Buffer.from(body)]);
+    frame.writeUInt32BE(Buffer.byteLength(body), 1);
+    const abort = new AbortController();
+    const res = await fetch(`${t.url}/tidings.v1.EventService/Subscribe`, { method: "POST", headers: { "content-type": "application/connect+json" }, body: frame, signal: abort.signal });
+    const reader = res.body!.getReader();
+    const messages: any[] = [];
+    let buf = Buffer.alloc(0);
+    const pump = async (n: number) => {
+      while (messages.length < n) {
+        const { value } = await reader.read();
+        buf = Buffer.concat([buf, Buffer.from(value!)]);
+        while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+          const len = buf.readUInt32BE(1);
+          messages.push(JSON.parse(buf.subarray(5, 5 + len).toString()));
+          buf = buf.subarray(5 + len);
+        }
+      }
+    };
+    await pump(1);
+    expect(messages[0].heartbeat).toBeDefined();
+    await publish(t, { type: "file.changed", source: "pm", data: { file_path: "/tmp/a.txt", change_type: "modified", size: 12 } });
+    await pump(2);
+    expect(messages[1].event).toMatchObject({ type: "file.changed", data: { file_path: "/tmp/a.txt", change_type: "modified", size: "12" } });
+    abort.abort();
+  });
+});
