@@ -2,7 +2,7 @@
  * The Tidings TypeScript client: the generated EventService on the transport of your choice.
  * It depends only on @connectrpc/connect(-node) and @bufbuild/protobuf, not on the server.
  */
-import { type Client, createClient } from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { create, type DescMessage, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { AnySchema, type Any } from "@bufbuild/protobuf/wkt";
@@ -23,7 +23,10 @@ export interface ClientOptions {
   transport?: TransportKind;
 }
 
-/** A client for EventService. Payloads travel in protobuf binary, so no type registry is needed. */
+/**
+ * A client for EventService. Payloads travel in protobuf binary, so no type registry is needed.
+ * Leaving a `for await` over `subscribe` (break, return, throw) cancels the stream on the server.
+ */
 export function createTidingsClient(options: ClientOptions): Client<typeof EventService> {
   const { baseUrl } = options;
   const transport =
@@ -32,7 +35,32 @@ export function createTidingsClient(options: ClientOptions): Client<typeof Event
       : options.transport === "grpc-web"
         ? createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true })
         : createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
-  return createClient(EventService, transport);
+  const client = createClient(EventService, transport);
+  return { ...client, subscribe: cancelOnReturn(client.subscribe) };
+}
+
+type StreamCall<I, O> = (request: I, options?: CallOptions) => AsyncIterable<O>;
+
+/**
+ * Connect leaves the HTTP request open when a consumer stops iterating early; for an endless
+ * stream that leaks a server-side subscription. Abort the call when the iterator is returned.
+ */
+function cancelOnReturn<I, O>(call: StreamCall<I, O>): StreamCall<I, O> {
+  return (request, options = {}) => ({
+    [Symbol.asyncIterator](): AsyncIterator<O> {
+      const stop = new AbortController();
+      const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+      const inner = call(request, { ...options, signal })[Symbol.asyncIterator]();
+      return {
+        next: () => inner.next(),
+        async return(value?: unknown): Promise<IteratorResult<O>> {
+          stop.abort();
+          await inner.return?.().catch(() => undefined);
+          return { done: true, value: value as O };
+        },
+      };
+    },
+  });
 }
 
 /** The event type a catalog message declares, e.g. "memory.created" for MemoryCreatedSchema. */

@@ -133,6 +133,16 @@ describe("subscribe", () => {
     await eventually(() => (t.server.streamStats().active === 0 ? true : undefined), 5000, "streams to close");
   });
 
+  it("leaving a for-await loop over the SDK's subscribe frees the stream on the server", async () => {
+    await publishMany(t, 1, `break-${Date.now()}`);
+    for (const transport of ["connect", "grpc", "grpc-web"] as const) {
+      for await (const res of t.client(transport).subscribe({ start: { case: "position", value: StartPosition.EARLIEST } })) {
+        if (res.message.case === "event") break;
+      }
+      await eventually(() => (t.server.streamStats().active === 0 ? true : undefined), 5000, `${transport} stream to close`);
+    }
+  });
+
   it("streams JSON to a plain HTTP client using the Connect streaming protocol", async () => {
     const body = JSON.stringify({ patterns: ["file.changed"] });
     const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), Buffer.from(body)]);

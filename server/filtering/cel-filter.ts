@@ -63,9 +63,13 @@ export function compileFilter(expression: string, registry: Registry): EventFilt
       sequence: celUint(event.sequence),
       attributes: new Map(Object.entries(event.attributes)),
     };
-    if (readsData) bindings.data = event.data();
-    const result = program(bindings);
-    return !isCelError(result) && result === true;
+    try {
+      if (readsData) bindings.data = event.data();
+      const result = program(bindings);
+      return !isCelError(result) && result === true;
+    } catch {
+      return false; // e.g. a payload that no longer decodes: no match, and the stream goes on
+    }
   };
 }
 

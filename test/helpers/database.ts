@@ -50,3 +50,14 @@ export async function createTestStorage(): Promise<TestStorage> {
 
 /** True when the suite runs on real PostgreSQL, which multi-node tests need. */
 export const onPostgres = Boolean(process.env.DATABASE_URL);
+
+/**
+ * For suites that need PostgreSQL (several processes on one database): true on PostgreSQL;
+ * otherwise prints why the suite is skipped, and fails outright under CI, which must never skip.
+ */
+export function needsPostgres(suite: string): boolean {
+  if (onPostgres) return true;
+  if (process.env.CI) throw new Error(`${suite} needs PostgreSQL: CI must set DATABASE_URL`);
+  console.log(`skipped: ${suite} needs PostgreSQL (set DATABASE_URL); PGlite is one process's database`);
+  return false;
+}

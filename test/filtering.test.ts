@@ -1,0 +1,66 @@
+import { describe, expect, it } from "vitest";
+import { create, createRegistry } from "@bufbuild/protobuf";
+import { file_tidings_events_memory_v1_memory, MemoryCreatedSchema } from "../gen/tidings/events/memory/v1/memory_pb.js";
+import { compileFilter, FilterError } from "../server/filtering/cel-filter.js";
+import { parseTypePattern, TypePatternError } from "../server/filtering/type-pattern.js";
+
+describe("type patterns", () => {
+  const cases: Array<[string, string, boolean]> = [
+    ["memory.created", "memory.created", true],
+    ["memory.created", "memory.updated", false],
+    ["memory.*", "memory.created", true],
+    ["memory.*", "memory.a.b", false],
+    ["memory.*", "memory", false],
+    ["*.created", "memory.created", true],
+    ["tidings.**", "tidings.webhook.created", true],
+    ["tidings.**", "tidings.x", true],
+    ["tidings.**", "tidings", false],
+    ["**", "file.changed", true],
+    ["*.*.created", "tidings.webhook.created", true],
+  ];
+  it.each(cases)("%s matches %s: %s", (pattern, type, expected) => {
+    expect(parseTypePattern(pattern).matches(type)).toBe(expected);
+  });
+  it.each(["", "memory.", ".memory", "**.created", "a.**.b", "Memory.*", "mem*", "a b"])("refuses %j", (pattern) => {
+    expect(() => parseTypePattern(pattern)).toThrow(TypePatternError);
+  });
+});
+
+describe("CEL filters", () => {
+  const registry = createRegistry(file_tidings_events_memory_v1_memory);
+  const event = (tier: string, agent?: string) => ({
+    id: "e1",
+    source: "alma",
+    type: "memory.created",
+    subject: "",
+    time: new Date("2026-01-28T12:00:00Z"),
+    sequence: 7n,
+    attributes: agent ? { agent } : ({} as Record<string, string>),
+    data: () => create(MemoryCreatedSchema, { memoryId: "m", tier, ltpStrength: 0.8, tags: ["a", "b"] }),
+  });
+
+  it("reads envelope, attributes and typed payload fields", () => {
+    const f = compileFilter('data.tier == "hot" && attributes.agent == "helena" && sequence > 5u && data.tags.exists(t, t == "b") && data.ltp_strength > 0.5', registry);
+    expect(f(event("hot", "helena"))).toBe(true);
+    expect(f(event("cold", "helena"))).toBe(false);
+  });
+
+  it("treats runtime errors and non-boolean results as no match", () => {
+    expect(compileFilter('attributes.agent == "helena"', registry)(event("hot"))).toBe(false); // missing key
+    expect(compileFilter('"not a bool"', registry)(event("hot"))).toBe(false);
+    expect(compileFilter('has(attributes.agent)', registry)(event("hot"))).toBe(false);
+  });
+
+  it("does not decode the payload when the filter does not read it", () => {
+    const f = compileFilter('type.startsWith("memory.")', registry);
+    expect(f({ ...event("hot"), data: () => { throw new Error("decoded"); } })).toBe(true);
+  });
+
+  it.each(["data.tier ==", "(((", 'tier == "hot"', "x.all(y, z)", "a".repeat(5000)])("refuses %j", (expr) => {
+    expect(() => compileFilter(expr, registry)).toThrow(FilterError);
+  });
+
+  it("allows comprehension variables", () => {
+    expect(compileFilter("data.tags.all(t, t.size() == 1)", registry)(event("hot"))).toBe(true);
+  });
+});
