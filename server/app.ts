@@ -21,6 +21,8 @@ export interface RunningServer {
   databaseKind: "postgres" | "pglite";
   /** Subscribe streams open now, and how often a slow one was moved back to reading the log. */
   streamStats(): Readonly<StreamStats>;
+  /** Publish transactions committed by this node and the events they held. */
+  commitStats(): Readonly<{ commits: number; events: number }>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
 }
@@ -87,6 +89,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     port,
     databaseKind: database.kind,
     streamStats: () => ({ ...streams }),
+    commitStats: () => ({ ...appendQueue.stats }),
     close() {
       closing ??= (async () => {
         logger.info("shutting down");

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConnectError, Code } from "@connectrpc/connect";
+import { ConnectError, Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { MemoryCreatedSchema } from "../gen/tidings/events/memory/v1/memory_pb.js";
 import { RiskAlertSchema } from "../gen/tidings/events/risk/v1/risk_pb.js";
-import { eventTypeOf, packPayload, PayloadFormat } from "../sdk/index.js";
+import { EventService, eventTypeOf, packPayload, PayloadFormat } from "../sdk/index.js";
 import { callJson, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
 
 describe("publishing and reading back", () => {
@@ -183,6 +184,21 @@ describe("publishing and reading back", () => {
       expect(got.event?.source, transport).toBe(transport);
       expect(got.event?.payload.case === "data" && got.event.payload.value.memory_id).toBe(`via-${transport}`);
     }
+  });
+
+  it("speaks the Connect protocol over HTTP/2 too", async () => {
+    const client = createClient(EventService, createConnectTransport({ baseUrl: t.url, httpVersion: "2" }));
+    const res = await client.publish({ event: { type: "memory.created", source: "h2", payload: { case: "protoData", value: packPayload(MemoryCreatedSchema, { memoryId: "h2" }) } } });
+    expect((await client.getEvent({ id: res.id })).event?.source).toBe("h2");
+  });
+
+  it("lets concurrent publishes share transactions (group commit)", async () => {
+    const before = t.server.commitStats();
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => callJson(t.url, "Publish", { event: memoryCreated(`gc-${i}`) })));
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    const after = t.server.commitStats();
+    expect(after.events - before.events).toBe(200);
+    expect(after.commits - before.commits).toBeLessThan(200);
   });
 
   it("surfaces errors to the TypeScript client as ConnectError with the code", async () => {

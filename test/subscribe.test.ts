@@ -135,11 +135,15 @@ describe("subscribe", () => {
 
   it("leaving a for-await loop over the SDK's subscribe frees the stream on the server", async () => {
     await publishMany(t, 1, `break-${Date.now()}`);
-    for (const transport of ["connect", "grpc", "grpc-web"] as const) {
-      for await (const res of t.client(transport).subscribe({ start: { case: "position", value: StartPosition.EARLIEST } })) {
-        if (res.message.case === "event") break;
+    // From the earliest event the server has a large backlog to write, so the client usually
+    // leaves while a write is blocked: the case that used to leak over HTTP/1.1.
+    for (let round = 0; round < 5; round++) {
+      for (const transport of ["connect", "grpc", "grpc-web"] as const) {
+        for await (const res of t.client(transport).subscribe({ start: { case: "position", value: StartPosition.EARLIEST } })) {
+          if (res.message.case === "event") break;
+        }
+        await eventually(() => (t.server.streamStats().active === 0 ? true : undefined), 5000, `${transport} stream to close`);
       }
-      await eventually(() => (t.server.streamStats().active === 0 ? true : undefined), 5000, `${transport} stream to close`);
     }
   });
 

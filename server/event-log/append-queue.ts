@@ -78,6 +78,8 @@ export interface AppendQueueOptions {
  * `sequence > cursor` never misses an event that commits later with a smaller sequence.
  */
 export class AppendQueue {
+  /** Transactions committed and events they wrote: events/commits is the group-commit factor. */
+  readonly stats = { commits: 0, events: 0 };
   #queue: Unit[] = [];
   #flushing: Promise<void> | undefined;
   #closed = false;
@@ -92,8 +94,21 @@ export class AppendQueue {
     if (this.#closed) return Promise.reject(new AppendQueueClosedError());
     return new Promise((resolve, reject) => {
       this.#queue.push({ events, resolve, reject });
-      this.#flushing ??= this.#drain().finally(() => (this.#flushing = undefined));
+      this.#schedule();
     });
+  }
+
+  #schedule(): void {
+    if (this.#flushing) return;
+    // Start after the current event-loop turn, so publishes already read from other sockets
+    // join this transaction (PGlite answers without yielding to I/O, so otherwise none would).
+    this.#flushing = new Promise<void>((r) => setImmediate(r))
+      .then(() => this.#drain())
+      .finally(() => {
+        this.#flushing = undefined;
+        // A unit queued after the drain's last look at the queue must not wait forever.
+        if (this.#queue.length > 0) this.#schedule();
+      });
   }
 
   /** Stops taking appends and waits for those already taken. */
@@ -176,7 +191,13 @@ export class AppendQueue {
       await sql`SELECT pg_notify(${eventsChannel}, ${next.toString()})`.execute(trx);
     }
     await this.options.beforeCommit?.();
-    if (next !== start) queueMicrotask(() => this.options.onCommitted(next));
+    if (next !== start) {
+      queueMicrotask(() => {
+        this.stats.commits++;
+        this.stats.events += rows.length;
+        this.options.onCommitted(next);
+      });
+    }
     return outcomes;
   }
 

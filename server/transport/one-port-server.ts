@@ -20,7 +20,10 @@ export interface OnePortServer {
  * connection and hands the socket to an http or an http2 server running the same handler.
  */
 export function createOnePortServer(handler: Handler): OnePortServer {
-  const h1 = http.createServer(handler as http.RequestListener);
+  const h1 = http.createServer((req, res) => {
+    failPendingWriteOnClose(res);
+    handler(req, res);
+  });
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
@@ -72,4 +75,18 @@ export function createOnePortServer(handler: Handler): OnePortServer {
       clearTimeout(grace);
     },
   };
+}
+
+/**
+ * When an HTTP/1.1 client disconnects while a write waits for 'drain', the ServerResponse
+ * emits 'close' but neither 'drain' nor 'error'. Connect's writer listens only for those two,
+ * so a streaming handler would wait forever and its subscription would leak. Fail the pending
+ * write instead; with no writer listening there is nothing to wake.
+ */
+function failPendingWriteOnClose(res: http.ServerResponse): void {
+  res.once("close", () => {
+    if (!res.writableFinished && res.listenerCount("error") > 0) {
+      res.emit("error", Object.assign(new Error("the client closed the connection"), { code: "ECONNRESET" }));
+    }
+  });
 }
