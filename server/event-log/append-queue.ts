@@ -3,18 +3,12 @@ import { type Kysely, sql, type Transaction } from "kysely";
 import type { Logger } from "../logging/logger.js";
 import { eventsChannel } from "../storage/doorbell.js";
 import type { Database } from "../storage/schema.js";
+import type { EventFields } from "./stored-event.js";
 
 /** An event ready to append: validated, payload encoded. */
-export interface NewEvent {
-  id: string;
+export interface NewEvent extends EventFields {
   /** The publisher chose the id, so it may collide with a stored one. */
   idChosenByPublisher: boolean;
-  type: string;
-  source: string;
-  subject: string;
-  time: Date;
-  attributes: Record<string, string>;
-  payload: Uint8Array;
   idempotencyKey: string | undefined;
   /** SHA-256 of the publish request; tells a retry from a different event under the same key. */
   requestHash: Uint8Array;

@@ -2,9 +2,8 @@ import { fromBinary, type Message } from "@bufbuild/protobuf";
 import type { EventCatalog, EventTypeEntry } from "../catalog/catalog.js";
 import type { FilterInput } from "../filtering/cel-filter.js";
 
-/** A row of the log as the database returns it. */
-export interface EventRow {
-  sequence: string | bigint | number;
+/** The envelope fields every stored event has, with the payload in protobuf binary. */
+export interface EventFields {
   id: string;
   type: string;
   source: string;
@@ -12,6 +11,11 @@ export interface EventRow {
   time: Date;
   attributes: Record<string, string>;
   payload: Uint8Array;
+}
+
+/** A row of the log as the database returns it. */
+export interface EventRow extends EventFields {
+  sequence: string | bigint | number;
 }
 
 /**

@@ -1,5 +1,12 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import { requiredRequestFields } from "./required-fields.js";
+
+/** Top-level request fields without which a method of the API refuses the request. */
+const requiredRequestFields: Record<string, readonly string[]> = {
+  Publish: ["event"],
+  PublishBatch: ["entries"],
+  GetEvent: ["id"],
+  GetEventType: ["name"],
+};
 
 /**
  * A Connect JSON request with an empty body is not JSON, so Connect would answer with a bare

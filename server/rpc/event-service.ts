@@ -1,6 +1,12 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { create } from "@bufbuild/protobuf";
-import { durationMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { create, type DescFile } from "@bufbuild/protobuf";
+import {
+  durationMs,
+  type FileDescriptorProto,
+  FileDescriptorSetSchema,
+  timestampDate,
+  timestampFromDate,
+} from "@bufbuild/protobuf/wkt";
 import {
   EventService,
   type GetEventTypeRequest,
@@ -11,13 +17,10 @@ import {
   PublishResponseSchema,
   StartPosition,
   type SubscribeRequest,
-  type SubscribeResponse,
   SubscribeResponseSchema,
   type EventType,
   EventTypeSchema,
 } from "../../gen/tidings/v1/event_service_pb.js";
-import { FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
-import type { DescFile } from "@bufbuild/protobuf";
 import type { EventCatalog, EventTypeEntry } from "../catalog/catalog.js";
 import { jsonSchemaFor } from "../catalog/json-schema.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
@@ -255,5 +258,3 @@ async function startCursor(req: SubscribeRequest, reader: EventReader): Promise<
       return reader.headSequence();
   }
 }
-
-export type { SubscribeResponse };
