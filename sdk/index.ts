@@ -13,6 +13,7 @@ import { getOption } from "@bufbuild/protobuf";
 export { EventService };
 export * from "../gen/tidings/v1/event_pb.js";
 export * from "../gen/tidings/v1/event_service_pb.js";
+export * from "./webhooks/verify.js";
 
 export type TransportKind = "connect" | "grpc" | "grpc-web";
 

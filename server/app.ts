@@ -1,7 +1,9 @@
 import type http from "node:http";
 import type http2 from "node:http2";
+import type { DescMethod } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
+import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
 import { type EventCatalog, loadCatalog } from "./catalog/catalog.js";
 import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
@@ -13,6 +15,13 @@ import { createEventService, type StreamStats } from "./rpc/event-service.js";
 import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
+import { ingestHandler } from "./ingest/ingest-route.js";
+import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
+import { DeliveryRouter } from "./webhooks/delivery-router.js";
+import { createAddressPolicy } from "./webhooks/http/address-policy.js";
+import { createGuardedAgent } from "./webhooks/http/guarded-agent.js";
+import { createSystemEvents } from "./webhooks/system-events.js";
+import { createWebhookService } from "./webhooks/webhook-service.js";
 
 export interface RunningServer {
   /** http://host:port */
@@ -38,31 +47,54 @@ export interface StartOptions {
 /** Opens the database, starts the log tail and serves every protocol on one port. */
 export async function startServer(config: ServerConfig, options: StartOptions): Promise<RunningServer> {
   const { logger } = options;
+  // Checked before anything opens: a bad allow-list entry is a configuration error.
+  const addressPolicy = createAddressPolicy(config.webhookAllowList);
   const catalog = options.catalog ?? (await loadCatalog());
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.poolSize, logger });
   const reader = new EventReader(database.db, catalog);
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
   await tail.start();
-  database.doorbell.onRing(tail.wake);
-  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: tail.wake, logger, beforeCommit: options.beforeCommit });
+  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: () => newEvents(), logger, beforeCommit: options.beforeCommit });
+  const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
+  const systemEvents = createSystemEvents(catalog, appendQueue, logger);
+  const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger), agent, systemEvents, {
+    nodeId: config.nodeId,
+    maxInFlight: config.dispatcherMaxInFlight,
+    maxInFlightPerEndpoint: config.dispatcherMaxInFlightPerEndpoint,
+    leaseMarginMs: config.deliveryLeaseMarginMs,
+    pollIntervalMs: config.dispatcherPollIntervalMs,
+  }, logger.child({ component: "dispatcher" }));
+  // New events (committed here, or rung in by another node): stream them and route them.
+  const newEvents = () => {
+    tail.wake();
+    dispatcher.wake();
+  };
+  database.doorbell.onRing(newEvents);
+  dispatcher.start();
   const streams: StreamStats = { active: 0, fallbacks: 0 };
   const shutdown = new AbortController();
 
   const connectHandler = connectNodeAdapter({
-    routes: (router) => router.service(EventService, createEventService({ catalog, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams })),
+    routes: (router) => {
+      router.service(EventService, createEventService({ catalog, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
+      router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake }));
+    },
     interceptors: [errorMappingInterceptor(logger)],
     readMaxBytes: config.maxRequestBytes,
     writeMaxBytes: config.maxRequestBytes * 4,
     // Unknown fields are an error, not silently dropped: a typo must not lose data.
     jsonOptions: { registry: catalog.registry, ignoreUnknownFields: false },
   });
-  const unaryMethods = new Map(EventService.methods.filter((m) => m.methodKind === "unary").map((m) => [`/${EventService.typeName}/${m.name}`, m]));
+  const unaryMethods = new Map<string, DescMethod>([EventService, WebhookService].flatMap((service) =>
+    service.methods.filter((m) => m.methodKind === "unary").map((m) => [`/${service.typeName}/${m.name}`, m] as const)));
+  const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     if (req.url === "/healthz") {
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ status: "ok" }));
       return;
     }
+    if (ingest(req, res)) return;
     const method = req.method === "POST" && isEmptyJsonBody(req) ? unaryMethods.get(req.url ?? "") : undefined;
     if (method) {
       res.writeHead(400, { "content-type": "application/json" });
@@ -76,7 +108,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   try {
     port = await transport.listen(config.port, config.host);
   } catch (err) {
+    await dispatcher.stop();
     await tail.stop();
+    await agent.close();
     await database.close();
     throw err;
   }
@@ -94,9 +128,12 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       closing ??= (async () => {
         logger.info("shutting down");
         shutdown.abort();
+        // Requests in flight finish and are recorded; their reports may still publish events.
+        await dispatcher.stop();
         await appendQueue.close();
         await transport.close(config.shutdownGraceMs);
         await tail.stop();
+        await agent.close();
         await database.close();
         logger.info("stopped");
       })();

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -29,6 +30,20 @@ export interface ServerConfig {
   heartbeatIntervalMs: number;
   /** How long shutdown waits for in-flight requests before closing connections. */
   shutdownGraceMs: number;
+  /** Names this node in delivery leases and attempt records; default host-pid. */
+  nodeId: string;
+  /** Addresses webhooks may reach although they are loopback/private/link-local (CIDRs, IPs, "loopback", "private"). */
+  webhookAllowList: string[];
+  /** Webhook requests in flight on this node, all endpoints together. */
+  dispatcherMaxInFlight: number;
+  /** Webhook requests in flight on this node to one endpoint. */
+  dispatcherMaxInFlightPerEndpoint: number;
+  /** Added to an endpoint's timeout to make a delivery's lease. */
+  deliveryLeaseMarginMs: number;
+  /** How often the dispatcher looks for due deliveries when nothing wakes it. */
+  dispatcherPollIntervalMs: number;
+  /** Shared secrets of POST /ingest/{source}, by source name. */
+  ingestSecrets: Record<string, string>;
 }
 
 export const defaultConfig: ServerConfig = {
@@ -46,6 +61,13 @@ export const defaultConfig: ServerConfig = {
   subscriberBufferEvents: 1000,
   heartbeatIntervalMs: 15_000,
   shutdownGraceMs: 5_000,
+  nodeId: "",
+  webhookAllowList: [],
+  dispatcherMaxInFlight: 64,
+  dispatcherMaxInFlightPerEndpoint: 8,
+  deliveryLeaseMarginMs: 30_000,
+  dispatcherPollIntervalMs: 1000,
+  ingestSecrets: {},
 };
 
 /** One row of the configuration table: flag, environment variable, how to parse. */
@@ -53,7 +75,7 @@ interface Setting {
   key: keyof ServerConfig;
   flag: string;
   env: string;
-  kind: "string" | "int";
+  kind: "string" | "int" | "list" | "map";
   help: string;
 }
 
@@ -72,6 +94,13 @@ export const settings: readonly Setting[] = [
   { key: "subscriberBufferEvents", flag: "subscriber-buffer-events", env: "TIDINGS_SUBSCRIBER_BUFFER_EVENTS", kind: "int", help: "Live buffer per subscriber before it falls back to the log" },
   { key: "heartbeatIntervalMs", flag: "heartbeat-interval-ms", env: "TIDINGS_HEARTBEAT_INTERVAL_MS", kind: "int", help: "Default Subscribe heartbeat interval" },
   { key: "shutdownGraceMs", flag: "shutdown-grace-ms", env: "TIDINGS_SHUTDOWN_GRACE_MS", kind: "int", help: "Grace period for in-flight requests on SIGTERM" },
+  { key: "nodeId", flag: "node-id", env: "TIDINGS_NODE_ID", kind: "string", help: "Node name in delivery leases; empty = host-pid" },
+  { key: "webhookAllowList", flag: "webhook-allow-list", env: "TIDINGS_WEBHOOK_ALLOW_LIST", kind: "list", help: "Comma-separated CIDRs, IPs, loopback or private that webhooks may reach" },
+  { key: "dispatcherMaxInFlight", flag: "dispatcher-max-in-flight", env: "TIDINGS_DISPATCHER_MAX_IN_FLIGHT", kind: "int", help: "Webhook requests in flight per node" },
+  { key: "dispatcherMaxInFlightPerEndpoint", flag: "dispatcher-max-in-flight-per-endpoint", env: "TIDINGS_DISPATCHER_MAX_IN_FLIGHT_PER_ENDPOINT", kind: "int", help: "Webhook requests in flight per node and endpoint" },
+  { key: "deliveryLeaseMarginMs", flag: "delivery-lease-margin-ms", env: "TIDINGS_DELIVERY_LEASE_MARGIN_MS", kind: "int", help: "Lease = endpoint timeout + this margin" },
+  { key: "dispatcherPollIntervalMs", flag: "dispatcher-poll-interval-ms", env: "TIDINGS_DISPATCHER_POLL_INTERVAL_MS", kind: "int", help: "Dispatcher poll interval for due deliveries" },
+  { key: "ingestSecrets", flag: "ingest-secrets", env: "TIDINGS_INGEST_SECRETS", kind: "map", help: "source=secret pairs, comma-separated, for POST /ingest/{source}" },
 ];
 
 const logLevels: readonly LogLevel[] = ["debug", "info", "warn", "error"];
@@ -94,6 +123,17 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
       const n = Number(raw);
       if (!Number.isInteger(n) || n < 0) throw new ConfigError(`--${s.flag} / ${s.env}: expected a non-negative integer, got "${raw}"`);
       config[s.key] = n;
+    } else if (s.kind === "list") {
+      config[s.key] = raw.split(",").map((x) => x.trim()).filter(Boolean);
+    } else if (s.kind === "map") {
+      const pairs = raw.split(",").map((x) => x.trim()).filter(Boolean);
+      const map: Record<string, string> = {};
+      for (const pair of pairs) {
+        const eq = pair.indexOf("=");
+        if (eq <= 0 || eq === pair.length - 1) throw new ConfigError(`--${s.flag} / ${s.env}: expected name=value pairs, got "${pair.slice(0, 40)}"`);
+        map[pair.slice(0, eq)] = pair.slice(eq + 1);
+      }
+      config[s.key] = map;
     } else {
       config[s.key] = raw;
     }
@@ -103,5 +143,6 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     throw new ConfigError(`--log-level / TIDINGS_LOG_LEVEL: expected one of ${logLevels.join(", ")}, got "${result.logLevel}"`);
   }
   if (result.port > 65535) throw new ConfigError(`--port / TIDINGS_PORT: ${result.port} is not a port`);
+  if (!result.nodeId) result.nodeId = `${hostname()}-${process.pid}`;
   return result;
 }

@@ -50,6 +50,18 @@ export class EventReader {
     return rows.map((r) => new StoredEvent(r as EventRow, this.catalog));
   }
 
+  /** The events with these sequences, in sequence order (missing ones are left out). */
+  async bySequences(sequences: readonly bigint[]): Promise<StoredEvent[]> {
+    if (sequences.length === 0) return [];
+    const rows = await this.db
+      .selectFrom("tidings_events")
+      .select(eventColumns)
+      .where("sequence", "in", sequences.map(String))
+      .orderBy("sequence")
+      .execute();
+    return rows.map((r) => new StoredEvent(r as EventRow, this.catalog));
+  }
+
   async getById(id: string): Promise<StoredEvent | undefined> {
     const row = await this.db.selectFrom("tidings_events").select(eventColumns).where("id", "=", id).executeTakeFirst();
     return row ? new StoredEvent(row as EventRow, this.catalog) : undefined;

@@ -6,6 +6,17 @@ const requiredRequestFields: Record<string, readonly string[]> = {
   PublishBatch: ["entries"],
   GetEvent: ["id"],
   GetEventType: ["name"],
+  CreateWebhook: ["webhook"],
+  GetWebhook: ["id"],
+  UpdateWebhook: ["webhook", "update_mask"],
+  DeleteWebhook: ["id"],
+  RotateWebhookSecret: ["id"],
+  TestWebhook: ["id"],
+  GetDelivery: ["id"],
+  RetryDelivery: ["id"],
+  RedriveDeadLetters: ["webhook_id"],
+  ReplayEvents: ["webhook_id"],
+  GetWebhookStats: ["id"],
 };
 
 /**

@@ -34,7 +34,7 @@ import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
 import { fieldError, invalidArgument } from "./errors.js";
 import { prepareEvent, toApiEvent } from "./event-envelope.js";
-import { decodePageToken, encodePageToken, fingerprint } from "./page-token.js";
+import { decodePageToken, encodePageToken, fingerprint, pageSizeOf } from "./page-token.js";
 
 export interface StreamStats {
   active: number;
@@ -147,13 +147,12 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
 
     async listEvents(req: ListEventsRequest) {
       const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog);
-      if (req.pageSize < 0) throw invalidArgument("page_size", "must not be negative");
-      const pageSize = Math.min(req.pageSize || defaultPageSize, maxPageSize);
+      const pageSize = pageSizeOf(req.pageSize, defaultPageSize, maxPageSize);
       const startTime = req.startTime ? timestampDate(req.startTime) : undefined;
       const endTime = req.endTime ? timestampDate(req.endTime) : undefined;
       if (startTime && endTime && endTime <= startTime) throw invalidArgument("end_time", "must be after start_time");
       const queryPrint = fingerprint([req.patterns, Object.entries(req.attributes).sort(), req.filter, startTime, endTime, req.afterSequence.toString(), req.descending]);
-      const resumeAt = req.pageToken ? decodePageToken(req.pageToken, queryPrint) : undefined;
+      const resumeAt = req.pageToken ? BigInt(decodePageToken(req.pageToken, queryPrint)) : undefined;
       const rows = await reader.page({
         types: matcher.types,
         attributes: matcher.attributes,
@@ -168,7 +167,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       const more = rows.length > pageSize;
       return {
         events: page.filter((e) => matcher.matches(e)).map((e) => toApiEvent(e, req.payloadFormat, catalog)),
-        nextPageToken: more ? encodePageToken(page[page.length - 1]!.sequence, queryPrint) : "",
+        nextPageToken: more ? encodePageToken(page[page.length - 1]!.sequence.toString(), queryPrint) : "",
       };
     },
 

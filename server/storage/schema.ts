@@ -4,6 +4,10 @@ import type { ColumnType } from "kysely";
 export interface Database {
   tidings_events: EventsTable;
   tidings_log_head: LogHeadTable;
+  tidings_webhooks: WebhooksTable;
+  tidings_webhook_router: WebhookRouterTable;
+  tidings_deliveries: DeliveriesTable;
+  tidings_delivery_attempts: DeliveryAttemptsTable;
 }
 
 /** The event log: one row per event, in sequence order. */
@@ -31,4 +35,91 @@ export interface EventsTable {
 export interface LogHeadTable {
   id: ColumnType<number, never, never>;
   last_sequence: ColumnType<string | bigint, never, bigint | string>;
+}
+
+/** A signing secret; `expires_at` is set on the previous secret during a rotation. */
+export interface StoredSecret {
+  secret: string;
+  expires_at: string | null;
+}
+
+/** A retry policy in milliseconds, defaults applied. */
+export interface StoredRetryPolicy {
+  maxAttempts: number;
+  /** Explicit delays before attempt 2, 3, ...; the last repeats. */
+  scheduleMs?: number[];
+  /** Exponential backoff, when there is no schedule. */
+  baseMs?: number;
+  multiplier?: number;
+  maxMs?: number;
+}
+
+export interface WebhooksTable {
+  id: string;
+  url: string;
+  description: string;
+  patterns: ColumnType<string[], string, string>;
+  attributes: ColumnType<Record<string, string>, string, string>;
+  filter: string;
+  headers: ColumnType<Record<string, string>, string, string>;
+  secrets: ColumnType<StoredSecret[], string, string>;
+  retry_policy: ColumnType<StoredRetryPolicy, string, string>;
+  timeout_ms: number;
+  batch_max_events: number;
+  batch_max_wait_ms: number;
+  rate_limit: number;
+  rate_next_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  ordered: boolean;
+  enabled: boolean;
+  content_mode: number;
+  max_consecutive_failures: number;
+  max_failing_ms: ColumnType<string | number, number, number>;
+  disabled_reason: string;
+  consecutive_failures: ColumnType<number, number | undefined, number>;
+  failing_since: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  last_success_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  last_failure_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  from_sequence: ColumnType<string | bigint, string, string>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+export interface WebhookRouterTable {
+  id: ColumnType<number, never, never>;
+  last_sequence: ColumnType<string | bigint, never, string>;
+}
+
+/** Delivery status codes as stored; the API's DeliveryStatus enum uses the same numbers. */
+export const deliveryStatus = { pending: 1, succeeded: 2, dead: 3 } as const;
+
+export interface DeliveriesTable {
+  id: string;
+  webhook_id: string;
+  event_sequence: ColumnType<string | bigint, string, never>;
+  event_id: string;
+  event_type: string;
+  status: ColumnType<number, number | undefined, number>;
+  attempts: ColumnType<number, number | undefined, number>;
+  next_attempt_at: ColumnType<Date, Date | undefined, Date>;
+  lease_owner: ColumnType<string | null, string | null | undefined, string | null>;
+  lease_token: ColumnType<string | null, string | null | undefined, string | null>;
+  lease_expires_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  last_status_code: ColumnType<number, number | undefined, number>;
+  last_error: ColumnType<string, string | undefined, string>;
+  replay: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+export interface DeliveryAttemptsTable {
+  id: ColumnType<string, never, never>;
+  delivery_id: string;
+  webhook_id: string;
+  number: number;
+  started_at: Date;
+  duration_ms: number;
+  status_code: number;
+  response_excerpt: string;
+  error: string;
+  node: string;
 }

@@ -1,0 +1,375 @@
+import { randomUUID } from "node:crypto";
+import { type Kysely, sql, type Transaction } from "kysely";
+import type { Dispatcher } from "undici";
+import type { EventCatalog } from "../catalog/catalog.js";
+import { EventReader } from "../event-log/event-reader.js";
+import type { Logger } from "../logging/logger.js";
+import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
+import { buildDeliveryRequest } from "./delivery-request.js";
+import type { DeliveryRouter } from "./delivery-router.js";
+import { type AttemptOutcome, sendRequest } from "./http-sender.js";
+import { retryDelayMs } from "./retry-policy.js";
+
+export interface DispatcherOptions {
+  /** Names this node in leases and attempt records. */
+  nodeId: string;
+  /** Requests in flight on this node, all endpoints together. */
+  maxInFlight: number;
+  /** Requests in flight on this node to one endpoint. */
+  maxInFlightPerEndpoint: number;
+  /** Added to an endpoint's timeout to make the lease: a lease always outlives its request. */
+  leaseMarginMs: number;
+  /** How often to look for due work when nothing wakes the dispatcher. */
+  pollIntervalMs: number;
+}
+
+/** Things the dispatcher reports, published as Tidings' own events. */
+export interface DispatcherEvents {
+  deadLettered(d: { deliveryId: string; webhookId: string; eventId: string; eventType: string; attempts: number; lastStatusCode: number; lastError: string; url: string }): void;
+  disabled(w: { webhookId: string; url: string; reason: string; consecutiveFailures: number; lastStatusCode: number; lastError: string }): void;
+}
+
+/** A claimed delivery and what is needed to send it. */
+interface Claimed {
+  id: string;
+  webhookId: string;
+  eventSequence: bigint;
+  attempts: number;
+  leaseToken: string;
+  endpoint: Endpoint;
+}
+
+interface Endpoint {
+  id: string;
+  url: string;
+  headers: Record<string, string>;
+  secrets: StoredSecret[];
+  retryPolicy: StoredRetryPolicy;
+  timeoutMs: number;
+  batchMaxEvents: number;
+  rateLimit: number;
+  contentMode: number;
+  maxConsecutiveFailures: number;
+  maxFailingMs: number;
+}
+
+/**
+ * Sends due deliveries. Each pass routes new events (DeliveryRouter), then claims due
+ * deliveries with FOR UPDATE SKIP LOCKED and a lease longer than the request timeout, so
+ * several nodes never send the same attempt, and a crashed node's work is taken over when
+ * its lease runs out. The attempt record and the delivery's new state are written in one
+ * transaction, fenced by the lease token: a node whose lease was taken over writes nothing.
+ */
+export class DeliveryDispatcher {
+  readonly #inFlight = new Map<Promise<void>, string>();
+  readonly #perEndpoint = new Map<string, number>();
+  #passing: Promise<void> | undefined;
+  #again = false;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly catalog: EventCatalog,
+    private readonly router: DeliveryRouter,
+    private readonly agent: Dispatcher,
+    private readonly events: DispatcherEvents,
+    private readonly options: DispatcherOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    this.wake();
+  }
+
+  /** Runs a pass soon: new events were committed, or a slot freed up. */
+  wake = (): void => {
+    if (this.#stopped) return;
+    if (this.#passing) {
+      this.#again = true;
+      return;
+    }
+    this.#passing = this.#pass()
+      .catch((err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }))
+      .finally(() => {
+        this.#passing = undefined;
+        this.#schedule();
+      });
+  };
+
+  /** Stops claiming and waits for the requests in flight to finish and be recorded. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#passing;
+    await Promise.allSettled([...this.#inFlight.keys()]);
+  }
+
+  async #pass(): Promise<void> {
+    do {
+      this.#again = false;
+      while (!this.#stopped && (await this.router.routeOnce()) > 0);
+      if (!this.#stopped) await this.#claimAndSend();
+    } while (this.#again && !this.#stopped);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    void this.#nextDueInMs().then((ms) => {
+      if (this.#stopped) return;
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(this.wake, Math.max(10, Math.min(ms, this.options.pollIntervalMs)));
+      this.#timer.unref();
+    }, () => {
+      this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
+      this.#timer.unref();
+    });
+  }
+
+  async #nextDueInMs(): Promise<number> {
+    const row = await sql<{ ms: number | null }>`
+      SELECT extract(epoch FROM (min(next_attempt_at) - now())) * 1000 AS ms
+      FROM tidings_deliveries WHERE status = 1`.execute(this.db);
+    const ms = row.rows[0]?.ms;
+    return ms === null || ms === undefined ? this.options.pollIntervalMs : Number(ms);
+  }
+
+  async #claimAndSend(): Promise<void> {
+    const free = this.options.maxInFlight - this.#inFlight.size;
+    if (free <= 0) return;
+    const reports: Report[] = [];
+    const groups = await this.db.transaction().execute((trx) => this.#claim(trx, free, reports));
+    reports.forEach((r) => r());
+    for (const group of groups) {
+      const endpoint = group[0]!.endpoint;
+      this.#perEndpoint.set(endpoint.id, (this.#perEndpoint.get(endpoint.id) ?? 0) + 1);
+      const p: Promise<void> = this.#deliver(group)
+        .catch((err) => this.logger.error("delivery failed unexpectedly; its lease will expire and it will be retried", { err, webhook: endpoint.id }))
+        .finally(() => {
+          this.#inFlight.delete(p);
+          const left = (this.#perEndpoint.get(endpoint.id) ?? 1) - 1;
+          if (left > 0) this.#perEndpoint.set(endpoint.id, left);
+          else this.#perEndpoint.delete(endpoint.id);
+          this.wake();
+        });
+      this.#inFlight.set(p, endpoint.id);
+    }
+  }
+
+  /** Claims up to `free` requests' worth of due deliveries, grouped per request. */
+  async #claim(trx: Transaction<Database>, free: number, reports: Report[]): Promise<Claimed[][]> {
+    const due = await sql<DueRow>`
+      SELECT d.id, d.webhook_id, d.event_sequence, d.attempts, d.lease_owner,
+             w.url, w.headers, w.secrets, w.retry_policy, w.timeout_ms, w.batch_max_events, w.rate_limit,
+             w.ordered, w.content_mode, w.max_consecutive_failures, w.max_failing_ms
+      FROM tidings_deliveries d JOIN tidings_webhooks w ON w.id = d.webhook_id
+      WHERE d.status = 1 AND d.next_attempt_at <= now()
+        AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+        AND w.enabled
+        AND (NOT w.ordered OR NOT EXISTS (
+          SELECT 1 FROM tidings_deliveries e
+          WHERE e.webhook_id = d.webhook_id AND e.status = 1 AND e.event_sequence < d.event_sequence))
+      ORDER BY d.next_attempt_at, d.event_sequence
+      LIMIT ${free * 4}
+      FOR UPDATE OF d SKIP LOCKED`.execute(trx);
+
+    const groups: DueRow[][] = [];
+    const taken = new Map<string, number>();
+    for (const row of due.rows) {
+      if (groups.length >= free) break;
+      const requests = (this.#perEndpoint.get(row.webhook_id) ?? 0) + (taken.get(row.webhook_id) ?? 0);
+      if (requests >= (row.ordered ? 1 : this.options.maxInFlightPerEndpoint)) continue;
+      if (row.batch_max_events > 0 && groups.some((g) => g[0]!.webhook_id === row.webhook_id)) continue;
+      if (row.rate_limit > 0 && !(await this.#takeRateToken(trx, row.webhook_id, row.rate_limit))) continue;
+      const group = row.batch_max_events > 0 && !row.ordered ? await this.#fillBatch(trx, row) : [row];
+      groups.push(group);
+      taken.set(row.webhook_id, (taken.get(row.webhook_id) ?? 0) + 1);
+    }
+
+    const claimed: Claimed[][] = [];
+    for (const group of groups) {
+      const out: Claimed[] = [];
+      for (const row of group) {
+        const endpoint = toEndpoint(row);
+        if (row.lease_owner !== null) {
+          // The previous holder's lease ran out mid-attempt (crashed or stopped): record that.
+          await this.#recordAttempt(trx, row.id, row.webhook_id, row.attempts, {
+            startedAt: new Date(), durationMs: 0, statusCode: 0, responseExcerpt: "", retryAfterMs: undefined,
+            error: `no result: the lease of node ${row.lease_owner} expired during the attempt`,
+          });
+          if (row.attempts >= endpoint.retryPolicy.maxAttempts) {
+            await this.#deadLetter(trx, row.id, endpoint, row.attempts, 0, "the last attempt never finished", reports);
+            continue;
+          }
+        }
+        const leaseToken = randomUUID();
+        await sql`
+          UPDATE tidings_deliveries
+          SET attempts = attempts + 1, lease_owner = ${this.options.nodeId}, lease_token = ${leaseToken},
+              lease_expires_at = now() + ${`${endpoint.timeoutMs + this.options.leaseMarginMs} milliseconds`}::interval,
+              updated_at = now()
+          WHERE id = ${row.id}`.execute(trx);
+        out.push({ id: row.id, webhookId: row.webhook_id, eventSequence: BigInt(row.event_sequence), attempts: row.attempts + 1, leaseToken, endpoint });
+      }
+      if (out.length > 0) claimed.push(out);
+    }
+    return claimed;
+  }
+
+  /** The rest of a batch: the endpoint's other pending deliveries, due or not, up to max_events. */
+  async #fillBatch(trx: Transaction<Database>, first: DueRow): Promise<DueRow[]> {
+    const more = await sql<DueRow>`
+      SELECT d.id, d.webhook_id, d.event_sequence, d.attempts, d.lease_owner
+      FROM tidings_deliveries d
+      WHERE d.webhook_id = ${first.webhook_id} AND d.status = 1 AND d.id <> ${first.id}
+        AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+      ORDER BY d.event_sequence
+      LIMIT ${first.batch_max_events - 1}
+      FOR UPDATE SKIP LOCKED`.execute(trx);
+    return [first, ...more.rows.map((r) => ({ ...first, ...r }))];
+  }
+
+  /**
+   * A token bucket shared by all nodes, kept in the endpoint's row: each request reserves
+   * 1/rate seconds; up to one second's worth may be saved up.
+   */
+  async #takeRateToken(trx: Transaction<Database>, webhookId: string, rate: number): Promise<boolean> {
+    const res = await sql<{ ok: boolean }>`
+      UPDATE tidings_webhooks
+      SET rate_next_at = greatest(coalesce(rate_next_at, now()), now() - interval '1 second')
+                         + ${`${1000 / rate} milliseconds`}::interval
+      WHERE id = ${webhookId}
+        AND greatest(coalesce(rate_next_at, now()), now() - interval '1 second') <= now()
+      RETURNING true AS ok`.execute(trx);
+    return res.rows.length > 0;
+  }
+
+  async #deliver(group: Claimed[]): Promise<void> {
+    const endpoint = group[0]!.endpoint;
+    const events = await new EventReader(this.db, this.catalog).bySequences(group.map((c) => c.eventSequence));
+    const now = new Date();
+    const secrets = endpoint.secrets.filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now.getTime()).map((s) => s.secret);
+    const messageId = group.length === 1 ? events[0]?.id ?? group[0]!.id : `batch_${group[0]!.id}`;
+    const outcome = events.length === 0
+      ? { startedAt: now, durationMs: 0, statusCode: 0, responseExcerpt: "", error: "the event is no longer in the log", retryAfterMs: undefined }
+      : await sendRequest(this.agent, endpoint.url, buildDeliveryRequest({ contentMode: endpoint.contentMode, headers: endpoint.headers, secrets }, events, this.catalog, messageId, now), endpoint.timeoutMs);
+    const reports: Report[] = [];
+    await this.db.transaction().execute((trx) => this.#complete(trx, group, outcome, reports));
+    reports.forEach((r) => r()); // only what committed is reported
+  }
+
+  /** Records the attempt and moves each delivery on, unless its lease was taken over. */
+  async #complete(trx: Transaction<Database>, group: Claimed[], outcome: AttemptOutcome, reports: Report[]): Promise<void> {
+    const endpoint = group[0]!.endpoint;
+    const success = outcome.statusCode >= 200 && outcome.statusCode < 300;
+    const gone = outcome.statusCode === 410;
+    let recorded = 0;
+    for (const c of group) {
+      const still = await sql`
+        UPDATE tidings_deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+          last_status_code = ${outcome.statusCode}, last_error = ${outcome.error}, updated_at = now()
+        WHERE id = ${c.id} AND lease_token = ${c.leaseToken} AND status = 1`.execute(trx);
+      if (Number(still.numAffectedRows ?? 0) === 0) {
+        this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
+        continue;
+      }
+      recorded++;
+      await this.#recordAttempt(trx, c.id, c.webhookId, c.attempts, outcome);
+      if (success) {
+        await trx.updateTable("tidings_deliveries").set({ status: deliveryStatus.succeeded }).where("id", "=", c.id).execute();
+      } else if (gone || c.attempts >= endpoint.retryPolicy.maxAttempts) {
+        await this.#deadLetter(trx, c.id, endpoint, c.attempts, outcome.statusCode, outcome.error, reports);
+      } else {
+        const delay = retryDelayMs(endpoint.retryPolicy, c.attempts, outcome.retryAfterMs);
+        await sql`UPDATE tidings_deliveries SET next_attempt_at = now() + ${`${Math.round(delay)} milliseconds`}::interval WHERE id = ${c.id}`.execute(trx);
+      }
+    }
+    if (recorded > 0) await this.#updateHealth(trx, endpoint, success, gone, outcome, reports);
+  }
+
+  async #deadLetter(trx: Transaction<Database>, id: string, endpoint: Endpoint, attempts: number, statusCode: number, error: string, reports: Report[]): Promise<void> {
+    const row = await trx.updateTable("tidings_deliveries").set({ status: deliveryStatus.dead, lease_owner: null, lease_token: null, lease_expires_at: null, updated_at: new Date() })
+      .where("id", "=", id).returning(["event_id", "event_type"]).executeTakeFirst();
+    if (!row) return;
+    reports.push(() => this.events.deadLettered({ deliveryId: id, webhookId: endpoint.id, eventId: row.event_id, eventType: row.event_type, attempts, lastStatusCode: statusCode, lastError: error, url: endpoint.url }));
+  }
+
+  async #recordAttempt(trx: Transaction<Database>, deliveryId: string, webhookId: string, number: number, o: AttemptOutcome): Promise<void> {
+    await trx.insertInto("tidings_delivery_attempts").values({
+      delivery_id: deliveryId,
+      webhook_id: webhookId,
+      number,
+      started_at: o.startedAt,
+      duration_ms: o.durationMs,
+      status_code: o.statusCode,
+      response_excerpt: o.responseExcerpt,
+      error: o.error,
+      node: this.options.nodeId,
+    }).execute();
+  }
+
+  /** Success resets the failure count; 410 or failing for too long disables the endpoint. */
+  async #updateHealth(trx: Transaction<Database>, endpoint: Endpoint, success: boolean, gone: boolean, outcome: AttemptOutcome, reports: Report[]): Promise<void> {
+    if (success) {
+      await trx.updateTable("tidings_webhooks").set({ consecutive_failures: 0, failing_since: null, last_success_at: new Date() }).where("id", "=", endpoint.id).execute();
+      return;
+    }
+    const row = await sql<{ consecutive_failures: number; failing_ms: number; enabled: boolean }>`
+      UPDATE tidings_webhooks
+      SET consecutive_failures = consecutive_failures + 1, failing_since = coalesce(failing_since, now()), last_failure_at = now()
+      WHERE id = ${endpoint.id}
+      RETURNING consecutive_failures, extract(epoch FROM (now() - failing_since)) * 1000 AS failing_ms, enabled`.execute(trx);
+    const h = row.rows[0];
+    if (!h?.enabled) return;
+    const reason = gone
+      ? "the endpoint answered 410 Gone"
+      : h.consecutive_failures >= endpoint.maxConsecutiveFailures
+        ? `${h.consecutive_failures} attempts failed in a row`
+        : Number(h.failing_ms) >= endpoint.maxFailingMs
+          ? `every attempt failed for ${Math.round(Number(h.failing_ms) / 1000)} s`
+          : undefined;
+    if (!reason) return;
+    await trx.updateTable("tidings_webhooks").set({ enabled: false, disabled_reason: reason, updated_at: new Date() }).where("id", "=", endpoint.id).execute();
+    this.logger.warn("webhook disabled", { webhook: endpoint.id, reason });
+    reports.push(() => this.events.disabled({ webhookId: endpoint.id, url: endpoint.url, reason, consecutiveFailures: h.consecutive_failures, lastStatusCode: outcome.statusCode, lastError: outcome.error }));
+  }
+}
+
+interface DueRow {
+  id: string;
+  webhook_id: string;
+  event_sequence: string;
+  attempts: number;
+  lease_owner: string | null;
+  url: string;
+  headers: Record<string, string>;
+  secrets: StoredSecret[];
+  retry_policy: StoredRetryPolicy;
+  timeout_ms: number;
+  batch_max_events: number;
+  rate_limit: number;
+  ordered: boolean;
+  content_mode: number;
+  max_consecutive_failures: number;
+  max_failing_ms: string | number;
+}
+
+function toEndpoint(row: DueRow): Endpoint {
+  return {
+    id: row.webhook_id,
+    url: row.url,
+    headers: row.headers,
+    secrets: row.secrets,
+    retryPolicy: row.retry_policy,
+    timeoutMs: row.timeout_ms,
+    batchMaxEvents: row.batch_max_events,
+    rateLimit: row.rate_limit,
+    contentMode: row.content_mode,
+    maxConsecutiveFailures: row.max_consecutive_failures,
+    maxFailingMs: Number(row.max_failing_ms),
+  };
+}
+
+/** A report to make once its transaction has committed. */
+type Report = () => void;
