@@ -2,15 +2,17 @@
  * The Tidings TypeScript client: the generated EventService on the transport of your choice.
  * It depends only on @connectrpc/connect(-node) and @bufbuild/protobuf, not on the server.
  */
-import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { create, type DescMessage, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
+import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
 import { event_type } from "../gen/tidings/v1/options_pb.js";
 import { getOption } from "@bufbuild/protobuf";
 
-export { EventService };
+export { EventService, WebhookService };
+export * from "../gen/tidings/v1/webhook_pb.js";
 export * from "../gen/tidings/v1/event_pb.js";
 export * from "../gen/tidings/v1/event_service_pb.js";
 export * from "./webhooks/verify.js";
@@ -29,15 +31,19 @@ export interface ClientOptions {
  * Leaving a `for await` over `subscribe` (break, return, throw) cancels the stream on the server.
  */
 export function createTidingsClient(options: ClientOptions): Client<typeof EventService> {
-  const { baseUrl } = options;
-  const transport =
-    options.transport === "grpc"
-      ? createGrpcTransport({ baseUrl })
-      : options.transport === "grpc-web"
-        ? createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true })
-        : createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
-  const client = createClient(EventService, transport);
+  const client = createClient(EventService, transportFor(options.baseUrl, options.transport ?? "connect"));
   return { ...client, subscribe: cancelOnReturn(client.subscribe) };
+}
+
+function transportFor(baseUrl: string, kind: TransportKind): Transport {
+  switch (kind) {
+    case "grpc":
+      return createGrpcTransport({ baseUrl });
+    case "grpc-web":
+      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
+    default:
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
+  }
 }
 
 type StreamCall<I, O> = (request: I, options?: CallOptions) => AsyncIterable<O>;
@@ -62,6 +68,11 @@ function cancelOnReturn<I, O>(call: StreamCall<I, O>): StreamCall<I, O> {
       };
     },
   });
+}
+
+/** A client for WebhookService: endpoints, deliveries, dead letters, replays, stats. */
+export function createWebhookClient(options: ClientOptions): Client<typeof WebhookService> {
+  return createClient(WebhookService, transportFor(options.baseUrl, options.transport ?? "connect"));
 }
 
 /** The event type a catalog message declares, e.g. "memory.created" for MemoryCreatedSchema. */

@@ -2,7 +2,7 @@ import { type Client } from "@connectrpc/connect";
 import { defaultConfig, type ServerConfig } from "../../server/config/config.js";
 import { silentLogger } from "../../server/logging/logger.js";
 import { type RunningServer, startServer, type StartOptions } from "../../server/app.js";
-import { createTidingsClient, type EventService, type TransportKind } from "../../sdk/index.js";
+import { createTidingsClient, createWebhookClient, type EventService, type TransportKind, type WebhookService } from "../../sdk/index.js";
 import { createTestStorage, type TestStorage } from "./database.js";
 
 export interface TestServer {
@@ -10,6 +10,7 @@ export interface TestServer {
   url: string;
   storage: TestStorage;
   client(transport?: TransportKind): Client<typeof EventService>;
+  webhooks(): Client<typeof WebhookService>;
   /** Stops the server (the storage stays, so it can be restarted on it). */
   stop(): Promise<void>;
   /** Starts a server again on the same storage. */
@@ -36,6 +37,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
         dataDir: storage.dataDir,
         pollIntervalMs: 200,
         shutdownGraceMs: 500,
+        // Test receivers listen on loopback, which webhooks may not reach by default.
+        webhookAllowList: ["loopback"],
+        dispatcherPollIntervalMs: 50,
         ...options.config,
       },
       { logger: silentLogger, ...options.start },
@@ -46,6 +50,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     url: server.url,
     storage,
     client: (transport) => createTidingsClient({ baseUrl: t.url, transport }),
+    webhooks: () => createWebhookClient({ baseUrl: t.url }),
     stop: () => t.server.close(),
     async restart() {
       server = await boot();
