@@ -1,0 +1,97 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { DurationSchema } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
+import { createWebhookClient, DeliveryStatus } from "../sdk/index.js";
+import { createTestStorage, needsPostgres, type TestStorage } from "./helpers/database.js";
+import { startReceiver } from "./helpers/receiver.js";
+import { spawnServer, type ServerProcess } from "./helpers/server-process.js";
+import { callJson, eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
+
+const ms = (n: number) => create(DurationSchema, { seconds: BigInt(Math.floor(n / 1000)), nanos: (n % 1000) * 1_000_000 });
+
+/** Several dispatcher nodes on one PostgreSQL: no attempt sent twice, no work stuck after a crash. */
+describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook dispatchers on several nodes", () => {
+  const cleanup: Array<() => Promise<unknown>> = [];
+  afterAll(async () => {
+    for (const c of cleanup.reverse()) await c().catch(() => {});
+  });
+
+  it("two nodes share the work and never send the same attempt twice", async () => {
+    const storage = await createTestStorage();
+    cleanup.push(() => storage.drop());
+    // Small per-node limits and a slow receiver, so that one node cannot do all the work alone.
+    const config = { dispatcherMaxInFlightPerEndpoint: 2, nodeId: "" };
+    const a = await startTestServer({ storage, config: { ...config, nodeId: "node-a" } });
+    const b = await startTestServer({ storage, config: { ...config, nodeId: "node-b" } });
+    cleanup.push(() => a.stop(), () => b.stop());
+    const rx = await startReceiver(() => ({ status: 200, delayMs: 5 + Math.random() * 15 }));
+    cleanup.push(() => rx.close());
+    const { webhook } = await a.webhooks().createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+
+    const total = 200;
+    await Promise.all(Array.from({ length: total / 20 }, (_, i) =>
+      callJson((i % 2 ? a : b).url, "PublishBatch", { entries: Array.from({ length: 20 }, (_, j) => ({ event: memoryCreated(`n-${i}-${j}`) })) })));
+    await rx.waitFor(total, 30_000);
+    await new Promise((r) => setTimeout(r, 300)); // anything sent twice would arrive by now
+
+    const ids = rx.requests.map((r) => r.headers["webhook-id"]);
+    expect(new Set(ids).size).toBe(total);
+    expect(rx.requests).toHaveLength(total);
+    const db = new pg.Client({ connectionString: storage.databaseUrl });
+    await db.connect();
+    try {
+      const attempts = await db.query<{ node: string; n: string }>("SELECT node, count(*) AS n FROM tidings_delivery_attempts WHERE webhook_id = $1 GROUP BY node", [webhook!.id]);
+      const byNode = Object.fromEntries(attempts.rows.map((r) => [r.node, Number(r.n)]));
+      expect(Object.values(byNode).reduce((x, y) => x + y, 0)).toBe(total);
+      expect(Object.keys(byNode).sort()).toEqual(["node-a", "node-b"]);
+      const done = await db.query<{ n: string }>("SELECT count(*) AS n FROM tidings_deliveries WHERE webhook_id = $1 AND status = 2 AND attempts = 1", [webhook!.id]);
+      expect(Number(done.rows[0]!.n)).toBe(total);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("a dispatcher killed with SIGKILL mid-delivery: another node takes its work over when the leases expire", async () => {
+    const storage = await createTestStorage();
+    cleanup.push(() => storage.drop());
+    const env = {
+      DATABASE_URL: storage.databaseUrl!,
+      TIDINGS_WEBHOOK_ALLOW_LIST: "loopback",
+      TIDINGS_DELIVERY_LEASE_MARGIN_MS: "500",
+      TIDINGS_DISPATCHER_POLL_INTERVAL_MS: "50",
+    };
+    let healthy = false;
+    const rx = await startReceiver(() => (healthy ? { status: 200 } : { hang: true }));
+    cleanup.push(() => rx.close());
+    const first: ServerProcess = await spawnServer(["--node-id", "doomed"], env);
+    cleanup.push(() => first.kill("SIGKILL"));
+    const webhooks = createWebhookClient({ baseUrl: first.url });
+    const { webhook } = await webhooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"], timeout: ms(3000) } });
+    const published = await callJson(first.url, "PublishBatch", { entries: Array.from({ length: 5 }, (_, i) => ({ event: memoryCreated(`k-${i}`) })) });
+    const eventIds = published.body.results.map((r: { id: string }) => r.id).sort();
+
+    await rx.waitFor(5); // all five requests are in flight on the doomed node, unanswered
+    await first.kill("SIGKILL");
+    healthy = true;
+
+    const second = await spawnServer(["--node-id", "survivor"], env);
+    cleanup.push(() => second.kill("SIGKILL"));
+    const client = createWebhookClient({ baseUrl: second.url });
+    // Leases are 3 s + 0.5 s from the claim; after that the survivor re-sends every delivery.
+    await eventually(async () => {
+      const list = await client.listDeliveries({ webhookId: webhook!.id, status: DeliveryStatus.SUCCEEDED });
+      return list.deliveries.length === 5 ? true : undefined;
+    }, 20_000, "the five deliveries to succeed on the survivor");
+
+    const resent = rx.requests.slice(5).map((r) => r.json.id).sort();
+    expect(resent).toEqual(eventIds);
+    const { deliveries } = await client.listDeliveries({ webhookId: webhook!.id });
+    for (const d of deliveries) {
+      const { attempts } = await client.getDelivery({ id: d.id });
+      expect(attempts.map((a) => a.number)).toEqual([1, 2]);
+      expect(attempts[0]!.error).toContain("lease of node doomed expired");
+      expect(attempts[1]!.statusCode).toBe(200);
+    }
+  });
+});
