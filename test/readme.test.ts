@@ -5,7 +5,10 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultConfig, settings } from "../server/config/config.js";
-import { startTestServer, type TestServer } from "./helpers/test-server.js";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { startReceiver } from "./helpers/receiver.js";
+import { callJson, eventually, startTestServer, type TestServer } from "./helpers/test-server.js";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const run = promisify(execFile);
@@ -23,7 +26,7 @@ describe("README", () => {
   let t: TestServer;
   let readme: string;
   beforeAll(async () => {
-    t = await startTestServer();
+    t = await startTestServer({ config: { ingestSecrets: { pm: "change-me" } } });
     readme = await readFile(join(root, "README.md"), "utf8");
   });
   afterAll(() => t.close());
@@ -60,11 +63,68 @@ describe("README", () => {
     }
   });
 
+  it("webhook examples work: create, receive and verify, history, ingest", async () => {
+    const rx = await startReceiver();
+    const local = (cmd: string) => cmd.replaceAll("http://localhost:7233", t.url).replaceAll("https://hooks.example.com", rx.url.replace(/\/hook$/, ""));
+    try {
+      const [create, receiverTs] = [blocks(readme, "Webhooks", "sh")[0]!, blocks(readme, "Webhooks", "ts")[0]!];
+      const created = JSON.parse((await run("bash", ["-c", local(create)])).stdout);
+      expect(created.webhook.secret).toMatch(/^whsec_/);
+
+      // The receiver example, as its own process, verifying with that secret.
+      const port = await freePort();
+      const file = join(root, `.tmp-readme-receiver-${process.pid}.ts`);
+      await writeFile(file, receiverTs);
+      const receiver = spawn(process.execPath, ["--import", "tsx", file], { cwd: root, env: { ...process.env, PORT: String(port), TIDINGS_WEBHOOK_SECRET: created.webhook.secret } });
+      let output = "";
+      receiver.stdout.on("data", (d) => (output += d));
+      try {
+        const webhooks = t.webhooks();
+        await webhooks.createWebhook({ webhook: { url: `http://127.0.0.1:${port}/`, patterns: ["risk.alert"], secret: created.webhook.secret } });
+        await new Promise((r) => setTimeout(r, 500)); // the receiver process starts listening
+        const critical = await callJson(t.url, "Publish", { event: { type: "risk.alert", source: "pm/scanner", data: { alert_id: "r1", risk_type: "security", severity: "critical", title: "Leaked key" } } });
+        await callJson(t.url, "Publish", { event: { type: "risk.alert", source: "pm/scanner", data: { alert_id: "r2", risk_type: "security", severity: "low", title: "Minor" } } });
+        await eventually(() => (output.includes(`verified risk.alert ${critical.body.id}`) ? true : undefined), 15_000, "the README receiver to verify a delivery");
+        // The example endpoint got only the critical alert, with its custom header.
+        const [got] = await rx.waitFor(1);
+        expect(got!.json.data.alert_id).toBe("r1");
+        expect(got!.headers.authorization).toBe("Bearer my-token");
+      } finally {
+        receiver.kill();
+        await rm(file, { force: true });
+      }
+
+      for (const command of blocks(readme, "Webhooks", "sh").slice(1)) {
+        const { stdout } = await run("bash", ["-c", local(command)]);
+        const body = JSON.parse(stdout);
+        expect(body.code, `${command}\n→ ${stdout}`).toBeUndefined();
+        if (command.includes("/ingest/pm")) {
+          const event = await callJson(t.url, "GetEvent", { id: body.id });
+          expect(event.body.event).toMatchObject({ id: "pm-42", source: "ingest/pm", type: "file.changed" });
+        }
+      }
+    } finally {
+      await rx.close();
+    }
+  });
+
   it("the configuration table lists every setting with its default", () => {
     for (const s of settings) {
-      const d = defaultConfig[s.key];
-      const row = `| \`--${s.flag}\` | \`${s.env}\` | ${d === undefined ? "unset (PGlite)" : `\`${d}\``} | ${s.help} |`;
-      expect(readme).toContain(row);
+      const d: unknown = defaultConfig[s.key];
+      const shown = d === undefined ? "unset (PGlite)"
+        : Array.isArray(d) ? (d.length ? `\`${d.join(",")}\`` : "empty")
+        : typeof d === "object" ? "empty"
+        : d === "" ? "host-pid"
+        : `\`${String(d)}\``;
+      expect(readme).toContain(`| \`--${s.flag}\` | \`${s.env}\` | ${shown} | ${s.help} |`);
     }
   });
 });
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
