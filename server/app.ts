@@ -128,8 +128,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       closing ??= (async () => {
         logger.info("shutting down");
         shutdown.abort();
-        // Requests in flight finish and are recorded; their reports may still publish events.
-        await dispatcher.stop();
+        // Requests in flight finish and are recorded (their reports may still publish events),
+        // or are abandoned to their leases after the grace period.
+        await dispatcher.stop(config.shutdownGraceMs);
         await appendQueue.close();
         await transport.close(config.shutdownGraceMs);
         await tail.stop();

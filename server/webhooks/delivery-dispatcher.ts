@@ -97,12 +97,19 @@ export class DeliveryDispatcher {
       });
   };
 
-  /** Stops claiming and waits for the requests in flight to finish and be recorded. */
-  async stop(): Promise<void> {
+  /**
+   * Stops claiming and waits, at most `graceMs`, for the requests in flight to finish and be
+   * recorded. Whatever is still running then is abandoned: its leases expire and another node
+   * (or this one, restarted) sends it again.
+   */
+  async stop(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#passing;
-    await Promise.allSettled([...this.#inFlight.keys()]);
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((r) => (timer = setTimeout(r, Math.min(graceMs, 2_147_483_647))));
+    await Promise.race([Promise.allSettled([...this.#inFlight.keys()]), grace]);
+    clearTimeout(timer);
   }
 
   async #pass(): Promise<void> {

@@ -116,7 +116,9 @@ export type Webhook = Message<"tidings.v1.Webhook"> & {
   ordered: boolean;
 
   /**
-   * Whether deliveries are sent. Disabled endpoints keep their pending deliveries.
+   * Whether deliveries are sent. A disabled endpoint keeps its pending deliveries (they go out
+   * when it is enabled again) but gets none for events published meanwhile: ReplayEvents can
+   * send those.
    *
    * @generated from field: bool enabled = 14;
    */
