@@ -1,7 +1,5 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import type { DescMethod } from "@bufbuild/protobuf";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
 import { type EventCatalog, loadCatalog } from "./catalog/catalog.js";
@@ -9,7 +7,8 @@ import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
 import { EventReader } from "./event-log/event-reader.js";
 import type { Logger } from "./logging/logger.js";
-import { emptyJsonBodyError } from "./rpc/empty-body.js";
+import { requiredRequestFields } from "./rpc/required-fields.js";
+import { createConnectHandler } from "./transport/connect-handler.js";
 import { errorMappingInterceptor } from "./rpc/errors.js";
 import { createEventService, type StreamStats } from "./rpc/event-service.js";
 import { openDatabase } from "./storage/open-database.js";
@@ -74,7 +73,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const streams: StreamStats = { active: 0, fallbacks: 0 };
   const shutdown = new AbortController();
 
-  const connectHandler = connectNodeAdapter({
+  const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
+  const connectHandler = createConnectHandler({
     routes: (router) => {
       router.service(EventService, createEventService({ catalog, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
       router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake }));
@@ -84,10 +84,10 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     writeMaxBytes: config.maxRequestBytes * 4,
     // Unknown fields are an error, not silently dropped: a typo must not lose data.
     jsonOptions: { registry: catalog.registry, ignoreUnknownFields: false },
+    maxJsonBodyBytes: config.maxRequestBytes,
+    requiredFields: requiredRequestFields,
+    logger,
   });
-  const unaryMethods = new Map<string, DescMethod>([EventService, WebhookService].flatMap((service) =>
-    service.methods.filter((m) => m.methodKind === "unary").map((m) => [`/${service.typeName}/${m.name}`, m] as const)));
-  const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     if (req.url === "/healthz") {
       res.writeHead(200, { "content-type": "application/json" });
@@ -95,13 +95,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       return;
     }
     if (ingest(req, res)) return;
-    const method = req.method === "POST" && isEmptyJsonBody(req) ? unaryMethods.get(req.url ?? "") : undefined;
-    if (method) {
-      res.writeHead(400, { "content-type": "application/json" });
-      res.end(JSON.stringify(emptyJsonBodyError(method)));
-      return;
-    }
-    connectHandler(req as http.IncomingMessage, res as http.ServerResponse);
+    void connectHandler(req, res);
   };
   const transport = createOnePortServer(handler);
   let port: number;
@@ -143,6 +137,3 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   };
 }
 
-function isEmptyJsonBody(req: http.IncomingMessage | http2.Http2ServerRequest): boolean {
-  return req.headers["content-length"] === "0" && /^application\/json\b/.test(req.headers["content-type"] ?? "");
-}

@@ -42,7 +42,8 @@ describe("bad input", () => {
   });
 
   it("wrong field types in the envelope", async () => {
-    await expectPublishRefused({ event: { type: 42, source: "x", data: {} } }, "invalid_argument", "tidings.v1.Event.type");
+    await expectPublishRefused({ event: { type: 42, source: "x", data: {} } }, "invalid_argument", "event.type: must be a string");
+    await expectPublishRefused({ event: { ...memoryCreated("m"), time: "yesterday" } }, "invalid_argument", "event.time: must be an RFC 3339 timestamp");
     await expectPublishRefused({ event: { ...memoryCreated("m"), attributes: "agent=x" } }, "invalid_argument", "attributes");
   });
 

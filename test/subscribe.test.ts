@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { StartPosition } from "../sdk/index.js";
-import { collect } from "./helpers/stream.js";
+import { collect, openConnectJsonStream } from "./helpers/stream.js";
 import { callJson, eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
 
 const publish = (t: TestServer, event: object) => callJson(t.url, "Publish", { event }).then((r) => {
@@ -98,32 +98,34 @@ describe("subscribe", () => {
 
   it("a subscriber that stops reading never slows publishers or other subscribers, and still gets everything in order", async () => {
     const run = `slow-${Date.now()}`;
-    // The slow one: reads one event, then stalls while 600 events go by (buffer is 50).
-    const client = t.client();
-    const abort = new AbortController();
-    const slow = client.subscribe({ attributes: { run } }, { signal: abort.signal })[Symbol.asyncIterator]();
-    expect((await slow.next()).value.message.case).toBe("heartbeat");
+    // The slow one reads its first message, then stops reading while ~10 MB of events go by:
+    // more than socket buffers hold, so the server's writes block and its buffer (50) overflows.
+    const slow = await openConnectJsonStream(t.url, { attributes: { run } });
     const fast = await collect(t.client(), { attributes: { run } });
-    const fallbacksBefore = t.server.streamStats().fallbacks;
+    try {
+      expect((await slow.next()).heartbeat).toBeDefined();
+      const fallbacksBefore = t.server.streamStats().fallbacks;
 
-    // Big payloads, so socket buffers cannot hide the stall: the server's queue must overflow.
-    const started = Date.now();
-    const seqs = await publishMany(t, 600, run, 10, "x".repeat(8000));
-    const publishMs = Date.now() - started;
-    await fast.waitFor(600);
-    expect(fast.events.map((e) => e.sequence)).toEqual(seqs);
+      const started = Date.now();
+      const seqs = await publishMany(t, 600, run, 10, "x".repeat(16_000));
+      const publishMs = Date.now() - started;
+      await fast.waitFor(600);
+      expect(fast.events.map((e) => e.sequence)).toEqual(seqs);
 
-    // Now the slow one drains: it fell back to reading the log and misses nothing.
-    const got: bigint[] = [];
-    while (got.length < 600) {
-      const { value } = await slow.next();
-      if (value.message.case === "event") got.push(value.message.value.sequence);
+      // Now the slow one drains: its blocked write completes, the server finds its buffer
+      // overflowed, moves it back to reading the log, and it misses nothing.
+      const got: bigint[] = [];
+      while (got.length < 600) {
+        const message = await slow.next();
+        if (message.event) got.push(BigInt(message.event.sequence));
+      }
+      expect(got).toEqual(seqs);
+      expect(t.server.streamStats().fallbacks).toBeGreaterThan(fallbacksBefore);
+      expect(publishMs).toBeLessThan(30_000); // bounded loop; the benchmark measures speed
+    } finally {
+      slow.close();
+      await fast.close();
     }
-    expect(got).toEqual(seqs);
-    expect(t.server.streamStats().fallbacks).toBeGreaterThan(fallbacksBefore);
-    abort.abort();
-    await fast.close();
-    expect(publishMs).toBeLessThan(30_000); // bounded loop; the benchmark measures speed
   });
 
   it("frees everything when subscribers cancel", async () => {
@@ -148,30 +150,14 @@ describe("subscribe", () => {
   });
 
   it("streams JSON to a plain HTTP client using the Connect streaming protocol", async () => {
-    const body = JSON.stringify({ patterns: ["file.changed"] });
-    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), Buffer.from(body)]);
-    frame.writeUInt32BE(Buffer.byteLength(body), 1);
-    const abort = new AbortController();
-    const res = await fetch(`${t.url}/tidings.v1.EventService/Subscribe`, { method: "POST", headers: { "content-type": "application/connect+json" }, body: frame, signal: abort.signal });
-    const reader = res.body!.getReader();
-    const messages: any[] = [];
-    let buf = Buffer.alloc(0);
-    const pump = async (n: number) => {
-      while (messages.length < n) {
-        const { value } = await reader.read();
-        buf = Buffer.concat([buf, Buffer.from(value!)]);
-        while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
-          const len = buf.readUInt32BE(1);
-          messages.push(JSON.parse(buf.subarray(5, 5 + len).toString()));
-          buf = buf.subarray(5 + len);
-        }
-      }
-    };
-    await pump(1);
-    expect(messages[0].heartbeat).toBeDefined();
-    await publish(t, { type: "file.changed", source: "pm", data: { file_path: "/tmp/a.txt", change_type: "modified", size: 12 } });
-    await pump(2);
-    expect(messages[1].event).toMatchObject({ type: "file.changed", data: { file_path: "/tmp/a.txt", change_type: "modified", size: "12" } });
-    abort.abort();
+    const stream = await openConnectJsonStream(t.url, { patterns: ["file.changed"] });
+    try {
+      expect(stream.status).toBe(200);
+      expect((await stream.next()).heartbeat).toBeDefined();
+      await publish(t, { type: "file.changed", source: "pm", data: { file_path: "/tmp/a.txt", change_type: "modified", size: 12 } });
+      expect((await stream.next()).event).toMatchObject({ type: "file.changed", data: { file_path: "/tmp/a.txt", change_type: "modified", size: "12" } });
+    } finally {
+      stream.close();
+    }
   });
 });

@@ -60,14 +60,19 @@ export function parseBinaryPayload(
   return violations.length > 0 ? { violations } : { message, violations };
 }
 
-function checkJsonMessage(desc: DescMessage, json: JsonValue, path: string, out: FieldViolation[]): void {
+/**
+ * Checks a JSON value against a message in the proto3 JSON mapping — unknown fields, JSON
+ * types, well-known type formats, enum names, and the catalog's field rules — reporting every
+ * violation at its path (with the .proto field names). Used for payloads and for requests.
+ */
+export function checkJsonMessage(desc: DescMessage, json: JsonValue, path: string, out: FieldViolation[]): void {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    out.push({ field: path, description: `must be a JSON object (${desc.typeName})` });
+    out.push({ field: path || "body", description: `must be a JSON object (${desc.typeName})` });
     return;
   }
   for (const [key, value] of Object.entries(json)) {
     const field = desc.fields.find((f) => f.name === key || f.jsonName === key);
-    const fieldPath = `${path}.${key}`;
+    const fieldPath = joinPath(path, field?.name ?? key);
     if (!field) {
       out.push({ field: fieldPath, description: `unknown field: ${desc.typeName} has no field "${key}"` });
       continue;
@@ -88,7 +93,7 @@ function checkJsonRules(desc: DescMessage, json: { [k: string]: JsonValue }, pat
     const rules = fieldRules(field);
     if (!rules) continue;
     const value = json[field.name] ?? json[field.jsonName];
-    const fieldPath = `${path}.${field.name}`;
+    const fieldPath = joinPath(path, field.name);
     if (rules.required && !jsonPresent(field, value)) {
       out.push({ field: fieldPath, description: "is required" });
       continue;
@@ -195,6 +200,10 @@ function wellKnownJsonProblem(typeName: string, value: JsonValue): string | unde
       return Array.isArray(value) ? "" : "must be a JSON array";
     case "google.protobuf.Value":
       return "";
+    case "google.protobuf.FieldMask":
+      return typeof value === "string" && /^([a-z][a-zA-Z0-9]*(\.[a-z][a-zA-Z0-9]*)*(,[a-z][a-zA-Z0-9]*(\.[a-z][a-zA-Z0-9]*)*)*)?$/.test(value)
+        ? ""
+        : 'must be a string of comma-separated lowerCamelCase field names, e.g. "retryPolicy,enabled"';
     case "google.protobuf.StringValue":
       return typeof value === "string" ? "" : "must be a string";
     case "google.protobuf.BoolValue":
@@ -255,4 +264,8 @@ function forEachNested(msg: ReflectMessage, field: DescField, path: string, visi
     let i = 0;
     for (const item of msg.get(field)) visit(item as ReflectMessage, `${path}[${i++}]`);
   }
+}
+
+function joinPath(path: string, name: string): string {
+  return path ? `${path}.${name}` : name;
 }

@@ -86,8 +86,15 @@ function signatureProblem(body: Buffer, headers: http.IncomingHttpHeaders, secre
       throw err;
     }
   }
+  // A whsec_ source takes Standard Webhooks only: X-Webhook-Signature carries no timestamp, so
+  // accepting it would let a replayed request through.
   const given = headers["x-webhook-signature"];
-  if (typeof given !== "string") return "missing signature: send Standard Webhooks headers or X-Webhook-Signature";
+  if (secret.startsWith("whsec_")) {
+    return given === undefined
+      ? "missing signature: this source takes Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature)"
+      : "this source takes Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature), not X-Webhook-Signature";
+  }
+  if (typeof given !== "string") return "missing signature: send X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the body>";
   const expected = `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
   const a = Buffer.from(given.trim());
   const b = Buffer.from(expected);

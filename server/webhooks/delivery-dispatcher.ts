@@ -257,10 +257,12 @@ export class DeliveryDispatcher {
     const events = await new EventReader(this.db, this.catalog).bySequences(group.map((c) => c.eventSequence));
     const now = new Date();
     const secrets = endpoint.secrets.filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now.getTime()).map((s) => s.secret);
-    const messageId = group.length === 1 ? events[0]?.id ?? group[0]!.id : `batch_${group[0]!.id}`;
+    const asBatch = endpoint.batchMaxEvents > 0;
+    // Receivers de-duplicate on webhook-id: the event id, or for a batch its first delivery.
+    const messageId = asBatch ? `batch_${group[0]!.id}` : events[0]?.id ?? group[0]!.id;
     const outcome = events.length === 0
       ? { startedAt: now, durationMs: 0, statusCode: 0, responseExcerpt: "", error: "the event is no longer in the log", retryAfterMs: undefined }
-      : await sendRequest(this.agent, endpoint.url, buildDeliveryRequest({ contentMode: endpoint.contentMode, headers: endpoint.headers, secrets }, events, this.catalog, messageId, now), endpoint.timeoutMs);
+      : await sendRequest(this.agent, endpoint.url, buildDeliveryRequest({ contentMode: endpoint.contentMode, headers: endpoint.headers, secrets }, events, this.catalog, messageId, asBatch, now), endpoint.timeoutMs);
     const reports: Report[] = [];
     await this.db.transaction().execute((trx) => this.#complete(trx, group, outcome, reports));
     reports.forEach((r) => r()); // only what committed is reported

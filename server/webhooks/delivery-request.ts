@@ -52,15 +52,16 @@ function cloudEvent(event: StoredEvent, catalog: EventCatalog): JsonObject {
 }
 
 /**
- * Builds the signed request for one event or a batch. A batch is one request: Standard mode
- * sends {"type": "tidings.batch", "data": {"events": [...]}}, CloudEvents modes send a JSON array
- * (application/cloudevents-batch+json; binary mode has no batch form in CloudEvents).
+ * Builds the signed request for one event or a batch. An endpoint with batching gets every
+ * request in the batch form, however many events it holds, so its receiver parses one shape:
+ * Standard mode sends {"type": "tidings.batch", "data": {"events": [...]}}, CloudEvents modes a
+ * JSON array (application/cloudevents-batch+json; binary mode has no batch form in CloudEvents).
  */
-export function buildDeliveryRequest(target: RequestTarget, events: readonly StoredEvent[], catalog: EventCatalog, messageId: string, now = new Date()): OutgoingRequest {
+export function buildDeliveryRequest(target: RequestTarget, events: readonly StoredEvent[], catalog: EventCatalog, messageId: string, asBatch: boolean, now = new Date()): OutgoingRequest {
   let contentType = "application/json";
   const extra: Record<string, string> = {};
   let body: string;
-  const single = events.length === 1 ? events[0]! : undefined;
+  const single = !asBatch && events.length === 1 ? events[0]! : undefined;
   switch (target.contentMode) {
     case ContentMode.CLOUDEVENTS_BINARY:
       if (single) {

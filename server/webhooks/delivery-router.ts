@@ -80,14 +80,22 @@ export class DeliveryRouter {
     });
   }
 
-  /** A batch that reached max_events need not wait for max_wait. */
+  /**
+   * Full batches need not wait for max_wait: the oldest whole multiple of max_events pending
+   * deliveries become due now; a partial remainder keeps waiting for its batch to fill.
+   */
   async #flushFullBatches(trx: Kysely<Database>, webhooks: readonly RoutableWebhook[]): Promise<void> {
     for (const w of webhooks) {
       if (w.batch_max_events === 0) continue;
       await sql`
         UPDATE tidings_deliveries SET next_attempt_at = now()
-        WHERE webhook_id = ${w.id} AND status = 1 AND lease_owner IS NULL AND next_attempt_at > now()
-          AND (SELECT count(*) FROM tidings_deliveries p WHERE p.webhook_id = ${w.id} AND p.status = 1 AND p.lease_owner IS NULL) >= ${w.batch_max_events}`.execute(trx);
+        WHERE id IN (
+          SELECT id FROM tidings_deliveries
+          WHERE webhook_id = ${w.id} AND status = 1 AND lease_owner IS NULL
+          ORDER BY event_sequence
+          LIMIT (SELECT (count(*) / ${w.batch_max_events}) * ${w.batch_max_events}
+                 FROM tidings_deliveries WHERE webhook_id = ${w.id} AND status = 1 AND lease_owner IS NULL))
+        AND next_attempt_at > now()`.execute(trx);
     }
   }
 

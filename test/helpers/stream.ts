@@ -1,3 +1,5 @@
+import http from "node:http";
+import { once } from "node:events";
 import type { Client } from "@connectrpc/connect";
 import type { EventService, SubscribeRequest, SubscribeResponse } from "../../sdk/index.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -57,4 +59,40 @@ export async function collect(client: Client<typeof EventService>, req: MessageI
   await subscribed; // the server's first heartbeat: the subscription is in place
   if (c.error) throw c.error;
   return c;
+}
+
+/**
+ * A Subscribe stream over plain HTTP/1.1 with the Connect streaming protocol (what a curl user
+ * does), read lazily: while nobody calls next(), Node stops reading the socket once its buffer
+ * is full, so the server feels real backpressure.
+ */
+export async function openConnectJsonStream(baseUrl: string, request: object) {
+  const body = Buffer.from(JSON.stringify(request));
+  const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
+  frame.writeUInt32BE(body.length, 1);
+  const req = http.request(`${baseUrl}/tidings.v1.EventService/Subscribe`, { method: "POST", headers: { "content-type": "application/connect+json" } });
+  req.end(frame);
+  const [res] = (await once(req, "response")) as [http.IncomingMessage];
+  const chunks = res[Symbol.asyncIterator]();
+  let buffered = Buffer.alloc(0);
+  return {
+    status: res.statusCode,
+    /** The next message (an event or a heartbeat, as Connect JSON). */
+    async next(): Promise<any> {
+      for (;;) {
+        if (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+          const length = buffered.readUInt32BE(1);
+          const message = JSON.parse(buffered.subarray(5, 5 + length).toString());
+          buffered = buffered.subarray(5 + length);
+          return message;
+        }
+        const { value, done } = await chunks.next();
+        if (done) throw new Error("the stream ended");
+        buffered = Buffer.concat([buffered, value as Buffer]);
+      }
+    },
+    close() {
+      req.destroy();
+    },
+  };
 }

@@ -109,9 +109,10 @@ export type UpdateWebhookRequest = Message<"tidings.v1.UpdateWebhookRequest"> & 
   webhook?: Webhook | undefined;
 
   /**
-   * Fields to change, by their .proto names: url, description, patterns, attributes, filter,
-   * headers, retry_policy, timeout, batching, rate_limit, ordered, enabled, content_mode,
-   * failure_policy. Enabling an endpoint clears its disabled_reason and failure count.
+   * Fields to change: url, description, patterns, attributes, filter, headers, retry_policy,
+   * timeout, batching, rate_limit, ordered, enabled, content_mode, failure_policy. In JSON a
+   * field mask is one string of lowerCamelCase names: "retryPolicy,enabled". Enabling an
+   * endpoint clears its disabled_reason and failure count.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */

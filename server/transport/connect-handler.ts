@@ -1,0 +1,105 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import { create, type DescMethod, type JsonValue, toBinary, toJson } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouterOptions, type ContextValues, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { checkJsonMessage, type FieldViolation } from "../catalog/payload-validation.js";
+import type { Logger } from "../logging/logger.js";
+import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface ConnectHandlerOptions extends ConnectRouterOptions {
+  routes(router: ConnectRouter): void;
+  contextValues?: (req: NodeRequest) => ContextValues;
+  /** Largest JSON body read for the pre-check; the same as readMaxBytes. */
+  maxJsonBodyBytes: number;
+  /** Required top-level fields per method name, to say what an empty body lacks. */
+  requiredFields: Record<string, readonly string[]>;
+  logger: Logger;
+}
+
+/**
+ * connectNodeAdapter, plus one thing: a Connect unary request with a JSON body is read and
+ * checked against the method's input message first. protobuf-es names the field for a wrong
+ * scalar but not for a bad Timestamp, Duration, FieldMask or enum name; this check reports every
+ * problem with its field path (google.rpc.BadRequest), and an empty body with the fields the
+ * method needs. A body that passes goes to Connect already parsed, so it is read once.
+ */
+export function createConnectHandler(options: ConnectHandlerOptions) {
+  const router = createConnectRouter(options);
+  options.routes(router);
+  const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
+
+  return async (req: NodeRequest, res: NodeResponse): Promise<void> => {
+    const handler = handlers.get((req.url ?? "").split("?", 2)[0]!);
+    if (!handler) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    let parsed: JsonValue | undefined;
+    if (req.method === "POST" && handler.method.methodKind === "unary" && /^application\/json\b/.test(req.headers["content-type"] ?? "")) {
+      const checked = await readAndCheckJson(req as http.IncomingMessage, handler.method, options);
+      if ("error" in checked) {
+        writeConnectError(res, checked.error);
+        return;
+      }
+      parsed = checked.json;
+    }
+    const uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, parsed, options.contextValues?.(req));
+    try {
+      await universalResponseToNodeResponse(await handler(uReq), res as http.ServerResponse);
+    } catch (reason) {
+      if (ConnectError.from(reason).code !== Code.Aborted) options.logger.warn("writing a response failed", { method: handler.method.name, err: reason });
+    }
+  };
+}
+
+async function readAndCheckJson(req: http.IncomingMessage, method: DescMethod, o: ConnectHandlerOptions): Promise<{ json: JsonValue } | { error: ConnectError }> {
+  let body: Buffer;
+  try {
+    body = await readRawBody(req, { limitBytes: o.maxJsonBodyBytes });
+  } catch (err) {
+    if (err instanceof RequestBodyTooLargeError) return { error: new ConnectError(`the request body is larger than ${err.limitBytes} bytes`, Code.ResourceExhausted) };
+    throw err;
+  }
+  if (body.length === 0) {
+    const required = o.requiredFields[method.name] ?? [];
+    const needs = required.length > 0 ? `; ${method.name} requires ${required.map((f) => `"${f}"`).join(", ")}` : "; send {} for a request with every field at its default";
+    return { error: new ConnectError(`the request body is empty: expected a JSON ${method.input.typeName} object${needs}`, Code.InvalidArgument) };
+  }
+  let json: JsonValue;
+  try {
+    json = JSON.parse(body.toString("utf8")) as JsonValue;
+  } catch (err) {
+    return { error: new ConnectError(`cannot decode message ${method.input.typeName} from JSON: ${(err as Error).message}`, Code.InvalidArgument) };
+  }
+  const violations: FieldViolation[] = [];
+  checkJsonMessage(method.input, json, "", violations);
+  if (violations.length > 0) return { error: fieldViolationsError(violations) };
+  return { json };
+}
+
+function fieldViolationsError(violations: readonly FieldViolation[]): ConnectError {
+  const shown = violations.slice(0, 10).map((v) => `${v.field}: ${v.description}`);
+  return new ConnectError(shown.join("; "), Code.InvalidArgument, undefined, [
+    { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations: violations.map((v) => ({ ...v })) }) },
+  ]);
+}
+
+/** A Connect unary error response, as Connect writes it. */
+function writeConnectError(res: NodeResponse, err: ConnectError): void {
+  const status = err.code === Code.ResourceExhausted ? 429 : 400;
+  const details = err.details.map((d) => ("desc" in d
+    ? { type: d.desc.typeName, value: Buffer.from(toBinary(d.desc, create(d.desc, d.value))).toString("base64").replace(/=+$/, ""), debug: toJson(d.desc, create(d.desc, d.value)) }
+    : { type: d.type, value: Buffer.from(d.value).toString("base64").replace(/=+$/, "") }));
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify({ code: codeName(err.code), message: err.rawMessage, ...(details.length > 0 ? { details } : {}) }));
+}
+
+function codeName(code: Code): string {
+  return Code[code].replace(/[A-Z]/g, (c, i) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
+}
