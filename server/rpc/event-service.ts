@@ -34,7 +34,7 @@ import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
 import { fieldError, invalidArgument } from "./errors.js";
 import { prepareEvent, toApiEvent } from "./event-envelope.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSizeOf } from "./page-token.js";
+import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.js";
 
 export interface StreamStats {
   active: number;
@@ -163,12 +163,9 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         limit: pageSize + 1,
         descending: req.descending,
       });
-      const page = rows.slice(0, pageSize);
-      const more = rows.length > pageSize;
-      return {
-        events: page.filter((e) => matcher.matches(e)).map((e) => toApiEvent(e, req.payloadFormat, catalog)),
-        nextPageToken: more ? encodePageToken(page[page.length - 1]!.sequence.toString(), queryPrint) : "",
-      };
+      // The CEL filter runs on the page, so a page can hold fewer than page_size events.
+      const { items, nextPageToken } = toPage(rows, pageSize, queryPrint, (e) => e.sequence.toString(), (e) => e);
+      return { events: items.filter((e) => matcher.matches(e)).map((e) => toApiEvent(e, req.payloadFormat, catalog)), nextPageToken };
     },
 
     async listEventTypes(req) {

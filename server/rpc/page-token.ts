@@ -42,3 +42,15 @@ export function pageSizeOf(requested: number, defaultSize: number, maxSize: numb
   if (requested < 0) throw invalidArgument("page_size", "must not be negative");
   return Math.min(requested || defaultSize, maxSize);
 }
+
+/**
+ * Turns a query's rows, fetched with limit pageSize + 1, into one page and the token of the
+ * next: the extra row only tells that there is more.
+ */
+export function toPage<Row, Item>(rows: readonly Row[], pageSize: number, queryFingerprint: string, positionOf: (row: Row) => string, toItem: (row: Row) => Item): { items: Item[]; nextPageToken: string } {
+  const page = rows.slice(0, pageSize);
+  return {
+    items: page.map(toItem),
+    nextPageToken: rows.length > pageSize ? encodePageToken(positionOf(page[page.length - 1]!), queryFingerprint) : "",
+  };
+}

@@ -3,9 +3,9 @@ import type http2 from "node:http2";
 import { create, type DescMethod, type JsonValue, toBinary, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouterOptions, type ContextValues, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { checkJsonMessage, type FieldViolation } from "../catalog/payload-validation.js";
 import type { Logger } from "../logging/logger.js";
+import { fieldError } from "../rpc/errors.js";
 import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -79,15 +79,8 @@ async function readAndCheckJson(req: http.IncomingMessage, method: DescMethod, o
   }
   const violations: FieldViolation[] = [];
   checkJsonMessage(method.input, json, "", violations);
-  if (violations.length > 0) return { error: fieldViolationsError(violations) };
+  if (violations.length > 0) return { error: fieldError(Code.InvalidArgument, violations) };
   return { json };
-}
-
-function fieldViolationsError(violations: readonly FieldViolation[]): ConnectError {
-  const shown = violations.slice(0, 10).map((v) => `${v.field}: ${v.description}`);
-  return new ConnectError(shown.join("; "), Code.InvalidArgument, undefined, [
-    { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations: violations.map((v) => ({ ...v })) }) },
-  ]);
 }
 
 /** A Connect unary error response, as Connect writes it. */

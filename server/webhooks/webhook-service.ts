@@ -20,7 +20,7 @@ import { compileFilter } from "../filtering/cel-filter.js";
 import { createEventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import { fieldError, invalidArgument } from "../rpc/errors.js";
-import { decodePageToken, encodePageToken, fingerprint, pageSizeOf } from "../rpc/page-token.js";
+import { decodePageToken, fingerprint, pageSizeOf, toPage } from "../rpc/page-token.js";
 import type { Database, DeliveriesTable, DeliveryAttemptsTable, StoredSecret, WebhooksTable } from "../storage/schema.js";
 import { buildPingRequest } from "./delivery-request.js";
 import type { AddressPolicy } from "./http/address-policy.js";
@@ -145,11 +145,8 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       if (req.enabled !== EnabledFilter.UNSPECIFIED) q = q.where("enabled", "=", req.enabled === EnabledFilter.ENABLED);
       if (after) q = q.where("id", ">", after);
       const rows = await q.orderBy("id").limit(pageSize + 1).execute();
-      const page = rows.slice(0, pageSize);
-      return {
-        webhooks: page.map((r) => toApiWebhook(r, { redactHeaders: true })),
-        nextPageToken: rows.length > pageSize ? encodePageToken(page[page.length - 1]!.id, print) : "",
-      };
+      const { items, nextPageToken } = toPage(rows, pageSize, print, (r) => r.id, (r) => toApiWebhook(r, { redactHeaders: true }));
+      return { webhooks: items, nextPageToken };
     },
 
     async rotateWebhookSecret(req) {
@@ -207,8 +204,8 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       if (range.end) q = q.where("created_at", "<", range.end);
       if (before) q = q.where("id", "<", before);
       const rows = await q.orderBy("id", "desc").limit(pageSize + 1).execute();
-      const page = rows.slice(0, pageSize);
-      return { deliveries: page.map(toApiDelivery), nextPageToken: rows.length > pageSize ? encodePageToken(page[page.length - 1]!.id, print) : "" };
+      const { items, nextPageToken } = toPage(rows, pageSize, print, (r) => r.id, toApiDelivery);
+      return { deliveries: items, nextPageToken };
     },
 
     async getDelivery(req) {
@@ -243,8 +240,8 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       if (range.end) q = q.where("updated_at", "<", range.end);
       if (before) q = q.where("id", "<", before);
       const rows = await q.orderBy("id", "desc").limit(pageSize + 1).execute();
-      const page = rows.slice(0, pageSize);
-      return { deliveries: page.map(toApiDelivery), nextPageToken: rows.length > pageSize ? encodePageToken(page[page.length - 1]!.id, print) : "" };
+      const { items, nextPageToken } = toPage(rows, pageSize, print, (r) => r.id, toApiDelivery);
+      return { deliveries: items, nextPageToken };
     },
 
     async redriveDeadLetters(req) {
