@@ -65,6 +65,8 @@ export class DeliveryDispatcher {
   readonly #perEndpoint = new Map<string, number>();
   #passing: Promise<void> | undefined;
   #again = false;
+  /** Requests the last pass claimed: 0 means due work is blocked (or there is none). */
+  #lastClaimed = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
@@ -126,7 +128,11 @@ export class DeliveryDispatcher {
     void this.#nextDueInMs().then((ms) => {
       if (this.#stopped) return;
       clearTimeout(this.#timer);
-      this.#timer = setTimeout(this.wake, Math.max(10, Math.min(ms, this.options.pollIntervalMs)));
+      // Overdue work that the last pass could not claim is blocked (endpoint disabled, ordered
+      // mode waiting, per-endpoint cap, no rate token): a completion or a publish wakes us, so
+      // wait for the poll interval rather than spin.
+      const wait = ms <= 0 && this.#lastClaimed === 0 ? this.options.pollIntervalMs : ms;
+      this.#timer = setTimeout(this.wake, Math.max(10, Math.min(wait, this.options.pollIntervalMs)));
       this.#timer.unref();
     }, () => {
       this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
@@ -144,10 +150,14 @@ export class DeliveryDispatcher {
 
   async #claimAndSend(): Promise<void> {
     const free = this.options.maxInFlight - this.#inFlight.size;
-    if (free <= 0) return;
+    if (free <= 0) {
+      this.#lastClaimed = 0;
+      return;
+    }
     const reports: Report[] = [];
     const groups = await this.db.transaction().execute((trx) => this.#claim(trx, free, reports));
     reports.forEach((r) => r());
+    this.#lastClaimed = groups.length;
     for (const group of groups) {
       const endpoint = group[0]!.endpoint;
       this.#perEndpoint.set(endpoint.id, (this.#perEndpoint.get(endpoint.id) ?? 0) + 1);
