@@ -1,49 +1,58 @@
 /**
- * The Tidings TypeScript client: the generated EventService on the transport of your choice.
- * It depends only on @connectrpc/connect(-node) and @bufbuild/protobuf, not on the server.
+ * Tidings for Node: the high-level client (`createClient`), the raw generated clients, and
+ * webhook verification. Browsers import `sdk/browser.ts` instead (no Node built-ins).
  */
-import { type CallOptions, type Client, createClient, type Transport } from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient as createConnectClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { create, type DescMessage, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
-import { event_type } from "../gen/tidings/v1/options_pb.js";
-import { getOption } from "@bufbuild/protobuf";
+import { type ClientOptions, pack, TidingsClient, type TransportFactory, type TransportKind } from "./client.js";
 
 export { EventService, WebhookService };
-export * from "../gen/tidings/v1/webhook_pb.js";
 export * from "../gen/tidings/v1/event_pb.js";
 export * from "../gen/tidings/v1/event_service_pb.js";
+export * from "../gen/tidings/v1/webhook_pb.js";
 export * from "./webhooks/verify.js";
+export * from "./client.js";
+export { catalogRegistry } from "./catalog.js";
 
-export type TransportKind = "connect" | "grpc" | "grpc-web";
-
-export interface ClientOptions {
-  /** e.g. http://localhost:7233 */
-  baseUrl: string;
-  /** Wire protocol; Connect by default. All three are served on the same port. */
-  transport?: TransportKind;
-}
+const nodeTransports: TransportFactory = (kind, baseUrl, interceptors) => {
+  switch (kind) {
+    case "grpc":
+      return createGrpcTransport({ baseUrl, interceptors });
+    case "grpc-web":
+      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors });
+    default:
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors });
+  }
+};
 
 /**
- * A client for EventService. Payloads travel in protobuf binary, so no type registry is needed.
- * Leaving a `for await` over `subscribe` (break, return, throw) cancels the stream on the server.
+ * The Tidings client for Node: typed publish, resumable subscriptions, handlers.
+ *
+ *     const tidings = createClient({ baseUrl: "http://localhost:7233", transport: "grpc" });
+ *     await tidings.publish(MemoryCreatedSchema, { memoryId: "m-1" }, { attributes: { agent: "helena" } });
+ *     for await (const e of tidings.subscribe({ patterns: ["memory.*"] })) if (e.is(MemoryCreatedSchema)) ...
  */
-export function createTidingsClient(options: ClientOptions): Client<typeof EventService> {
-  const client = createClient(EventService, transportFor(options.baseUrl, options.transport ?? "connect"));
+export function createClient(options: ClientOptions): TidingsClient {
+  return new TidingsClient(options, nodeTransports);
+}
+
+/** Packs a catalog message for `Event.proto_data` (the same as `pack`). */
+export const packPayload = pack;
+
+/**
+ * The raw generated EventService client, for code that wants the wire messages. Leaving a
+ * `for await` over its `subscribe` (break, return, throw) cancels the stream on the server.
+ */
+export function createTidingsClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof EventService> {
+  const client = createConnectClient(EventService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
   return { ...client, subscribe: cancelOnReturn(client.subscribe) };
 }
 
-function transportFor(baseUrl: string, kind: TransportKind): Transport {
-  switch (kind) {
-    case "grpc":
-      return createGrpcTransport({ baseUrl });
-    case "grpc-web":
-      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
-    default:
-      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
-  }
+/** The raw generated WebhookService client: endpoints, deliveries, dead letters, replays, stats. */
+export function createWebhookClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof WebhookService> {
+  return createConnectClient(WebhookService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
 }
 
 type StreamCall<I, O> = (request: I, options?: CallOptions) => AsyncIterable<O>;
@@ -68,22 +77,4 @@ function cancelOnReturn<I, O>(call: StreamCall<I, O>): StreamCall<I, O> {
       };
     },
   });
-}
-
-/** A client for WebhookService: endpoints, deliveries, dead letters, replays, stats. */
-export function createWebhookClient(options: ClientOptions): Client<typeof WebhookService> {
-  return createClient(WebhookService, transportFor(options.baseUrl, options.transport ?? "connect"));
-}
-
-/** The event type a catalog message declares, e.g. "memory.created" for MemoryCreatedSchema. */
-export function eventTypeOf(schema: DescMessage): string {
-  const name = getOption(schema, event_type).name;
-  if (!name) throw new Error(`${schema.typeName} is not an event type of the catalog`);
-  return name;
-}
-
-/** Packs a catalog message for `Event.proto_data`. */
-export function packPayload<Desc extends DescMessage>(schema: Desc, init: MessageInitShape<Desc>): Any {
-  const message = create(schema, init) as MessageShape<Desc>;
-  return create(AnySchema, { typeUrl: `type.googleapis.com/${schema.typeName}`, value: toBinary(schema, message) });
 }
