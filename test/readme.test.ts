@@ -57,7 +57,8 @@ describe("README", () => {
     try {
       const { stdout } = await run(process.execPath, ["--import", "tsx", file], { cwd: root, timeout: 30_000 });
       expect(stdout).toMatch(/^published [0-9a-f-]{36} at sequence \d+$/m);
-      expect(stdout).toMatch(/^memory\.created \d+ resume after \d+$/m);
+      expect(stdout).toMatch(/^memory\.created \d+: memory m-1 \(tier hot\)$/m);
+      expect(stdout).toMatch(/^handler saw m-1$/m);
     } finally {
       await rm(file, { force: true });
     }
