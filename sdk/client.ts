@@ -95,28 +95,34 @@ export class TidingsClient {
       for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
       return next(req);
     };
-    const transport = transports(options.transport ?? "connect", options.baseUrl, [withHeaders]);
+    const base = transports(options.transport ?? "connect", options.baseUrl, [withHeaders]);
+    // The default deadline applies to every unary call (the raw clients' too), never to a stream.
+    const transport: Transport = {
+      unary: (method, signal, timeoutMs, header, input, contextValues) =>
+        base.unary(method, signal, timeoutMs ?? options.timeoutMs, header, input, contextValues),
+      stream: (method, signal, timeoutMs, header, input, contextValues) =>
+        base.stream(method, signal, timeoutMs, header, input, contextValues),
+    };
     this.events = createConnectClient(EventService, transport);
     this.webhooks = createConnectClient(WebhookService, transport);
   }
 
   /** Publishes one event typed by its catalog message: the type name comes from the message. */
   async publish<Desc extends DescMessage>(schema: Desc, data: MessageInitShape<Desc>, options: PublishOptions = {}): Promise<PublishResponse> {
-    return this.events.publish(this.#request(eventTypeOf(schema), { case: "protoData", value: pack(schema, data) }, options), this.#unary());
+    return this.events.publish(this.#request(eventTypeOf(schema), { case: "protoData", value: pack(schema, data) }, options));
   }
 
   /** Publishes several typed events atomically: all or none. */
   async publishBatch(entries: ReadonlyArray<{ schema: DescMessage; data: MessageInitShape<DescMessage>; options?: PublishOptions }>): Promise<PublishResponse[]> {
     const res = await this.events.publishBatch(
       { entries: entries.map((e) => this.#request(eventTypeOf(e.schema), { case: "protoData", value: pack(e.schema, e.data) }, e.options ?? {})) },
-      this.#unary(),
     );
     return res.results;
   }
 
   /** Publishes an event given as a type name and a JSON payload (field names as in the .proto). */
   async publishJson(type: string, data: JsonObject, options: PublishOptions = {}): Promise<PublishResponse> {
-    return this.events.publish(this.#request(type, { case: "data", value: data }, options), this.#unary());
+    return this.events.publish(this.#request(type, { case: "data", value: data }, options));
   }
 
   /**
@@ -191,11 +197,6 @@ export class TidingsClient {
   /** Ends every subscription and handler of this client. */
   close(): void {
     this.#closed.abort();
-  }
-
-  /** Call options of unary calls: the deadline applies to them, never to a subscription. */
-  #unary() {
-    return this.#options.timeoutMs ? { timeoutMs: this.#options.timeoutMs } : {};
   }
 
   #request(type: string, payload: Event["payload"], o: PublishOptions) {
