@@ -124,7 +124,8 @@ function requestHash(event: Event, payload: Uint8Array): Uint8Array {
 
 /** A stored event as the API serves it, with the payload in the requested form. */
 export function toApiEvent(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Event {
-  const proto = format === PayloadFormat.PROTO;
+  // A type no longer in the catalog cannot be rendered as JSON: serve its bytes packed instead.
+  const proto = format === PayloadFormat.PROTO || !stored.entry;
   const typeUrl = stored.entry?.typeUrl ?? `type.googleapis.com/unknown.${stored.type}`;
   return create(EventSchema, {
     id: stored.id,

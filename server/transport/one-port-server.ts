@@ -20,13 +20,26 @@ export interface OnePortServer {
  * connection and hands the socket to an http or an http2 server running the same handler.
  */
 export function createOnePortServer(handler: Handler): OnePortServer {
+  // Requests in progress per HTTP/1.1 socket: sockets handed over with emit("connection") are
+  // unknown to h1.closeIdleConnections(), so shutdown closes the idle ones itself.
+  const busy = new Map<net.Socket, number>();
+  let closing = false;
   const h1 = http.createServer((req, res) => {
+    const socket = req.socket;
+    busy.set(socket, (busy.get(socket) ?? 0) + 1);
+    res.once("close", () => {
+      const left = (busy.get(socket) ?? 1) - 1;
+      busy.set(socket, left);
+      if (left === 0 && closing) socket.end();
+    });
     failPendingWriteOnClose(res);
     handler(req, res);
   });
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
+  const http2Sockets = new WeakSet<net.Socket>();
+  const isHttp2Socket = (socket: net.Socket) => http2Sockets.has(socket);
   h2.on("session", (session) => {
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
@@ -34,7 +47,10 @@ export function createOnePortServer(handler: Handler): OnePortServer {
 
   const front = net.createServer((socket) => {
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    socket.on("close", () => {
+      sockets.delete(socket);
+      busy.delete(socket);
+    });
     socket.on("error", () => socket.destroy());
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -44,6 +60,7 @@ export function createOnePortServer(handler: Handler): OnePortServer {
       socket.pause();
       socket.unshift(head);
       const isHttp2 = head.length >= sniffBytes && head.subarray(0, sniffBytes).equals(preface.subarray(0, sniffBytes));
+      if (isHttp2) http2Sockets.add(socket);
       (isHttp2 ? h2 : h1).emit("connection", socket);
       // http2 reads the unshifted preface from the buffer itself on its next tick; resuming
       // here would flush it as a 'data' event nobody listens to, and the session would fail.
@@ -64,8 +81,10 @@ export function createOnePortServer(handler: Handler): OnePortServer {
     },
     async close(graceMs) {
       const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+      closing = true;
       for (const s of sessions) s.close(); // GOAWAY: finish open streams, accept no new ones
-      h1.closeIdleConnections();
+      // Idle keep-alive HTTP/1.1 sockets close now; busy ones after their last response.
+      for (const socket of sockets) if ((busy.get(socket) ?? 0) === 0 && !isHttp2Socket(socket)) socket.end();
       const grace = setTimeout(() => {
         h1.closeAllConnections();
         for (const s of sessions) s.destroy();
