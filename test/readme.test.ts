@@ -109,6 +109,48 @@ describe("README", () => {
     }
   });
 
+  it("command-line examples work", async () => {
+    const [serve, ...commands] = blocks(readme, "Command line", "sh");
+    // serve: as its own process on a free port and a scratch directory, stopped with SIGTERM.
+    const port = await freePort();
+    const dataDir = join(root, `.tmp-readme-serve-${process.pid}`);
+    const server = spawn("bash", ["-c", serve!.trim().replace("--port 7233", `--port ${port}`).replace(".tidings/data", dataDir)], { cwd: root, detached: true });
+    let log = "";
+    server.stdout!.on("data", (d) => (log += d));
+    // "close": every process holding the output pipe (the server too) has exited.
+    const exited = new Promise((r) => server.once("close", r));
+    try {
+      await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) || undefined, 20_000, "tidings serve to answer /healthz");
+      process.kill(-server.pid!, "SIGTERM"); // the group: bash, npx and the server, as Ctrl-C would
+      await exited;
+      expect(log).toContain('"msg":"stopped"'); // the server shut down gracefully
+    } finally {
+      try {
+        process.kill(-server.pid!, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      await rm(dataDir, { recursive: true, force: true });
+    }
+
+    const outputs: string[] = [];
+    try {
+      for (const command of commands) {
+        const { stdout } = await run("bash", ["-c", command.replaceAll("http://localhost:7233", t.url)], { cwd: root, timeout: 30_000 });
+        outputs.push(stdout);
+      }
+      expect(outputs[0]).toMatch(/^published [0-9a-f-]{36} at sequence \d+$/m);
+      expect(outputs[1]).toMatch(/published 2, failed 0/);
+      expect(outputs[2]).toContain("memory.created");
+      expect(outputs[3]).toContain("memory.created");
+      const exported = (await readFile(join(root, "tidings-log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+      expect(exported.find((e) => e.event_id === "daily-1")).toMatchObject({ type: "report.ready", timestamp: 1642248000 });
+    } finally {
+      await rm(join(root, "events.jsonl"), { force: true });
+      await rm(join(root, "tidings-log.jsonl"), { force: true });
+    }
+  });
+
   it("the configuration table lists every setting with its default", () => {
     for (const s of settings) {
       const d: unknown = defaultConfig[s.key];
