@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig } from "./config/config.js";
 import { createJsonLogger } from "./logging/logger.js";
 import { startServer } from "./app.js";
+import { serveUntilSignal } from "./serve-until-signal.js";
 
 /** `npm start`: serve until SIGTERM or SIGINT, then shut down gracefully. */
 async function main(): Promise<void> {
@@ -16,21 +17,10 @@ async function main(): Promise<void> {
   }
   const logger = createJsonLogger(config.logLevel);
   const server = await startServer(config, { logger });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info("signal received", { signal });
-    server.close().then(
-      () => process.exit(0),
-      (err) => {
-        logger.error("shutdown failed", { err });
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  await serveUntilSignal(server, logger).then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
 }
 
 main().catch((err) => {

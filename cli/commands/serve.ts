@@ -46,7 +46,7 @@ Examples:
     });
 }
 
-/** Starts the server and resolves once it has shut down after SIGTERM/SIGINT (the same steps as server/main.ts). */
+/** Starts the server and resolves once it has shut down after SIGTERM/SIGINT. */
 async function runServer(config: ServerConfig): Promise<void> {
   // Loaded here, not at the top: the other commands need none of the server's modules.
   const { createJsonLogger } = await import("../../server/logging/logger.js");
@@ -62,18 +62,8 @@ async function runServer(config: ServerConfig): Promise<void> {
     if (e.code === "EADDRNOTAVAIL") throw new CliError(`cannot listen on ${config.host}:${config.port}: the address is not available here`);
     throw new CliError(`failed to start: ${oneLine(e.message ?? String(err))}`);
   }
-  await new Promise<void>((resolve, reject) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info("signal received", { signal });
-      server.close().then(resolve, (err: unknown) => {
-        logger.error("shutdown failed", { err });
-        reject(new CliError(`shutdown failed: ${oneLine((err as Error).message ?? String(err))}`));
-      });
-    };
-    process.on("SIGTERM", () => stop("SIGTERM"));
-    process.on("SIGINT", () => stop("SIGINT"));
+  const { serveUntilSignal } = await import("../../server/serve-until-signal.js");
+  await serveUntilSignal(server, logger).catch((err: unknown) => {
+    throw new CliError(`shutdown failed: ${oneLine((err as Error).message ?? String(err))}`);
   });
 }
