@@ -123,7 +123,7 @@ describe("README", () => {
       await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) || undefined, 20_000, "tidings serve to answer /healthz");
       process.kill(-server.pid!, "SIGTERM"); // the group: bash, npx and the server, as Ctrl-C would
       await exited;
-      expect(log).toContain('"msg":"stopped"'); // the server shut down gracefully
+      expect(log, log).toContain('"msg":"stopped"'); // the server shut down gracefully
     } finally {
       try {
         process.kill(-server.pid!, "SIGKILL");

@@ -51,6 +51,8 @@ async function runServer(config: ServerConfig): Promise<void> {
   // Loaded here, not at the top: the other commands need none of the server's modules.
   const { createJsonLogger } = await import("../../server/logging/logger.js");
   const { startServer } = await import("../../server/app.js");
+  // Before listening: once the server answers, a SIGTERM must find the handlers in place.
+  const { serveUntilSignal } = await import("../../server/serve-until-signal.js");
   const logger = createJsonLogger(config.logLevel);
   let server;
   try {
@@ -62,7 +64,6 @@ async function runServer(config: ServerConfig): Promise<void> {
     if (e.code === "EADDRNOTAVAIL") throw new CliError(`cannot listen on ${config.host}:${config.port}: the address is not available here`);
     throw new CliError(`failed to start: ${oneLine(e.message ?? String(err))}`);
   }
-  const { serveUntilSignal } = await import("../../server/serve-until-signal.js");
   await serveUntilSignal(server, logger).catch((err: unknown) => {
     throw new CliError(`shutdown failed: ${oneLine((err as Error).message ?? String(err))}`);
   });
