@@ -7,6 +7,7 @@ import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
 import { EventReader } from "./event-log/event-reader.js";
 import type { Logger } from "./logging/logger.js";
+import { addReflection } from "./reflection/reflection-service.js";
 import { requiredRequestFields } from "./rpc/required-fields.js";
 import { createConnectHandler } from "./transport/connect-handler.js";
 import { errorMappingInterceptor } from "./rpc/errors.js";
@@ -78,6 +79,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     routes: (router) => {
       router.service(EventService, createEventService({ catalog, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
       router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake }));
+      addReflection(router, [EventService, WebhookService], catalog.list().map((e) => e.message.file));
     },
     interceptors: [errorMappingInterceptor(logger)],
     readMaxBytes: config.maxRequestBytes,
