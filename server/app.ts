@@ -16,6 +16,7 @@ import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
 import { ingestHandler } from "./ingest/ingest-route.js";
+import { openapiHandler } from "./openapi/openapi-route.js";
 import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
 import { DeliveryRouter } from "./webhooks/delivery-router.js";
 import { createAddressPolicy } from "./webhooks/http/address-policy.js";
@@ -50,6 +51,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   // Checked before anything opens: a bad allow-list entry is a configuration error.
   const addressPolicy = createAddressPolicy(config.webhookAllowList);
   const catalog = options.catalog ?? (await loadCatalog());
+  // GET /openapi.json and /docs, from the document `buf generate` wrote; read once, here.
+  const openapi = await openapiHandler();
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.poolSize, logger });
   const reader = new EventReader(database.db, catalog);
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
@@ -96,6 +99,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       res.end(JSON.stringify({ status: "ok" }));
       return;
     }
+    if (openapi(req, res)) return;
     if (ingest(req, res)) return;
     void connectHandler(req, res);
   };
