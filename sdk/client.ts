@@ -49,6 +49,16 @@ export interface SubscribeOptions {
   signal?: AbortSignal;
   /** Reconnection backoff after transport errors: doubled each time, with jitter. */
   backoff?: { initialMs?: number; maxMs?: number };
+  /**
+   * Called each time the stream is established (the first time and after every reconnection),
+   * with the cursor it stands at: from then on nothing published is missed.
+   */
+  onSubscribed?: (cursor: bigint) => void;
+  /**
+   * Throw if the very first connection fails, instead of retrying: for tools that should say
+   * at once that the server is unreachable. Later failures still reconnect.
+   */
+  failFast?: boolean;
 }
 
 /** A received event: the envelope, and the payload unpacked into its generated message. */
@@ -137,19 +147,26 @@ export class TidingsClient {
     const maxMs = options.backoff?.maxMs ?? 10_000;
     let cursor: bigint | undefined = typeof options.from === "bigint" ? options.from : undefined;
     let failures = 0;
+    let everConnected = false;
     try {
       while (!signal.aborted) {
         const request = this.#subscribeRequest(options, cursor);
+        let connected = false;
         try {
           for await (const res of this.events.subscribe(request, { signal })) {
             failures = 0;
             cursor = res.cursor;
+            if (!connected) {
+              // The server's first message (a heartbeat) says the subscription is in place.
+              connected = everConnected = true;
+              options.onSubscribed?.(res.cursor);
+            }
             if (res.message.case === "event") yield received(res.message.value);
           }
         } catch (err) {
           if (signal.aborted) return;
           const code = ConnectError.from(err).code;
-          if (finalCodes.has(code)) throw err;
+          if (finalCodes.has(code) || (options.failFast && !everConnected)) throw err;
           failures++;
         }
         if (signal.aborted) return;

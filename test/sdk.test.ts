@@ -662,3 +662,61 @@ describe("catalogRegistry", () => {
     }
   });
 });
+
+describe("subscription state", () => {
+  it("onSubscribed reports each (re)connection with its cursor; the stream resumes in between", async () => {
+    const port = await freePort();
+    const t = await startTestServer({ config: { port } });
+    const client = createClient({ baseUrl: t.url });
+    const cursors: bigint[] = [];
+    const received: bigint[] = [];
+    const abort = new AbortController();
+    const reading = (async () => {
+      for await (const e of client.subscribe({ from: "earliest", signal: abort.signal, backoff: { initialMs: 50, maxMs: 300 }, onSubscribed: (c) => cursors.push(c) })) {
+        received.push(e.sequence);
+      }
+    })();
+    try {
+      await eventually(() => (cursors.length === 1 ? true : undefined), 10_000, "the first onSubscribed");
+      const first = await client.publish(MemoryCreatedSchema, { memoryId: "s-1" });
+      await eventually(() => (received.length === 1 ? true : undefined), 10_000, "the first event");
+      await t.stop();
+      await t.restart();
+      await eventually(() => (cursors.length === 2 ? true : undefined), 15_000, "onSubscribed after the restart");
+      expect(cursors[1]).toBe(first.sequence); // it resumed after the last event it had seen
+      const second = await client.publish(MemoryCreatedSchema, { memoryId: "s-2" });
+      await eventually(() => (received.length === 2 ? true : undefined), 10_000, "the event after the restart");
+      expect(received).toEqual([first.sequence, second.sequence]);
+    } finally {
+      abort.abort();
+      await reading;
+      client.close();
+      await t.close();
+    }
+  });
+
+  it("failFast throws at once when the server cannot be reached; without it the subscription keeps trying", async () => {
+    const port = await freePort(); // nothing listens there
+    const client = createClient({ baseUrl: `http://127.0.0.1:${port}` });
+    try {
+      const err = await within(connectErrorOf(async () => {
+        for await (const _ of client.subscribe({ failFast: true })) break;
+      }), 5_000, "failFast to throw");
+      expect(err.code).toBe(Code.Unavailable);
+
+      const abort = new AbortController();
+      let ended = false;
+      const patient = (async () => {
+        for await (const _ of client.subscribe({ signal: abort.signal, backoff: { initialMs: 20, maxMs: 50 } })) break;
+        ended = true;
+      })();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(ended).toBe(false); // still retrying
+      abort.abort();
+      await within(patient, 5_000, "the retrying subscription to end on abort");
+      expect(ended).toBe(true);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -1,10 +1,8 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { PayloadFormat, StartPosition, type SubscribeRequest, SubscribeRequestSchema, type TidingsClient } from "../../sdk/index.js";
+import type { StartAt, TidingsClient } from "../../sdk/index.js";
 import { clientFor, current } from "../context.js";
 import { CliError } from "../errors.js";
-import { colorsFor, type EventJson, eventLine, note, out, palette, receivedJson, wireJson } from "../output.js";
+import { colorsFor, eventLine, note, out, palette, receivedJson } from "../output.js";
 import { collectAttr, type From, intOption, parseFrom } from "../parse.js";
 
 interface TailOptions {
@@ -72,58 +70,49 @@ async function tail(client: TidingsClient, r: TailRun): Promise<void> {
   process.on("SIGTERM", onSignal);
   const p = palette(colorsFor(process.stdout));
   let seen = 0;
-  const print = (json: EventJson) => {
-    out(r.json ? JSON.stringify(json) : eventLine(json, p));
-    seen++;
-  };
+  let subscribed = false;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    if (subscribed) return;
+    timedOut = true;
+    stop.abort();
+  }, subscribeTimeoutMs);
   try {
-    // The SDK's subscribe hides the stream's first heartbeat. Read it here to learn that the
-    // subscription is in place (and to fail fast on a bad filter or a server that is down), then
-    // let the SDK carry on after that cursor: nothing is missed in between.
-    const first = await firstCursor(client, r, stop.signal);
-    if (!first) return; // interrupted
-    if (first.event) print(first.event);
-    if (r.ready) note(`subscribed after sequence ${first.cursor}`);
-    if (r.count !== undefined && seen >= r.count) return;
-    for await (const e of client.subscribe({ patterns: r.patterns, filter: r.filter, attributes: r.attributes, from: first.cursor, signal: stop.signal })) {
-      print(receivedJson(e));
-      if (r.count !== undefined && seen >= r.count) break;
+    // failFast: an unreachable server or a refused request is one clear line at once; once
+    // subscribed, the SDK reconnects and resumes by itself.
+    for await (const e of client.subscribe({
+      patterns: r.patterns,
+      filter: r.filter,
+      attributes: r.attributes,
+      from: sdkStart(r.from),
+      signal: stop.signal,
+      failFast: true,
+      onSubscribed: (cursor) => {
+        if (subscribed) return;
+        subscribed = true;
+        if (r.ready) note(`subscribed after sequence ${cursor}`);
+      },
+    })) {
+      out(r.json ? JSON.stringify(receivedJson(e)) : eventLine(receivedJson(e), p));
+      if (r.count !== undefined && ++seen >= r.count) break;
     }
+    if (timedOut) throw new CliError(`the server at ${current.server} did not answer the subscription within ${subscribeTimeoutMs / 1000} s`);
   } finally {
+    clearTimeout(timer);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     stop.abort();
   }
 }
 
-/**
- * Opens the subscription as asked, with the raw client, and returns the cursor of its first
- * message (the server sends a heartbeat first) and the event, should that message be one.
- */
-async function firstCursor(client: TidingsClient, r: TailRun, signal: AbortSignal): Promise<{ cursor: bigint; event?: EventJson } | undefined> {
-  const done = new AbortController();
-  const timedOut = new CliError(`the server at ${current.server} did not answer the subscription within ${subscribeTimeoutMs / 1000} s`);
-  const timer = setTimeout(() => done.abort(), subscribeTimeoutMs);
-  try {
-    for await (const res of client.events.subscribe(subscribeRequest(r), { signal: AbortSignal.any([signal, done.signal]) })) {
-      return { cursor: res.cursor, event: res.message.case === "event" ? wireJson(res.message.value) : undefined };
-    }
-    if (signal.aborted) return undefined;
-    throw new CliError(`the server at ${current.server} ended the subscription before it started`);
-  } catch (err) {
-    if (signal.aborted) return undefined;
-    if (done.signal.aborted) throw timedOut;
-    throw err;
-  } finally {
-    clearTimeout(timer);
-    done.abort(); // ends the stream: the SDK opens its own
+/** `--from SEQ` shows SEQ itself: the SDK resumes after a cursor, so start just before it. */
+function sdkStart(from: From): StartAt {
+  switch (from.kind) {
+    case "sequence":
+      return from.sequence > 0n ? from.sequence - 1n : 0n;
+    case "time":
+      return from.time;
+    default:
+      return from.kind;
   }
-}
-
-function subscribeRequest(r: TailRun): SubscribeRequest {
-  const start: SubscribeRequest["start"] =
-    r.from.kind === "sequence" ? { case: "afterSequence", value: r.from.sequence > 0n ? r.from.sequence - 1n : 0n }
-    : r.from.kind === "time" ? { case: "startTime", value: timestampFromDate(r.from.time) }
-    : { case: "position", value: r.from.kind === "earliest" ? StartPosition.EARLIEST : StartPosition.LATEST };
-  return create(SubscribeRequestSchema, { patterns: r.patterns, filter: r.filter, attributes: r.attributes, start, payloadFormat: PayloadFormat.PROTO });
 }
