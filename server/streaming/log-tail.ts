@@ -1,3 +1,4 @@
+import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { EventReader } from "../event-log/event-reader.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import type { Logger } from "../logging/logger.js";
@@ -35,10 +36,11 @@ export interface LogTailOptions {
 export class LogTail {
   #position = 0n;
   readonly #listeners = new Set<TailListener>();
-  #reading: Promise<void> | undefined;
-  #again = false;
+  readonly #reader = new CoalescingRunner(
+    () => this.#readUntilCaughtUp(),
+    (err) => this.options.logger.warn("reading new events failed; will retry on the next poll", { err }),
+  );
   #timer: NodeJS.Timeout | undefined;
-  #stopped = false;
 
   constructor(
     private readonly reader: EventReader,
@@ -69,53 +71,33 @@ export class LogTail {
   }
 
   /** Reads whatever was committed since the last read. Cheap to call often. */
-  wake = (): void => {
-    if (this.#stopped) return;
-    if (this.#reading) {
-      this.#again = true;
-      return;
-    }
-    this.#reading = this.#readUntilCaughtUp()
-      .catch((err) => this.options.logger.warn("reading new events failed; will retry on the next poll", { err }))
-      .finally(() => (this.#reading = undefined));
-  };
-
-  /** Resolves once everything committed before the call has been handed to listeners. */
-  async catchUp(): Promise<void> {
-    this.#again = true;
-    this.wake();
-    while (this.#reading) await this.#reading;
-  }
+  wake = (): void => this.#reader.run();
 
   async stop(): Promise<void> {
-    this.#stopped = true;
     clearInterval(this.#timer);
-    await this.#reading;
+    await this.#reader.stop();
     for (const l of this.#listeners) l.close();
     this.#listeners.clear();
   }
 
   async #readUntilCaughtUp(): Promise<void> {
-    do {
-      this.#again = false;
-      let full = true;
-      while (full && !this.#stopped) {
+    let full = true;
+    while (full && !this.#reader.stopped) {
+      if (this.#listeners.size === 0) {
+        // Nobody to hand rows to: just follow the head. If someone attached while we waited,
+        // fall through to reading rows so they get their batch.
+        const head = await this.reader.headSequence();
         if (this.#listeners.size === 0) {
-          // Nobody to hand rows to: just follow the head. If someone attached while we waited,
-          // fall through to reading rows so they get their batch.
-          const head = await this.reader.headSequence();
-          if (this.#listeners.size === 0) {
-            if (head > this.#position) this.#position = head;
-            break;
-          }
+          if (head > this.#position) this.#position = head;
+          break;
         }
-        const events = await this.reader.readRange(this.#position, undefined, this.options.readLimit);
-        full = events.length === this.options.readLimit;
-        if (events.length === 0) break;
-        const batch: TailBatch = { after: this.#position, upTo: events[events.length - 1]!.sequence, events };
-        this.#position = batch.upTo;
-        for (const l of this.#listeners) l.offer(batch);
       }
-    } while (this.#again && !this.#stopped);
+      const events = await this.reader.readRange(this.#position, undefined, this.options.readLimit);
+      full = events.length === this.options.readLimit;
+      if (events.length === 0) break;
+      const batch: TailBatch = { after: this.#position, upTo: events[events.length - 1]!.sequence, events };
+      this.#position = batch.upTo;
+      for (const l of this.#listeners) l.offer(batch);
+    }
   }
 }

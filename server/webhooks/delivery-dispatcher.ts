@@ -3,6 +3,7 @@ import { type Kysely, sql, type Transaction } from "kysely";
 import type { Dispatcher } from "undici";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
+import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
@@ -63,12 +64,14 @@ interface Endpoint {
 export class DeliveryDispatcher {
   readonly #inFlight = new Map<Promise<void>, string>();
   readonly #perEndpoint = new Map<string, number>();
-  #passing: Promise<void> | undefined;
-  #again = false;
+  readonly #passes = new CoalescingRunner(
+    () => this.#pass(),
+    (err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }),
+    () => this.#schedule(),
+  );
   /** Requests the last pass claimed: 0 means due work is blocked (or there is none). */
   #lastClaimed = 0;
   #timer: NodeJS.Timeout | undefined;
-  #stopped = false;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -85,19 +88,7 @@ export class DeliveryDispatcher {
   }
 
   /** Runs a pass soon: new events were committed, or a slot freed up. */
-  wake = (): void => {
-    if (this.#stopped) return;
-    if (this.#passing) {
-      this.#again = true;
-      return;
-    }
-    this.#passing = this.#pass()
-      .catch((err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }))
-      .finally(() => {
-        this.#passing = undefined;
-        this.#schedule();
-      });
-  };
+  wake = (): void => this.#passes.run();
 
   /**
    * Stops claiming and waits, at most `graceMs`, for the requests in flight to finish and be
@@ -105,9 +96,8 @@ export class DeliveryDispatcher {
    * (or this one, restarted) sends it again.
    */
   async stop(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
-    this.#stopped = true;
     clearTimeout(this.#timer);
-    await this.#passing;
+    await this.#passes.stop();
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((r) => (timer = setTimeout(r, Math.min(graceMs, 2_147_483_647))));
     await Promise.race([Promise.allSettled([...this.#inFlight.keys()]), grace]);
@@ -115,18 +105,15 @@ export class DeliveryDispatcher {
   }
 
   async #pass(): Promise<void> {
-    do {
-      this.#again = false;
-      while (!this.#stopped && (await this.router.routeOnce()) > 0);
-      if (!this.#stopped) await this.#claimAndSend();
-    } while (this.#again && !this.#stopped);
+    while (!this.#passes.stopped && (await this.router.routeOnce()) > 0);
+    if (!this.#passes.stopped) await this.#claimAndSend();
   }
 
   #schedule(): void {
-    if (this.#stopped) return;
+    if (this.#passes.stopped) return;
     clearTimeout(this.#timer);
     void this.#nextDueInMs().then((ms) => {
-      if (this.#stopped) return;
+      if (this.#passes.stopped) return;
       clearTimeout(this.#timer);
       // Overdue work that the last pass could not claim is blocked (endpoint disabled, ordered
       // mode waiting, per-endpoint cap, no rate token): a completion or a publish wakes us, so
