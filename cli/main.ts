@@ -40,6 +40,7 @@ Examples:
   $ tidings tail 'memory.*' --filter 'data.tier == "hot"'
   $ tidings events list 'risk.*' --descending --limit 10
   $ tidings types risk.alert
+  $ tidings types push ./protos
   $ tidings export --format jsonl --output events.jsonl
   $ TIDINGS_SERVER=http://tidings.internal:7233 tidings tail
 
@@ -49,7 +50,7 @@ Exit codes: 0 ok, 1 failure (server refused, unreachable, ...), 2 usage error.`,
   registerPublish(program);
   registerTail(program);
   registerEvents(program, (sub) => (active = sub));
-  registerTypes(program);
+  registerTypes(program, (sub) => (active = sub));
   registerExport(program);
   return { program, active: () => active };
 }

@@ -7,6 +7,7 @@ import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
 import { EventReader } from "./event-log/event-reader.js";
 import type { Logger } from "./logging/logger.js";
+import { RegisteredTypeStore } from "./catalog/registration/registered-type-store.js";
 import { addReflection } from "./reflection/reflection-service.js";
 import { requiredRequestFields } from "./rpc/required-fields.js";
 import { createConnectHandler } from "./transport/connect-handler.js";
@@ -50,10 +51,20 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const { logger } = options;
   // Checked before anything opens: a bad allow-list entry is a configuration error.
   const addressPolicy = createAddressPolicy(config.webhookAllowList);
-  const catalog = options.catalog ?? (await loadCatalog());
+  const catalog = options.catalog ?? (await loadCatalog(undefined, (problem) => logger.warn("event catalog conflict", { problem })));
   // GET /openapi.json and /docs, from the document `buf generate` wrote; read once, here.
   const openapi = await openapiHandler();
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.poolSize, logger });
+  // Types registered at runtime: loaded now, and followed as other nodes register more. PGlite
+  // belongs to this process alone, so there is nobody else to follow (and a query from inside
+  // one of its transactions would wait for itself).
+  const registeredTypes = new RegisteredTypeStore(database.db, catalog, logger.child({ component: "catalog" }));
+  const registered = await registeredTypes.load();
+  catalog.install(registered.files, registered.revision);
+  if (database.kind === "postgres") catalog.attach(registeredTypes);
+  database.doorbell.onCatalogChange(() => {
+    catalog.refreshIfStale().catch((err) => logger.warn("could not reload the registered event types", { err }));
+  });
   const reader = new EventReader(database.db, catalog);
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
   await tail.start();
@@ -80,9 +91,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
   const connectHandler = createConnectHandler({
     routes: (router) => {
-      router.service(EventService, createEventService({ catalog, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
+      router.service(EventService, createEventService({ catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
       router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake }));
-      addReflection(router, [EventService, WebhookService], catalog.list().map((e) => e.message.file));
+      addReflection(router, [EventService, WebhookService], () => catalog.files);
     },
     interceptors: [errorMappingInterceptor(logger)],
     readMaxBytes: config.maxRequestBytes,

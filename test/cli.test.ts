@@ -8,6 +8,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PayloadFormat } from "../sdk/index.js";
 import { createTestStorage } from "./helpers/database.js";
+import { shopProto, shopV1Fields, writeProtos } from "./helpers/descriptor-sets.js";
 import { eventually, startTestServer, type TestServer } from "./helpers/test-server.js";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
@@ -271,8 +272,8 @@ describe("the tidings CLI", () => {
 
     const types = await cli(["types", "--server", t.url]);
     expect(types.code, types.stderr).toBe(0);
-    expect(types.stdout).toMatch(/^TYPE\s+DESCRIPTION$/m);
-    expect(types.stdout).toMatch(/^memory\.created\s+\S.*$/m);
+    expect(types.stdout).toMatch(/^TYPE\s+ORIGIN\s+DESCRIPTION$/m);
+    expect(types.stdout).toMatch(/^memory\.created\s+built-in\s+\S.*$/m);
     expect(types.stdout).toMatch(/^risk\.alert\s+\S.*$/m);
 
     const one = await cli(["types", "risk.alert", "--server", t.url]);
@@ -284,6 +285,48 @@ describe("the tidings CLI", () => {
 
     const unknown = await cli(["types", "no.such", "--server", t.url]);
     expectOneLineError(unknown, 1, /not_found: name: unknown event type "no\.such"/);
+  });
+
+  it("pushes a directory of .proto files: dry run, registration, a breaking change refused with every break listed", async () => {
+    const v1 = await writeProtos(shopProto());
+    const v2 = await writeProtos(shopProto(shopV1Fields.replace("int64 total_cents = 2;", "string total_cents = 2;").concat("\n  string currency = 7 [(tidings.v1.field).required = true];")));
+    const broken = await writeProtos({ "bad/v1/bad.proto": 'syntax = "proto3";\npackage bad.v1;\nimport "nowhere/missing.proto";\n' });
+    try {
+      const dry = await cli(["types", "push", v1, "--dry-run", "--server", t.url]);
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(dry.stdout).toMatch(/^shop\.order_placed\s+would be added\s+shop\.v1\.OrderPlaced$/m);
+      expect(dry.stdout).toMatch(/^dry run: 2 added, 0 changed; nothing was registered$/m);
+      expect((await cli(["types", "shop.order_placed", "--server", t.url])).code).toBe(1);
+
+      const pushed = await cli(["types", "push", v1, "--server", t.url]);
+      expect(pushed.code, pushed.stderr).toBe(0);
+      expect(pushed.stdout).toMatch(/^shop\.order_shipped\s+added\s+shop\.v1\.OrderShipped$/m);
+      expect(pushed.stdout).toMatch(/^registered: 2 added, 0 changed \(catalog revision \d+\)$/m);
+      const listed = await cli(["types", "shop.*", "--server", t.url]);
+      expect(listed.stdout).toMatch(/^shop\.order_placed\s+registered\s+A customer placed an order\.$/m);
+      const published = await cli(["publish", "shop.order_placed", '{"order_id": "o-1", "total_cents": 990}', "--server", t.url]);
+      expect(published.code, published.stderr).toBe(0);
+
+      const again = await cli(["types", "push", v1, "--json", "--server", t.url]);
+      expect(JSON.parse(again.stdout)).toMatchObject({ added: [], changed: [], dryRun: false });
+
+      const refused = await cli(["types", "push", v2, "--server", t.url]);
+      expect(refused.code).toBe(1);
+      const lines = refused.stderr.trimEnd().split("\n");
+      expect(lines.at(-1)).toBe("tidings: the change would break existing publishers or subscribers: 2 problems (above)");
+      expect(lines).toContainEqual(expect.stringMatching(/^ {2}FIELD_WIRE_JSON_COMPATIBLE_TYPE {2}shop\.v1\.OrderPlaced\.total_cents: type changed from int64 to string$/));
+      expect(lines).toContainEqual(expect.stringMatching(/^ {2}TIDINGS_FIELD_NO_NEW_REQUIRED {2}shop\.v1\.OrderPlaced\.currency: /));
+
+      const unbuildable = await cli(["types", "push", broken, "--server", t.url]);
+      expect(unbuildable.code).toBe(1);
+      expect(unbuildable.stderr).toContain(`${broken}/bad/v1/bad.proto`);
+      expect(unbuildable.stderr.trim().split("\n").at(-1)).toBe("tidings: buf build failed (above)");
+
+      expectOneLineError(await cli(["types", "push", "--server", t.url]), 2, /give a directory of \.proto files or --descriptor-set <file>, not both/);
+      expectOneLineError(await cli(["types", "push", join(v1, "nope"), "--server", t.url]), 1, /is not a directory/);
+    } finally {
+      for (const dir of [v1, v2, broken]) await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("fails with exit codes and one-line messages, never a stack trace", async () => {

@@ -1,9 +1,11 @@
 import { execFile } from "node:child_process";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildDescriptorSet } from "../cli/build-descriptor-set.js";
 import { defaultConfig, settings } from "../server/config/config.js";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
@@ -148,6 +150,27 @@ describe("README", () => {
     } finally {
       await rm(join(root, "events.jsonl"), { force: true });
       await rm(join(root, "tidings-log.jsonl"), { force: true });
+    }
+  });
+
+  it("runtime event type examples work: push a directory, publish, register with curl", async () => {
+    const [proto] = blocks(readme, "Event types at runtime", "proto");
+    const [push, curl] = blocks(readme, "Event types at runtime", "sh");
+    const work = await mkdtemp(join(tmpdir(), "tidings-readme-types-"));
+    try {
+      await mkdir(join(work, "protos/shop/v1"), { recursive: true });
+      await writeFile(join(work, "protos/shop/v1/shop.proto"), proto!);
+      // The commands run in a scratch directory, so `npx tidings` is this checkout's bin.
+      const local = (command: string) => command.replaceAll("http://localhost:7233", t.url).replaceAll("npx tidings", `node ${join(root, "bin/tidings.js")}`);
+      const pushed = await run("bash", ["-c", local(push!)], { cwd: work, timeout: 60_000 });
+      expect(pushed.stdout).toMatch(/^shop\.order_placed\s+added\s+shop\.v1\.OrderPlaced$/m);
+      expect(pushed.stdout).toMatch(/^published [0-9a-f-]{36} at sequence \d+$/m);
+      // What `buf build -o shop.binpb` writes for that module.
+      await writeFile(join(work, "shop.binpb"), await buildDescriptorSet(join(work, "protos")));
+      const checked = JSON.parse((await run("bash", ["-c", local(curl!)], { cwd: work })).stdout);
+      expect(checked).toMatchObject({ eventTypes: [{ name: "shop.order_placed", registered: true }] });
+    } finally {
+      await rm(work, { recursive: true, force: true });
     }
   });
 

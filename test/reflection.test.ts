@@ -1,44 +1,10 @@
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { create, createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { decode, reflectionClient } from "./helpers/reflection-client.js";
 import { startTestServer, type TestServer } from "./helpers/test-server.js";
-
-const protoRoot = fileURLToPath(new URL("../node_modules/@grpc/reflection/build/proto", import.meta.url));
-
-/** A reflection client as grpcurl would use it: one bidi stream, one question at a time. */
-function reflectionClient(address: string, version: "v1" | "v1alpha") {
-  const def = protoLoader.loadSync(`grpc/reflection/${version}/reflection.proto`, { includeDirs: [protoRoot], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-  const pkg = grpc.loadPackageDefinition(def) as any;
-  const Service = pkg.grpc.reflection[version].ServerReflection;
-  const client = new Service(address, grpc.credentials.createInsecure());
-  const call = client.ServerReflectionInfo();
-  const pending: Array<(r: any) => void> = [];
-  call.on("data", (r: any) => pending.shift()?.(r));
-  call.on("error", () => {});
-  return {
-    ask(request: object): Promise<any> {
-      return new Promise((resolve) => {
-        pending.push(resolve);
-        call.write(request);
-      });
-    },
-    close() {
-      call.end();
-      client.close();
-    },
-  };
-}
-
-/** The files of a file_descriptor_response; anything else fails with the response shown. */
-function decode(r: any): FileDescriptorProto[] {
-  if (!r.file_descriptor_response) throw new Error(`expected files, got ${JSON.stringify(r).slice(0, 400)}`);
-  return r.file_descriptor_response.file_descriptor_proto.map((b: Buffer) => fromBinary(FileDescriptorProtoSchema, b));
-}
 
 describe("gRPC server reflection", () => {
   let t: TestServer;

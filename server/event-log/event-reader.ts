@@ -1,5 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import type { EventCatalog } from "../catalog/catalog.js";
+import type { TypePattern } from "../filtering/type-pattern.js";
 import type { Database } from "../storage/schema.js";
 import { type EventRow, StoredEvent } from "./stored-event.js";
 
@@ -7,15 +8,24 @@ const eventColumns = ["sequence", "id", "type", "source", "subject", "time", "at
 
 /** Filters a read can push into SQL. */
 export interface LogQuery {
-  /** Only these types; undefined = every type. An empty list matches nothing. */
-  types?: readonly string[] | undefined;
+  /** Only types matching one of these patterns (the catalog's, when the read runs); undefined = every type. */
+  patterns?: readonly TypePattern[] | undefined;
   /** Attributes the event must carry with these values. */
   attributes?: Record<string, string>;
   startTime?: Date | undefined;
   endTime?: Date | undefined;
 }
 
-/** Queries over the event log. */
+/**
+ * Queries over the event log.
+ *
+ * Every node's catalog may lag a registration made on another node by a moment. Two things
+ * keep that from losing events: a row of a type the catalog does not know makes it catch up
+ * before the row is handed out, and a read that pushed a pattern's types into SQL checks,
+ * after the read, whether the catalog was behind (a registered type's events cannot commit
+ * before its registration, so a read that could see them is followed by a check that sees
+ * the registration) and reads again if so.
+ */
 export class EventReader {
   constructor(
     private readonly db: Kysely<Database>,
@@ -35,19 +45,37 @@ export class EventReader {
 
   /** One page of history, ascending or descending. */
   async page(q: LogQuery & { after?: bigint; before?: bigint; upTo?: bigint | undefined; limit: number; descending: boolean }): Promise<StoredEvent[]> {
-    if (q.types && q.types.length === 0) return [];
+    for (let attempt = 0; ; attempt++) {
+      const revision = this.catalog.revision;
+      const types = q.patterns ? this.catalog.matching(q.patterns).map((e) => e.name) : undefined;
+      const rows = types?.length === 0 ? [] : await this.#query(q, types);
+      if (attempt === 0 && q.patterns !== undefined) {
+        await this.catalog.refreshIfStale();
+        if (this.catalog.revision !== revision) continue; // the types pushed into SQL may have been too few
+        return rows.map((r) => new StoredEvent(r, this.catalog));
+      }
+      return this.#toEvents(rows);
+    }
+  }
+
+  #query(q: LogQuery & { after?: bigint; before?: bigint; upTo?: bigint | undefined; limit: number; descending: boolean }, types: readonly string[] | undefined): Promise<EventRow[]> {
     let query = this.db.selectFrom("tidings_events").select(eventColumns);
     if (q.after !== undefined && q.after > 0n) query = query.where("sequence", ">", q.after.toString());
     if (q.upTo !== undefined) query = query.where("sequence", "<=", q.upTo.toString());
     if (q.before !== undefined) query = query.where("sequence", "<", q.before.toString());
-    if (q.types) query = query.where("type", "in", [...q.types]);
+    if (types) query = query.where("type", "in", [...types]);
     if (q.attributes && Object.keys(q.attributes).length > 0) {
       query = query.where(sql<boolean>`attributes @> ${JSON.stringify(q.attributes)}::jsonb`);
     }
     if (q.startTime) query = query.where("time", ">=", q.startTime);
     if (q.endTime) query = query.where("time", "<", q.endTime);
-    const rows = await query.orderBy("sequence", q.descending ? "desc" : "asc").limit(q.limit).execute();
-    return rows.map((r) => new StoredEvent(r as EventRow, this.catalog));
+    return query.orderBy("sequence", q.descending ? "desc" : "asc").limit(q.limit).execute() as Promise<EventRow[]>;
+  }
+
+  /** Rows to events, after letting the catalog catch up if a row's type is new to it. */
+  async #toEvents(rows: readonly EventRow[]): Promise<StoredEvent[]> {
+    if (rows.some((r) => !this.catalog.get(r.type))) await this.catalog.refreshIfStale();
+    return rows.map((r) => new StoredEvent(r, this.catalog));
   }
 
   /** The events with these sequences, in sequence order (missing ones are left out). */
@@ -59,12 +87,12 @@ export class EventReader {
       .where("sequence", "in", sequences.map(String))
       .orderBy("sequence")
       .execute();
-    return rows.map((r) => new StoredEvent(r as EventRow, this.catalog));
+    return this.#toEvents(rows as EventRow[]);
   }
 
   async getById(id: string): Promise<StoredEvent | undefined> {
     const row = await this.db.selectFrom("tidings_events").select(eventColumns).where("id", "=", id).executeTakeFirst();
-    return row ? new StoredEvent(row as EventRow, this.catalog) : undefined;
+    return row ? (await this.#toEvents([row as EventRow]))[0] : undefined;
   }
 
   /** The cursor just before the first event in log order whose time is at or after `time`. */

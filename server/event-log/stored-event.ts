@@ -32,7 +32,7 @@ export class StoredEvent implements FilterInput {
   readonly time: Date;
   readonly attributes: Record<string, string>;
   readonly payload: Uint8Array;
-  readonly entry: EventTypeEntry | undefined;
+  readonly #catalog: EventCatalog;
   #message: Message | undefined;
 
   constructor(row: EventRow, catalog: EventCatalog) {
@@ -44,14 +44,20 @@ export class StoredEvent implements FilterInput {
     this.time = row.time;
     this.attributes = row.attributes;
     this.payload = row.payload;
-    this.entry = catalog.get(row.type);
+    this.#catalog = catalog;
   }
 
-  /** The payload as its type's message (an empty Struct-less message if the type is gone). */
+  /** Its type in the catalog: looked up on use, so a type registered after the read is found. */
+  get entry(): EventTypeEntry | undefined {
+    return this.#catalog.get(this.type);
+  }
+
+  /** The payload as its type's message. */
   data(): Message {
     if (!this.#message) {
-      if (!this.entry) throw new Error(`event type "${this.type}" is no longer in the catalog`);
-      this.#message = fromBinary(this.entry.message, this.payload);
+      const entry = this.entry;
+      if (!entry) throw new Error(`event type "${this.type}" is not in the catalog`);
+      this.#message = fromBinary(entry.message, this.payload);
     }
     return this.#message;
   }

@@ -9,7 +9,7 @@ import type { EventCatalog } from "../catalog/catalog.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
 import { type AppendQueue, AppendConflictError } from "../event-log/append-queue.js";
 import type { Logger } from "../logging/logger.js";
-import { prepareEvent } from "../rpc/event-envelope.js";
+import { prepareEvent, withFreshCatalog } from "../rpc/event-envelope.js";
 
 export interface IngestOptions {
   /** Shared secret per source name: a `whsec_` secret (Standard Webhooks) or any string (X-Webhook-Signature). */
@@ -63,7 +63,7 @@ async function handle(source: string, req: http.IncomingMessage, res: http.Serve
     }
     const event = toEvent(json, source);
     if ("violations" in event) return reply(400, violationBody(event.violations));
-    const prepared = prepareEvent(event.value, "", "body", o.catalog, o.maxPayloadBytes, "idempotency_key");
+    const prepared = await withFreshCatalog(o.catalog, () => prepareEvent(event.value, "", "body", o.catalog, o.maxPayloadBytes, "idempotency_key"));
     if (!prepared.ok) return reply(prepared.tooLarge ? 413 : 400, violationBody(prepared.violations));
     const [result] = await o.appendQueue.append([prepared.event]);
     reply(200, { id: result!.id, sequence: result!.sequence.toString(), time: result!.time.toISOString() });

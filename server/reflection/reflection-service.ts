@@ -22,15 +22,21 @@ type Version = typeof v1 | typeof v1alpha;
  * grpcui find the services and every message, the event catalog included, with no .proto files.
  * Each stream sends a file's dependencies along with it, once.
  */
-export function addReflection(router: ConnectRouter, services: readonly DescService[], extraFiles: readonly DescFile[]): void {
+export function addReflection(router: ConnectRouter, services: readonly DescService[], extraFiles: () => readonly DescFile[]): void {
   const reflectionServices = [v1.ServerReflection, v1alpha.ServerReflection];
-  const index = buildIndex([...services, ...reflectionServices], extraFiles);
+  // Rebuilt when the file list changes (types registered at runtime); the same array means no change.
+  let indexed: { files: readonly DescFile[]; index: ReflectionIndex } | undefined;
+  const currentIndex = () => {
+    const files = extraFiles();
+    if (indexed?.files !== files) indexed = { files, index: buildIndex([...services, ...reflectionServices], files) };
+    return indexed.index;
+  };
   for (const version of [v1, v1alpha] as Version[]) {
     router.service(version.ServerReflection as typeof v1.ServerReflection, {
       async *serverReflectionInfo(requests) {
         const sent = new Set<string>();
         for await (const request of requests) {
-          yield answer(version, index, request as v1.ServerReflectionRequest, sent) as v1.ServerReflectionResponse;
+          yield answer(version, currentIndex(), request as v1.ServerReflectionRequest, sent) as v1.ServerReflectionResponse;
         }
       },
     });

@@ -27,6 +27,19 @@ export type PreparedEvent =
   | { ok: false; violations: FieldViolation[]; tooLarge: boolean };
 
 /**
+ * Runs a check against the catalog, and once more after the catalog catches up when it was
+ * refused and this node's catalog was behind: another node may have registered the type, or a
+ * new field of it, a moment ago. Costs a query only for refused requests.
+ */
+export async function withFreshCatalog<T extends { ok: boolean; tooLarge?: boolean }>(catalog: EventCatalog, check: () => T): Promise<T> {
+  const revision = catalog.revision;
+  const first = check();
+  if (first.ok || first.tooLarge) return first;
+  await catalog.refreshIfStale();
+  return catalog.revision !== revision ? check() : first;
+}
+
+/**
  * Checks a published event against the envelope rules and its type's schema, and turns it
  * into a row. Collects every violation, with paths under `path` ("event", "entries[3].event").
  */

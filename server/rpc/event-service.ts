@@ -20,7 +20,11 @@ import {
   SubscribeResponseSchema,
   type EventType,
   EventTypeSchema,
+  type RegisterEventTypesRequest,
 } from "../../gen/tidings/v1/event_service_pb.js";
+import { PreconditionFailureSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { DescriptorSetError, NameConflictError } from "../catalog/registration/descriptor-set.js";
+import { BreakingChangeError, type RegisteredTypeStore, type RegistrationResult } from "../catalog/registration/registered-type-store.js";
 import type { EventCatalog, EventTypeEntry } from "../catalog/catalog.js";
 import { jsonSchemaFor } from "../catalog/json-schema.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
@@ -33,7 +37,7 @@ import { parseTypePattern, type TypePattern, TypePatternError } from "../filteri
 import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
 import { fieldError, invalidArgument } from "./errors.js";
-import { prepareEvent, toApiEvent } from "./event-envelope.js";
+import { prepareEvent, toApiEvent, withFreshCatalog } from "./event-envelope.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.js";
 
 export interface StreamStats {
@@ -43,6 +47,8 @@ export interface StreamStats {
 
 export interface EventServiceDeps {
   catalog: EventCatalog;
+  /** Where RegisterEventTypes stores types; it updates `catalog` too. */
+  registeredTypes: Pick<RegisteredTypeStore, "register">;
   reader: EventReader;
   appendQueue: AppendQueue;
   tail: LogTail;
@@ -72,7 +78,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
 
   return {
     async publish(req: PublishRequest) {
-      const prepared = prepareEvent(req.event, req.idempotencyKey, "event", catalog, deps.config.maxPayloadBytes, "idempotency_key");
+      const prepared = await withFreshCatalog(catalog, () => prepareEvent(req.event, req.idempotencyKey, "event", catalog, deps.config.maxPayloadBytes, "idempotency_key"));
       if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
       const [result] = await append([prepared.event], (_i, field) => field);
       return toPublishResponse(result!);
@@ -83,18 +89,22 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       if (req.entries.length > deps.config.maxBatchEntries) {
         throw fieldError(Code.ResourceExhausted, [{ field: "entries", description: `holds ${req.entries.length} events, more than the limit of ${deps.config.maxBatchEntries}` }]);
       }
-      const violations: FieldViolation[] = [];
-      let tooLarge = false;
-      const events: NewEvent[] = [];
-      req.entries.forEach((entry, i) => {
-        const prepared = prepareEvent(entry.event, entry.idempotencyKey, `entries[${i}].event`, catalog, deps.config.maxPayloadBytes, `entries[${i}].idempotency_key`);
-        if (prepared.ok) events.push(prepared.event);
-        else {
-          violations.push(...prepared.violations);
-          tooLarge ||= prepared.tooLarge;
-        }
+      const prepared = await withFreshCatalog(catalog, () => {
+        const violations: FieldViolation[] = [];
+        let tooLarge = false;
+        const events: NewEvent[] = [];
+        req.entries.forEach((entry, i) => {
+          const one = prepareEvent(entry.event, entry.idempotencyKey, `entries[${i}].event`, catalog, deps.config.maxPayloadBytes, `entries[${i}].idempotency_key`);
+          if (one.ok) events.push(one.event);
+          else {
+            violations.push(...one.violations);
+            tooLarge ||= one.tooLarge;
+          }
+        });
+        return { ok: violations.length === 0, violations, tooLarge, events };
       });
-      if (violations.length > 0) throw fieldError(tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, violations);
+      if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
+      const events = prepared.events;
       const results = await append(events, (i, field) => `entries[${i}].${field}`);
       return { results: results.map(toPublishResponse) };
     },
@@ -154,7 +164,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       const queryPrint = fingerprint([req.patterns, Object.entries(req.attributes).sort(), req.filter, startTime, endTime, req.afterSequence.toString(), req.descending]);
       const resumeAt = req.pageToken ? BigInt(decodePageToken(req.pageToken, queryPrint)) : undefined;
       const rows = await reader.page({
-        types: matcher.types,
+        patterns: matcher.patterns,
         attributes: matcher.attributes,
         startTime,
         endTime,
@@ -170,12 +180,17 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
 
     async listEventTypes(req) {
       const patterns = parsePatterns(req.patterns);
+      await catalog.refreshIfStale(); // a listing shows what another node registered a moment ago
       return { eventTypes: catalog.matching(patterns).map(toApiEventType) };
     },
 
     async getEventType(req: GetEventTypeRequest) {
       if (!req.name) throw invalidArgument("name", "is required");
-      const entry = catalog.get(req.name);
+      let entry = catalog.get(req.name);
+      if (!entry) {
+        await catalog.refreshIfStale();
+        entry = catalog.get(req.name);
+      }
       if (!entry) throw fieldError(Code.NotFound, [{ field: "name", description: `unknown event type "${req.name}"; ListEventTypes lists the catalog` }]);
       return create(GetEventTypeResponseSchema, {
         eventType: toApiEventType(entry),
@@ -183,7 +198,33 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         jsonSchema: jsonSchemaFor(entry.message, entry.description),
       });
     },
+
+    async registerEventTypes(req: RegisterEventTypesRequest) {
+      let result: RegistrationResult;
+      try {
+        result = await deps.registeredTypes.register(req.descriptorSet, req.validateOnly);
+      } catch (err) {
+        if (err instanceof DescriptorSetError) throw fieldError(Code.InvalidArgument, err.violations);
+        if (err instanceof NameConflictError) throw fieldError(Code.AlreadyExists, err.violations);
+        if (err instanceof BreakingChangeError) throw breakingChangeError(err);
+        throw err;
+      }
+      return {
+        eventTypes: result.eventTypes.map(toApiEventType),
+        added: result.added,
+        changed: result.changed,
+        catalogRevision: result.revision,
+      };
+    },
   };
+}
+
+/** FAILED_PRECONDITION with a google.rpc.PreconditionFailure: one violation per break, typed by its rule. */
+function breakingChangeError(err: BreakingChangeError): ConnectError {
+  const detail = create(PreconditionFailureSchema, {
+    violations: err.changes.map((c) => ({ type: c.rule, subject: c.subject, description: c.description })),
+  });
+  return new ConnectError(err.message, Code.FailedPrecondition, undefined, [{ desc: PreconditionFailureSchema, value: detail }]);
 }
 
 function toPublishResponse(r: AppendResult) {
@@ -196,6 +237,7 @@ function toApiEventType(entry: EventTypeEntry): EventType {
     messageType: entry.message.typeName,
     description: entry.description,
     requiredFields: entry.requiredFields,
+    registered: entry.registered,
   });
 }
 
@@ -232,7 +274,7 @@ function buildMatcher(patternSources: readonly string[], attributes: Record<stri
       throw err;
     }
   }
-  return createEventMatcher(patterns, catalog.list().map((e) => e.name), attributes, compiled);
+  return createEventMatcher(patterns, attributes, compiled);
 }
 
 async function startCursor(req: SubscribeRequest, reader: EventReader): Promise<bigint> {

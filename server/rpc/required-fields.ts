@@ -4,6 +4,7 @@ export const requiredRequestFields: Record<string, readonly string[]> = {
   PublishBatch: ["entries"],
   GetEvent: ["id"],
   GetEventType: ["name"],
+  RegisterEventTypes: ["descriptor_set"],
   CreateWebhook: ["webhook"],
   GetWebhook: ["id"],
   UpdateWebhook: ["webhook", "update_mask"],

@@ -3,6 +3,8 @@ import type { Logger } from "../logging/logger.js";
 
 /** The NOTIFY channel writers ring after committing events. It carries no event data. */
 export const eventsChannel = "tidings_events";
+/** The NOTIFY channel a registration of event types rings after committing. */
+export const catalogChannel = "tidings_catalog";
 
 /**
  * A wake-up signal from other nodes. Notifications can be merged or lost (e.g. while the
@@ -10,26 +12,31 @@ export const eventsChannel = "tidings_events";
  */
 export interface Doorbell {
   onRing(listener: () => void): void;
+  /** Another node (or this one) registered event types. Rung on reconnect too: one may have been missed. */
+  onCatalogChange(listener: () => void): void;
   close(): Promise<void>;
 }
 
 export const silentDoorbell: Doorbell = {
   onRing() {},
+  onCatalogChange() {},
   async close() {},
 };
 
 /** LISTENs on a dedicated connection and reconnects with backoff when it drops. */
 export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell> {
   const listeners: Array<() => void> = [];
+  const catalogListeners: Array<() => void> = [];
   let client: pg.Client | undefined;
   let closed = false;
   let retryDelayMs = 100;
   let retryTimer: NodeJS.Timeout | undefined;
 
   const ring = () => listeners.forEach((l) => l());
+  const ringCatalog = () => catalogListeners.forEach((l) => l());
   const connect = async (): Promise<void> => {
     const c = new pg.Client({ connectionString: url });
-    c.on("notification", ring);
+    c.on("notification", (n) => (n.channel === catalogChannel ? ringCatalog() : ring()));
     c.on("error", (err) => {
       logger.warn("doorbell connection failed; readers fall back to polling", { err });
       scheduleReconnect(c);
@@ -37,9 +44,12 @@ export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell>
     c.on("end", () => scheduleReconnect(c));
     await c.connect();
     await c.query(`LISTEN ${eventsChannel}`);
+    await c.query(`LISTEN ${catalogChannel}`);
     client = c;
     retryDelayMs = 100;
-    ring(); // anything committed while we were not listening is picked up now
+    // Anything committed while we were not listening is picked up now.
+    ring();
+    ringCatalog();
   };
   const scheduleReconnect = (failed: pg.Client) => {
     if (closed || client !== failed || retryTimer) return;
@@ -61,6 +71,9 @@ export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell>
   return {
     onRing(listener) {
       listeners.push(listener);
+    },
+    onCatalogChange(listener) {
+      catalogListeners.push(listener);
     },
     async close() {
       closed = true;

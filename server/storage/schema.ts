@@ -8,6 +8,8 @@ export interface Database {
   tidings_webhook_router: WebhookRouterTable;
   tidings_deliveries: DeliveriesTable;
   tidings_delivery_attempts: DeliveryAttemptsTable;
+  tidings_registered_files: RegisteredFilesTable;
+  tidings_catalog_head: CatalogHeadTable;
 }
 
 /** The event log: one row per event, in sequence order. */
@@ -122,4 +124,19 @@ export interface DeliveryAttemptsTable {
   response_excerpt: string;
   error: string;
   node: string;
+}
+
+/** A .proto file registered at runtime: its FileDescriptorProto, without source info. */
+export interface RegisteredFilesTable {
+  name: string;
+  descriptor: Uint8Array;
+  /** The catalog revision that last wrote this file. */
+  revision: ColumnType<string | bigint, bigint | string, bigint | string>;
+  registered_at: ColumnType<Date, never, Date | string>;
+}
+
+/** A single row: the revision of the registered types, bumped by every registration that changes a file. */
+export interface CatalogHeadTable {
+  id: ColumnType<number, never, never>;
+  revision: ColumnType<string | bigint, never, bigint | string>;
 }

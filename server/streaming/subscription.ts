@@ -42,7 +42,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
     lastSent = Date.now();
     return { kind: "heartbeat", cursor };
   };
-  const sqlFilter = { types: o.matcher.types, attributes: o.matcher.attributes };
+  const sqlFilter = { patterns: o.matcher.patterns, attributes: o.matcher.attributes };
 
   yield beat();
   try {

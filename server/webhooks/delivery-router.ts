@@ -114,7 +114,6 @@ export class DeliveryRouter {
     // Filters were checked when the endpoint was saved, so compiling cannot fail here.
     const matcher = createEventMatcher(
       w.patterns.map(parseTypePattern),
-      this.catalog.list().map((e) => e.name),
       w.attributes,
       w.filter ? compileFilter(w.filter, this.catalog.registry) : undefined,
     );

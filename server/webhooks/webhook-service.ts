@@ -228,6 +228,7 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
 
     async listDeadLetters(req) {
       const pageSize = pageSizeOf(req.pageSize, pages.defaultSize, pages.maxSize);
+      await catalog.refreshIfStale(); // dead letters of a type registered on another node a moment ago
       const types = typesOf(req.patterns, catalog);
       const range = timeRange(req.startTime, req.endTime);
       const print = fingerprint(["dead", req.webhookId, req.patterns, range]);
@@ -279,12 +280,12 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       }
       const matcher = req.ignoreFilters
         ? undefined
-        : createEventMatcher(webhook.patterns.map(parseTypePattern), catalog.list().map((e) => e.name), webhook.attributes,
+        : createEventMatcher(webhook.patterns.map(parseTypePattern), webhook.attributes,
             webhook.filter ? compileFilter(webhook.filter, catalog.registry) : undefined);
       const reader = new EventReader(db, catalog);
       let scheduled = 0;
       for (let after = bounds.after; ;) {
-        const events = await reader.page({ after, upTo: bounds.upTo, startTime: bounds.startTime, endTime: bounds.endTime, types: matcher?.types, attributes: matcher?.attributes, limit: 1000, descending: false });
+        const events = await reader.page({ after, upTo: bounds.upTo, startTime: bounds.startTime, endTime: bounds.endTime, patterns: matcher?.patterns, attributes: matcher?.attributes, limit: 1000, descending: false });
         const rows = events.filter((e) => !matcher || matcher.matches(e)).map((e) => ({
           id: `dlv_${uuidV7()}`, webhook_id: webhook.id, event_sequence: e.sequence.toString(), event_id: e.id, event_type: e.type, replay: true,
         }));

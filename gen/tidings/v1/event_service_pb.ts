@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidings/v1/event_service.proto.
  */
 export const file_tidings_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch50aWRpbmdzL3YxL2V2ZW50X3NlcnZpY2UucHJvdG8SCnRpZGluZ3MudjEiSwoOUHVibGlzaFJlcXVlc3QSIAoFZXZlbnQYASABKAsyES50aWRpbmdzLnYxLkV2ZW50EhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJsCg9QdWJsaXNoUmVzcG9uc2USCgoCaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJZHVwbGljYXRlGAQgASgIIkIKE1B1Ymxpc2hCYXRjaFJlcXVlc3QSKwoHZW50cmllcxgBIAMoCzIaLnRpZGluZ3MudjEuUHVibGlzaFJlcXVlc3QiRAoUUHVibGlzaEJhdGNoUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLnRpZGluZ3MudjEuUHVibGlzaFJlc3BvbnNlIpcDChBTdWJzY3JpYmVSZXF1ZXN0EhAKCHBhdHRlcm5zGAEgAygJEkAKCmF0dHJpYnV0ZXMYAiADKAsyLC50aWRpbmdzLnYxLlN1YnNjcmliZVJlcXVlc3QuQXR0cmlidXRlc0VudHJ5Eg4KBmZpbHRlchgDIAEoCRItCghwb3NpdGlvbhgEIAEoDjIZLnRpZGluZ3MudjEuU3RhcnRQb3NpdGlvbkgAEhgKDmFmdGVyX3NlcXVlbmNlGAUgASgESAASMAoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIxCg5wYXlsb2FkX2Zvcm1hdBgHIAEoDjIZLnRpZGluZ3MudjEuUGF5bG9hZEZvcm1hdBI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFc3RhcnQifgoRU3Vic2NyaWJlUmVzcG9uc2USIgoFZXZlbnQYASABKAsyES50aWRpbmdzLnYxLkV2ZW50SAASKgoJaGVhcnRiZWF0GAIgASgLMhUudGlkaW5ncy52MS5IZWFydGJlYXRIABIOCgZjdXJzb3IYAyABKARCCQoHbWVzc2FnZSI1CglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoPR2V0RXZlbnRSZXF1ZXN0EgoKAmlkGAEgASgJEjEKDnBheWxvYWRfZm9ybWF0GAIgASgOMhkudGlkaW5ncy52MS5QYXlsb2FkRm9ybWF0IjQKEEdldEV2ZW50UmVzcG9uc2USIAoFZXZlbnQYASABKAsyES50aWRpbmdzLnYxLkV2ZW50Io8DChFMaXN0RXZlbnRzUmVxdWVzdBIQCghwYXR0ZXJucxgBIAMoCRJBCgphdHRyaWJ1dGVzGAIgAygLMi0udGlkaW5ncy52MS5MaXN0RXZlbnRzUmVxdWVzdC5BdHRyaWJ1dGVzRW50cnkSDgoGZmlsdGVyGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hZnRlcl9zZXF1ZW5jZRgGIAEoBBISCgpkZXNjZW5kaW5nGAcgASgIEhEKCXBhZ2Vfc2l6ZRgIIAEoBRISCgpwYWdlX3Rva2VuGAkgASgJEjEKDnBheWxvYWRfZm9ybWF0GAogASgOMhkudGlkaW5ncy52MS5QYXlsb2FkRm9ybWF0GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlAKEkxpc3RFdmVudHNSZXNwb25zZRIhCgZldmVudHMYASADKAsyES50aWRpbmdzLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChVMaXN0RXZlbnRUeXBlc1JlcXVlc3QSEAoIcGF0dGVybnMYASADKAkiRAoWTGlzdEV2ZW50VHlwZXNSZXNwb25zZRIqCgtldmVudF90eXBlcxgBIAMoCzIVLnRpZGluZ3MudjEuRXZlbnRUeXBlIl0KCUV2ZW50VHlwZRIMCgRuYW1lGAEgASgJEhQKDG1lc3NhZ2VfdHlwZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIXCg9yZXF1aXJlZF9maWVsZHMYBCADKAkiIwoTR2V0RXZlbnRUeXBlUmVxdWVzdBIMCgRuYW1lGAEgASgJIqsBChRHZXRFdmVudFR5cGVSZXNwb25zZRIpCgpldmVudF90eXBlGAEgASgLMhUudGlkaW5ncy52MS5FdmVudFR5cGUSOgoOZGVzY3JpcHRvcl9zZXQYAiABKAsyIi5nb29nbGUucHJvdG9idWYuRmlsZURlc2NyaXB0b3JTZXQSLAoLanNvbl9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0KmIKDVBheWxvYWRGb3JtYXQSHgoaUEFZTE9BRF9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNQQVlMT0FEX0ZPUk1BVF9KU09OEAESGAoUUEFZTE9BRF9GT1JNQVRfUFJPVE8QAipnCg1TdGFydFBvc2l0aW9uEh4KGlNUQVJUX1BPU0lUSU9OX1VOU1BFQ0lGSUVEEAASGQoVU1RBUlRfUE9TSVRJT05fTEFURVNUEAESGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQAjLFBAoMRXZlbnRTZXJ2aWNlEkIKB1B1Ymxpc2gSGi50aWRpbmdzLnYxLlB1Ymxpc2hSZXF1ZXN0GhsudGlkaW5ncy52MS5QdWJsaXNoUmVzcG9uc2USUQoMUHVibGlzaEJhdGNoEh8udGlkaW5ncy52MS5QdWJsaXNoQmF0Y2hSZXF1ZXN0GiAudGlkaW5ncy52MS5QdWJsaXNoQmF0Y2hSZXNwb25zZRJKCglTdWJzY3JpYmUSHC50aWRpbmdzLnYxLlN1YnNjcmliZVJlcXVlc3QaHS50aWRpbmdzLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESSgoIR2V0RXZlbnQSGy50aWRpbmdzLnYxLkdldEV2ZW50UmVxdWVzdBocLnRpZGluZ3MudjEuR2V0RXZlbnRSZXNwb25zZSIDkAIBElAKCkxpc3RFdmVudHMSHS50aWRpbmdzLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh4udGlkaW5ncy52MS5MaXN0RXZlbnRzUmVzcG9uc2UiA5ACARJcCg5MaXN0RXZlbnRUeXBlcxIhLnRpZGluZ3MudjEuTGlzdEV2ZW50VHlwZXNSZXF1ZXN0GiIudGlkaW5ncy52MS5MaXN0RXZlbnRUeXBlc1Jlc3BvbnNlIgOQAgESVgoMR2V0RXZlbnRUeXBlEh8udGlkaW5ncy52MS5HZXRFdmVudFR5cGVSZXF1ZXN0GiAudGlkaW5ncy52MS5HZXRFdmVudFR5cGVSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_descriptor, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_tidings_v1_event]);
+  fileDesc("Ch50aWRpbmdzL3YxL2V2ZW50X3NlcnZpY2UucHJvdG8SCnRpZGluZ3MudjEiSwoOUHVibGlzaFJlcXVlc3QSIAoFZXZlbnQYASABKAsyES50aWRpbmdzLnYxLkV2ZW50EhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJsCg9QdWJsaXNoUmVzcG9uc2USCgoCaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJZHVwbGljYXRlGAQgASgIIkIKE1B1Ymxpc2hCYXRjaFJlcXVlc3QSKwoHZW50cmllcxgBIAMoCzIaLnRpZGluZ3MudjEuUHVibGlzaFJlcXVlc3QiRAoUUHVibGlzaEJhdGNoUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLnRpZGluZ3MudjEuUHVibGlzaFJlc3BvbnNlIpcDChBTdWJzY3JpYmVSZXF1ZXN0EhAKCHBhdHRlcm5zGAEgAygJEkAKCmF0dHJpYnV0ZXMYAiADKAsyLC50aWRpbmdzLnYxLlN1YnNjcmliZVJlcXVlc3QuQXR0cmlidXRlc0VudHJ5Eg4KBmZpbHRlchgDIAEoCRItCghwb3NpdGlvbhgEIAEoDjIZLnRpZGluZ3MudjEuU3RhcnRQb3NpdGlvbkgAEhgKDmFmdGVyX3NlcXVlbmNlGAUgASgESAASMAoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIxCg5wYXlsb2FkX2Zvcm1hdBgHIAEoDjIZLnRpZGluZ3MudjEuUGF5bG9hZEZvcm1hdBI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFc3RhcnQifgoRU3Vic2NyaWJlUmVzcG9uc2USIgoFZXZlbnQYASABKAsyES50aWRpbmdzLnYxLkV2ZW50SAASKgoJaGVhcnRiZWF0GAIgASgLMhUudGlkaW5ncy52MS5IZWFydGJlYXRIABIOCgZjdXJzb3IYAyABKARCCQoHbWVzc2FnZSI1CglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoPR2V0RXZlbnRSZXF1ZXN0EgoKAmlkGAEgASgJEjEKDnBheWxvYWRfZm9ybWF0GAIgASgOMhkudGlkaW5ncy52MS5QYXlsb2FkRm9ybWF0IjQKEEdldEV2ZW50UmVzcG9uc2USIAoFZXZlbnQYASABKAsyES50aWRpbmdzLnYxLkV2ZW50Io8DChFMaXN0RXZlbnRzUmVxdWVzdBIQCghwYXR0ZXJucxgBIAMoCRJBCgphdHRyaWJ1dGVzGAIgAygLMi0udGlkaW5ncy52MS5MaXN0RXZlbnRzUmVxdWVzdC5BdHRyaWJ1dGVzRW50cnkSDgoGZmlsdGVyGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hZnRlcl9zZXF1ZW5jZRgGIAEoBBISCgpkZXNjZW5kaW5nGAcgASgIEhEKCXBhZ2Vfc2l6ZRgIIAEoBRISCgpwYWdlX3Rva2VuGAkgASgJEjEKDnBheWxvYWRfZm9ybWF0GAogASgOMhkudGlkaW5ncy52MS5QYXlsb2FkRm9ybWF0GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlAKEkxpc3RFdmVudHNSZXNwb25zZRIhCgZldmVudHMYASADKAsyES50aWRpbmdzLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChVMaXN0RXZlbnRUeXBlc1JlcXVlc3QSEAoIcGF0dGVybnMYASADKAkiRAoWTGlzdEV2ZW50VHlwZXNSZXNwb25zZRIqCgtldmVudF90eXBlcxgBIAMoCzIVLnRpZGluZ3MudjEuRXZlbnRUeXBlInEKCUV2ZW50VHlwZRIMCgRuYW1lGAEgASgJEhQKDG1lc3NhZ2VfdHlwZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIXCg9yZXF1aXJlZF9maWVsZHMYBCADKAkSEgoKcmVnaXN0ZXJlZBgFIAEoCCIjChNHZXRFdmVudFR5cGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiqwEKFEdldEV2ZW50VHlwZVJlc3BvbnNlEikKCmV2ZW50X3R5cGUYASABKAsyFS50aWRpbmdzLnYxLkV2ZW50VHlwZRI6Cg5kZXNjcmlwdG9yX3NldBgCIAEoCzIiLmdvb2dsZS5wcm90b2J1Zi5GaWxlRGVzY3JpcHRvclNldBIsCgtqc29uX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiSgoZUmVnaXN0ZXJFdmVudFR5cGVzUmVxdWVzdBIWCg5kZXNjcmlwdG9yX3NldBgBIAEoDBIVCg12YWxpZGF0ZV9vbmx5GAIgASgIIoIBChpSZWdpc3RlckV2ZW50VHlwZXNSZXNwb25zZRIqCgtldmVudF90eXBlcxgBIAMoCzIVLnRpZGluZ3MudjEuRXZlbnRUeXBlEg0KBWFkZGVkGAIgAygJEg8KB2NoYW5nZWQYAyADKAkSGAoQY2F0YWxvZ19yZXZpc2lvbhgEIAEoAypiCg1QYXlsb2FkRm9ybWF0Eh4KGlBBWUxPQURfRk9STUFUX1VOU1BFQ0lGSUVEEAASFwoTUEFZTE9BRF9GT1JNQVRfSlNPThABEhgKFFBBWUxPQURfRk9STUFUX1BST1RPEAIqZwoNU3RhcnRQb3NpdGlvbhIeChpTVEFSVF9QT1NJVElPTl9VTlNQRUNJRklFRBAAEhkKFVNUQVJUX1BPU0lUSU9OX0xBVEVTVBABEhsKF1NUQVJUX1BPU0lUSU9OX0VBUkxJRVNUEAIyrwUKDEV2ZW50U2VydmljZRJCCgdQdWJsaXNoEhoudGlkaW5ncy52MS5QdWJsaXNoUmVxdWVzdBobLnRpZGluZ3MudjEuUHVibGlzaFJlc3BvbnNlElEKDFB1Ymxpc2hCYXRjaBIfLnRpZGluZ3MudjEuUHVibGlzaEJhdGNoUmVxdWVzdBogLnRpZGluZ3MudjEuUHVibGlzaEJhdGNoUmVzcG9uc2USSgoJU3Vic2NyaWJlEhwudGlkaW5ncy52MS5TdWJzY3JpYmVSZXF1ZXN0Gh0udGlkaW5ncy52MS5TdWJzY3JpYmVSZXNwb25zZTABEkoKCEdldEV2ZW50EhsudGlkaW5ncy52MS5HZXRFdmVudFJlcXVlc3QaHC50aWRpbmdzLnYxLkdldEV2ZW50UmVzcG9uc2UiA5ACARJQCgpMaXN0RXZlbnRzEh0udGlkaW5ncy52MS5MaXN0RXZlbnRzUmVxdWVzdBoeLnRpZGluZ3MudjEuTGlzdEV2ZW50c1Jlc3BvbnNlIgOQAgESXAoOTGlzdEV2ZW50VHlwZXMSIS50aWRpbmdzLnYxLkxpc3RFdmVudFR5cGVzUmVxdWVzdBoiLnRpZGluZ3MudjEuTGlzdEV2ZW50VHlwZXNSZXNwb25zZSIDkAIBElYKDEdldEV2ZW50VHlwZRIfLnRpZGluZ3MudjEuR2V0RXZlbnRUeXBlUmVxdWVzdBogLnRpZGluZ3MudjEuR2V0RXZlbnRUeXBlUmVzcG9uc2UiA5ACARJoChJSZWdpc3RlckV2ZW50VHlwZXMSJS50aWRpbmdzLnYxLlJlZ2lzdGVyRXZlbnRUeXBlc1JlcXVlc3QaJi50aWRpbmdzLnYxLlJlZ2lzdGVyRXZlbnRUeXBlc1Jlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_google_protobuf_descriptor, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_tidings_v1_event]);
 
 /**
  * @generated from message tidings.v1.PublishRequest
@@ -478,6 +478,13 @@ export type EventType = Message<"tidings.v1.EventType"> & {
    * @generated from field: repeated string required_fields = 4;
    */
   requiredFields: string[];
+
+  /**
+   * True for a type added at runtime with RegisterEventTypes, false for a built-in one.
+   *
+   * @generated from field: bool registered = 5;
+   */
+  registered: boolean;
 };
 
 /**
@@ -536,6 +543,76 @@ export type GetEventTypeResponse = Message<"tidings.v1.GetEventTypeResponse"> & 
  */
 export const GetEventTypeResponseSchema: GenMessage<GetEventTypeResponse> = /*@__PURE__*/
   messageDesc(file_tidings_v1_event_service, 15);
+
+/**
+ * @generated from message tidings.v1.RegisterEventTypesRequest
+ */
+export type RegisterEventTypesRequest = Message<"tidings.v1.RegisterEventTypesRequest"> & {
+  /**
+   * A serialized google.protobuf.FileDescriptorSet: the file `buf build -o set.binpb` or
+   * `protoc --include_imports --descriptor_set_out=set.binpb` writes. Messages carrying the
+   * `(tidings.v1.event_type)` option become event types. Files the server already has built in
+   * (tidings/v1/*, google/protobuf/*, the built-in catalog) may be included: the server's own
+   * copies are used.
+   *
+   * @generated from field: bytes descriptor_set = 1;
+   */
+  descriptorSet: Uint8Array;
+
+  /**
+   * Check the set and report what would change, without registering anything.
+   *
+   * @generated from field: bool validate_only = 2;
+   */
+  validateOnly: boolean;
+};
+
+/**
+ * Describes the message tidings.v1.RegisterEventTypesRequest.
+ * Use `create(RegisterEventTypesRequestSchema)` to create a new message.
+ */
+export const RegisterEventTypesRequestSchema: GenMessage<RegisterEventTypesRequest> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_event_service, 16);
+
+/**
+ * @generated from message tidings.v1.RegisterEventTypesResponse
+ */
+export type RegisterEventTypesResponse = Message<"tidings.v1.RegisterEventTypesResponse"> & {
+  /**
+   * Every event type the set declares, as the catalog has it after the call.
+   *
+   * @generated from field: repeated tidings.v1.EventType event_types = 1;
+   */
+  eventTypes: EventType[];
+
+  /**
+   * The names of the types new to the catalog.
+   *
+   * @generated from field: repeated string added = 2;
+   */
+  added: string[];
+
+  /**
+   * The names of the types whose schema changed (compatibly).
+   *
+   * @generated from field: repeated string changed = 3;
+   */
+  changed: string[];
+
+  /**
+   * The catalog revision after the call: it grows with every registration that changes a file.
+   *
+   * @generated from field: int64 catalog_revision = 4;
+   */
+  catalogRevision: bigint;
+};
+
+/**
+ * Describes the message tidings.v1.RegisterEventTypesResponse.
+ * Use `create(RegisterEventTypesResponseSchema)` to create a new message.
+ */
+export const RegisterEventTypesResponseSchema: GenMessage<RegisterEventTypesResponse> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_event_service, 17);
 
 /**
  * PayloadFormat selects how payloads are served back.
@@ -693,6 +770,21 @@ export const EventService: GenService<{
     methodKind: "unary";
     input: typeof GetEventTypeRequestSchema;
     output: typeof GetEventTypeResponseSchema;
+  },
+  /**
+   * RegisterEventTypes adds the event types a descriptor set declares to the catalog, or
+   * changes ones it registered before. The types are stored in the database and every node
+   * serves them. A change that would break existing publishers or subscribers of a type (the
+   * rules of `buf breaking`'s WIRE_JSON category, plus Tidings' own field rules) is refused
+   * with FAILED_PRECONDITION and a google.rpc.PreconditionFailure naming each break.
+   * Registering the same files again changes nothing.
+   *
+   * @generated from rpc tidings.v1.EventService.RegisterEventTypes
+   */
+  registerEventTypes: {
+    methodKind: "unary";
+    input: typeof RegisterEventTypesRequestSchema;
+    output: typeof RegisterEventTypesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tidings_v1_event_service, 0);
