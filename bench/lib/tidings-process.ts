@@ -1,0 +1,64 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { within } from "./limits.js";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+
+export interface TidingsProcess {
+  url: string;
+  pid: number;
+  /** Resident set size of the server process, in MB (from /proc). */
+  rssMb(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A Tidings server in its own process, as it runs in production (`npm start`), so the load
+ * generator never shares its event loop. Extra flags override the bench defaults.
+ */
+export async function startTidings(databaseUrl: string, flags: string[] = []): Promise<TidingsProcess> {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "server/main.ts", "--port", "0", "--database-url", databaseUrl, "--webhook-allow-list", "loopback", "--log-level", "info", ...flags],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NODE_ENV: "production" } },
+  );
+  let output = "";
+  const url = await within(30_000, "the Tidings server to start", new Promise<string>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const m = /"msg":"tidings listening".*?"url":"([^"]+)"/.exec(output);
+      if (m) {
+        child.stdout!.off("data", onData);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    child.once("exit", (code) => reject(new Error(`the Tidings server exited with ${code}: ${output.slice(-2000)}`)));
+  }));
+  // Keep draining the pipes so the server never blocks on a full stdout.
+  child.stdout!.resume();
+  child.stderr!.resume();
+  return {
+    url,
+    pid: child.pid!,
+    rssMb: () => rssMbOf(child.pid!),
+    stop: () => stopChild(child),
+  };
+}
+
+export async function rssMbOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
