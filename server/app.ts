@@ -32,8 +32,8 @@ export interface RunningServer {
   databaseKind: "postgres" | "pglite";
   /** Subscribe streams open now, and how often a slow one was moved back to reading the log. */
   streamStats(): Readonly<StreamStats>;
-  /** Publish transactions committed by this node and the events they held. */
-  commitStats(): Readonly<{ commits: number; events: number }>;
+  /** Publish transactions committed by this node, the events they held, and how many were one statement. */
+  commitStats(): Readonly<{ commits: number; events: number; oneStatementCommits: number }>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
 }
@@ -68,7 +68,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const reader = new EventReader(database.db, catalog);
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
   await tail.start();
-  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: () => newEvents(), logger, beforeCommit: options.beforeCommit });
+  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: () => newEvents(), logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const systemEvents = createSystemEvents(catalog, appendQueue, logger);
   const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger), agent, systemEvents, {

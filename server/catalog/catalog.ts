@@ -266,8 +266,14 @@ function collectFiles(file: DescFile, into: Map<string, DescFile>): void {
 
 /** The rules a payload field carries, or undefined. */
 export function fieldRules(field: DescField): FieldRules | undefined {
-  return hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined;
+  // Validation asks for every field of every payload; decoding the option each time showed in profiles.
+  if (rulesByField.has(field)) return rulesByField.get(field);
+  const rules = hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined;
+  rulesByField.set(field, rules);
+  return rules;
 }
+
+const rulesByField = new WeakMap<DescField, FieldRules | undefined>();
 
 export function* allMessages(messages: readonly DescMessage[]): Iterable<DescMessage> {
   for (const m of messages) {

@@ -120,7 +120,8 @@ export function prepareEvent(
       attributes: event.attributes,
       payload,
       idempotencyKey: idempotencyKey === "" ? undefined : idempotencyKey,
-      requestHash: requestHash(event, payload),
+      // Only a keyed publish is ever compared with another; hashing every event showed in profiles.
+      requestHash: idempotencyKey === "" ? undefined : requestHash(event, payload),
     },
   };
 }
