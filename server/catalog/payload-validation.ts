@@ -12,6 +12,7 @@ import {
 import { reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { fieldRules } from "./catalog.js";
+import type { FieldRules } from "../../gen/tidings/v1/options_pb.js";
 
 /** One thing wrong with a request, at a dotted field path (google.rpc.BadRequest's shape). */
 export interface FieldViolation {
@@ -222,18 +223,43 @@ function wellKnownJsonProblem(typeName: string, value: JsonValue): string | unde
   }
 }
 
+/**
+ * What checking a message type involves: the fields with rules, and the fields that hold
+ * catalog messages to descend into. Worked out once per type, since every published payload
+ * is checked and most fields need nothing.
+ */
+interface CheckPlan {
+  ruled: Array<{ field: DescField; rules: FieldRules }>;
+  nested: DescField[];
+}
+
+const plans = new WeakMap<DescMessage, CheckPlan>();
+
+function planOf(desc: DescMessage): CheckPlan {
+  let plan = plans.get(desc);
+  if (!plan) {
+    plan = { ruled: [], nested: [] };
+    for (const field of desc.fields) {
+      const rules = fieldRules(field);
+      if (rules && (rules.required || rules.allowedValues.length > 0)) plan.ruled.push({ field, rules });
+      const holds = field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message");
+      if (holds && !field.message!.typeName.startsWith("google.protobuf.")) plan.nested.push(field);
+    }
+    plans.set(desc, plan);
+  }
+  return plan;
+}
+
 /** Applies `required` and `allowed_values` from the .proto to a decoded binary message. */
 function checkRules(msg: ReflectMessage, path: string, out: FieldViolation[]): void {
-  for (const field of msg.fields) {
+  const plan = planOf(msg.desc);
+  for (const { field, rules } of plan.ruled) {
     const fieldPath = `${path}.${field.name}`;
-    const rules = fieldRules(field);
-    const set = isFieldSet(msg.message, field);
-    if (rules?.required && !set) {
-      out.push({ field: fieldPath, description: "is required" });
+    if (!isFieldSet(msg.message, field)) {
+      if (rules.required) out.push({ field: fieldPath, description: "is required" });
       continue;
     }
-    if (!set) continue;
-    if (rules && rules.allowedValues.length > 0) {
+    if (rules.allowedValues.length > 0) {
       const values = field.fieldKind === "list" ? [...msg.get(field)] : [msg.get(field)];
       values.forEach((v, i) => {
         if (typeof v === "string" && !rules.allowedValues.includes(v)) {
@@ -242,7 +268,9 @@ function checkRules(msg: ReflectMessage, path: string, out: FieldViolation[]): v
         }
       });
     }
-    forEachNested(msg, field, fieldPath, (nested, nestedPath) => checkRules(nested, nestedPath, out));
+  }
+  for (const field of plan.nested) {
+    if (isFieldSet(msg.message, field)) forEachNested(msg, field, `${path}.${field.name}`, (nested, nestedPath) => checkRules(nested, nestedPath, out));
   }
 }
 
@@ -250,17 +278,16 @@ function checkUnknownFields(msg: ReflectMessage, path: string, out: FieldViolati
   for (const u of msg.getUnknown() ?? []) {
     out.push({ field: path, description: `unknown field number ${u.no}: ${msg.desc.typeName} has no such field` });
   }
-  for (const field of msg.fields) {
-    if (!isFieldSet(msg.message, field)) continue;
-    forEachNested(msg, field, `${path}.${field.name}`, (nested, nestedPath) => checkUnknownFields(nested, nestedPath, out));
+  for (const field of planOf(msg.desc).nested) {
+    if (isFieldSet(msg.message, field)) forEachNested(msg, field, `${path}.${field.name}`, (nested, nestedPath) => checkUnknownFields(nested, nestedPath, out));
   }
 }
 
 /** Calls `visit` for each set catalog message (not well-known types) in a field. */
 function forEachNested(msg: ReflectMessage, field: DescField, path: string, visit: (m: ReflectMessage, path: string) => void): void {
-  if (field.fieldKind === "message" && !field.message.typeName.startsWith("google.protobuf.")) {
+  if (field.fieldKind === "message") {
     visit(msg.get(field) as ReflectMessage, path);
-  } else if (field.fieldKind === "list" && field.listKind === "message" && !field.message.typeName.startsWith("google.protobuf.")) {
+  } else if (field.fieldKind === "list" && field.listKind === "message") {
     let i = 0;
     for (const item of msg.get(field)) visit(item as ReflectMessage, `${path}[${i++}]`);
   }
