@@ -68,10 +68,14 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const reader = new EventReader(database.db, catalog);
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
   await tail.start();
-  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: () => newEvents(), logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
+  let committedHere = 0n;
+  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head) => {
+    if (head > committedHere) committedHere = head;
+    newEvents();
+  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const systemEvents = createSystemEvents(catalog, appendQueue, logger);
-  const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger), agent, systemEvents, {
+  const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger, 500, config.dispatcherPollIntervalMs), agent, systemEvents, {
     nodeId: config.nodeId,
     maxInFlight: config.dispatcherMaxInFlight,
     maxInFlightPerEndpoint: config.dispatcherMaxInFlightPerEndpoint,
@@ -83,7 +87,12 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     tail.wake();
     dispatcher.wake();
   };
-  database.doorbell.onRing(newEvents);
+  // A ring for a head this node has already committed past is its own NOTIFY coming back (or
+  // an older commit, which the wake for our own commit reads too): waking again would only
+  // repeat the same queries.
+  database.doorbell.onRing((head) => {
+    if (head === undefined || head > committedHere) newEvents();
+  });
   dispatcher.start();
   const streams: StreamStats = { active: 0, fallbacks: 0 };
   const shutdown = new AbortController();
@@ -92,7 +101,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const connectHandler = createConnectHandler({
     routes: (router) => {
       router.service(EventService, createEventService({ catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
-      router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake }));
+      router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged }));
       addReflection(router, [EventService, WebhookService], () => catalog.files);
     },
     interceptors: [errorMappingInterceptor(logger)],

@@ -34,6 +34,7 @@ export class StoredEvent implements FilterInput {
   readonly payload: Uint8Array;
   readonly #catalog: EventCatalog;
   #message: Message | undefined;
+  #rendered: Map<string, unknown> | undefined;
 
   constructor(row: EventRow, catalog: EventCatalog) {
     this.sequence = BigInt(row.sequence);
@@ -50,6 +51,16 @@ export class StoredEvent implements FilterInput {
   /** Its type in the catalog: looked up on use, so a type registered after the read is found. */
   get entry(): EventTypeEntry | undefined {
     return this.#catalog.get(this.type);
+  }
+
+  /**
+   * A rendering of this event (its API form for one payload format), made once and shared by
+   * every subscriber of this node: fan-out to many subscribers must not convert it per subscriber.
+   */
+  rendered<T>(key: string, render: () => T): T {
+    this.#rendered ??= new Map();
+    if (!this.#rendered.has(key)) this.#rendered.set(key, render());
+    return this.#rendered.get(key) as T;
   }
 
   /** The payload as its type's message. */

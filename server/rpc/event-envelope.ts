@@ -140,6 +140,10 @@ function requestHash(event: Event, payload: Uint8Array): Uint8Array {
 export function toApiEvent(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Event {
   // A type no longer in the catalog cannot be rendered as JSON: serve its bytes packed instead.
   const proto = format === PayloadFormat.PROTO || !stored.entry;
+  return stored.rendered(proto ? "api-proto" : "api-json", () => renderApiEvent(stored, proto, catalog));
+}
+
+function renderApiEvent(stored: StoredEvent, proto: boolean, catalog: EventCatalog): Event {
   const typeUrl = stored.entry?.typeUrl ?? `type.googleapis.com/unknown.${stored.type}`;
   return create(EventSchema, {
     id: stored.id,

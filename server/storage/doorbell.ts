@@ -11,7 +11,8 @@ export const catalogChannel = "tidings_catalog";
  * listening connection reconnects), so readers also poll; the doorbell only cuts latency.
  */
 export interface Doorbell {
-  onRing(listener: () => void): void;
+  /** The listener gets the head sequence the ring announced, or nothing when it may have missed rings. */
+  onRing(listener: (head?: bigint) => void): void;
   /** Another node (or this one) registered event types. Rung on reconnect too: one may have been missed. */
   onCatalogChange(listener: () => void): void;
   close(): Promise<void>;
@@ -25,18 +26,21 @@ export const silentDoorbell: Doorbell = {
 
 /** LISTENs on a dedicated connection and reconnects with backoff when it drops. */
 export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell> {
-  const listeners: Array<() => void> = [];
+  const listeners: Array<(head?: bigint) => void> = [];
   const catalogListeners: Array<() => void> = [];
   let client: pg.Client | undefined;
   let closed = false;
   let retryDelayMs = 100;
   let retryTimer: NodeJS.Timeout | undefined;
 
-  const ring = () => listeners.forEach((l) => l());
+  const ring = (payload?: string) => {
+    const head = payload !== undefined && /^\d+$/.test(payload) ? BigInt(payload) : undefined;
+    listeners.forEach((l) => l(head));
+  };
   const ringCatalog = () => catalogListeners.forEach((l) => l());
   const connect = async (): Promise<void> => {
     const c = new pg.Client({ connectionString: url });
-    c.on("notification", (n) => (n.channel === catalogChannel ? ringCatalog() : ring()));
+    c.on("notification", (n) => (n.channel === catalogChannel ? ringCatalog() : ring(n.payload)));
     c.on("error", (err) => {
       logger.warn("doorbell connection failed; readers fall back to polling", { err });
       scheduleReconnect(c);

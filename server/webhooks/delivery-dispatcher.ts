@@ -106,12 +106,28 @@ export class DeliveryDispatcher {
 
   async #pass(): Promise<void> {
     while (!this.#passes.stopped && (await this.router.routeOnce()) > 0);
+    // No enabled endpoint and nothing in flight: nothing can be due.
+    if (this.router.idle && this.#inFlight.size === 0) {
+      this.#lastClaimed = 0;
+      return;
+    }
     if (!this.#passes.stopped) await this.#claimAndSend();
   }
+
+  /** An endpoint was created or changed on this node: route and claim again at once. */
+  endpointsChanged = (): void => {
+    this.router.endpointsChanged();
+    this.wake();
+  };
 
   #schedule(): void {
     if (this.#passes.stopped) return;
     clearTimeout(this.#timer);
+    if (this.router.idle && this.#inFlight.size === 0) {
+      this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
+      this.#timer.unref();
+      return;
+    }
     void this.#nextDueInMs().then((ms) => {
       if (this.#passes.stopped) return;
       clearTimeout(this.#timer);

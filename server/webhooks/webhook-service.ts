@@ -43,6 +43,8 @@ export interface WebhookServiceDeps {
   events: WebhookLifecycleEvents;
   /** Tells the dispatcher there is new work (redrive, retry, replay). */
   wakeDispatcher(): void;
+  /** An endpoint was created, changed or deleted here: the router must look again at once. */
+  endpointsChanged(): void;
 }
 
 const idPattern = /^[a-z]+_[0-9a-f-]{36}$/;
@@ -91,6 +93,7 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       }).returningAll().executeTakeFirstOrThrow();
       const webhook = toApiWebhook(row, { secret });
       deps.events.created(webhook);
+      deps.endpointsChanged();
       return { webhook };
     },
 
@@ -125,6 +128,7 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
         .executeTakeFirstOrThrow();
       const webhook = toApiWebhook(row);
       deps.events.updated(webhook, fields);
+      deps.endpointsChanged();
       if (reenable) deps.wakeDispatcher();
       return { webhook };
     },
