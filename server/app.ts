@@ -69,9 +69,10 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, logger });
   await tail.start();
   let committedHere = 0n;
-  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head) => {
+  const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head, written) => {
     if (head > committedHere) committedHere = head;
-    newEvents();
+    tail.offerCommitted(written);
+    dispatcher.wake();
   }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const systemEvents = createSystemEvents(catalog, appendQueue, logger);

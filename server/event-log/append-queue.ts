@@ -14,6 +14,18 @@ export interface NewEvent extends EventFields {
   requestHash: Uint8Array | undefined;
 }
 
+/** An event as a commit wrote it: what a read of the log would return for it. */
+export interface CommittedEvent extends EventFields {
+  sequence: bigint;
+}
+
+/** What a group's write did: each unit's outcome, and the events written (none if all were duplicates). */
+interface GroupWrite {
+  outcomes: Array<AppendResult[] | Error>;
+  written: CommittedEvent[];
+  oneStatement: boolean;
+}
+
 export interface AppendResult {
   id: string;
   sequence: bigint;
@@ -51,8 +63,8 @@ interface PriorEvent {
 
 export interface AppendQueueOptions {
   maxEventsPerCommit: number;
-  /** Called after each commit with the new head sequence. */
-  onCommitted(head: bigint): void;
+  /** Called after each commit (once it is durable) with the new head and the events it wrote, in sequence order. */
+  onCommitted(head: bigint, events: readonly CommittedEvent[]): void;
   logger: Logger;
   /**
    * Runs inside each transaction just before it commits. A fault-injection hook for tests
@@ -121,9 +133,16 @@ export class AppendQueue {
     while (this.#queue.length > 0) {
       const group = this.#takeGroup();
       try {
-        const outcomes = this.#fitsOneStatement(group)
+        const { outcomes, written, oneStatement } = this.#fitsOneStatement(group)
           ? await this.#commitOneStatement(group)
           : await this.db.transaction().execute((trx) => this.#commit(trx, group));
+        if (written.length > 0) {
+          // Only now is it committed: readers woken from here see the rows.
+          this.stats.commits++;
+          if (oneStatement) this.stats.oneStatementCommits++;
+          this.stats.events += written.length;
+          this.options.onCommitted(written[written.length - 1]!.sequence, written);
+        }
         outcomes.forEach((o, i) => (o instanceof Error ? group[i]!.reject(o) : group[i]!.resolve(o)));
       } catch (err) {
         this.options.logger.warn("group commit failed", { err, units: group.length });
@@ -144,11 +163,10 @@ export class AppendQueue {
     return group;
   }
 
-  async #commit(trx: Transaction<Database>, group: Unit[]): Promise<Array<AppendResult[] | Error>> {
+  async #commit(trx: Transaction<Database>, group: Unit[]): Promise<GroupWrite> {
     const head = await sql<{ last_sequence: string }>`
       SELECT last_sequence FROM tidings_log_head WHERE id = 1 FOR UPDATE`.execute(trx);
     let next = BigInt(head.rows[0]!.last_sequence);
-    const start = next;
     const prior = await this.#findPrior(trx, group);
     const rows: Array<NewEvent & { sequence: bigint }> = [];
 
@@ -193,14 +211,7 @@ export class AppendQueue {
       await sql`SELECT pg_notify(${eventsChannel}, ${next.toString()})`.execute(trx);
     }
     await this.options.beforeCommit?.();
-    if (next !== start) {
-      queueMicrotask(() => {
-        this.stats.commits++;
-        this.stats.events += rows.length;
-        this.options.onCommitted(next);
-      });
-    }
-    return outcomes;
+    return { outcomes, written: rows, oneStatement: false };
   }
 
   #fitsOneStatement(group: readonly Unit[]): boolean {
@@ -214,7 +225,7 @@ export class AppendQueue {
    * until the statement commits, exactly as the explicit transaction does, so commit order
    * still equals sequence order. The NOTIFY is delivered at that commit.
    */
-  async #commitOneStatement(group: readonly Unit[]): Promise<AppendResult[][]> {
+  async #commitOneStatement(group: readonly Unit[]): Promise<GroupWrite> {
     const events = group.flatMap((u) => u.events);
     const count = events.length;
     const column = <T>(pick: (e: NewEvent) => T) => events.map(pick);
@@ -232,15 +243,11 @@ export class AppendQueue {
         ) WITH ORDINALITY AS e(id, type, source, subject, time, attributes, payload, ord)
       )
       SELECT base, pg_notify(${eventsChannel}, (base + ${count})::text) FROM head`.execute(this.db);
-    let sequence = BigInt(result.rows[0]!.base);
-    const head = sequence + BigInt(count);
-    queueMicrotask(() => {
-      this.stats.commits++;
-      this.stats.oneStatementCommits++;
-      this.stats.events += count;
-      this.options.onCommitted(head);
-    });
-    return group.map((unit) => unit.events.map((e) => ({ id: e.id, sequence: ++sequence, time: e.time, duplicate: false })));
+    const base = BigInt(result.rows[0]!.base);
+    const written = events.map((e, i) => ({ ...e, sequence: base + BigInt(i + 1) }));
+    let sequence = base;
+    const outcomes = group.map((unit) => unit.events.map((e) => ({ id: e.id, sequence: ++sequence, time: e.time, duplicate: false })));
+    return { outcomes, written, oneStatement: true };
   }
 
   async #findPrior(trx: Transaction<Database>, group: Unit[]) {

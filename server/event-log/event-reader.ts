@@ -72,6 +72,11 @@ export class EventReader {
     return query.orderBy("sequence", q.descending ? "desc" : "asc").limit(q.limit).execute() as Promise<EventRow[]>;
   }
 
+  /** Events this node has just committed, as a read would return them (their types are known here). */
+  fromCommitted(rows: readonly EventRow[]): StoredEvent[] {
+    return rows.map((r) => new StoredEvent(r, this.catalog));
+  }
+
   /** Rows to events, after letting the catalog catch up if a row's type is new to it. */
   async #toEvents(rows: readonly EventRow[]): Promise<StoredEvent[]> {
     if (rows.some((r) => !this.catalog.get(r.type))) await this.catalog.refreshIfStale();
