@@ -3,6 +3,7 @@ import { type Kysely, sql, type Transaction } from "kysely";
 import type { Dispatcher } from "undici";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
+import type { StoredEvent } from "../event-log/stored-event.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
@@ -52,6 +53,8 @@ interface Endpoint {
   contentMode: number;
   maxConsecutiveFailures: number;
   maxFailingMs: number;
+  /** The health row recorded failures when this was claimed: a success must reset them. */
+  failing: boolean;
 }
 
 /**
@@ -64,6 +67,8 @@ interface Endpoint {
 export class DeliveryDispatcher {
   readonly #inFlight = new Map<Promise<void>, string>();
   readonly #perEndpoint = new Map<string, number>();
+  /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
+  readonly #successWrittenAt = new Map<string, number>();
   readonly #passes = new CoalescingRunner(
     () => this.#pass(),
     (err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }),
@@ -123,7 +128,9 @@ export class DeliveryDispatcher {
   #schedule(): void {
     if (this.#passes.stopped) return;
     clearTimeout(this.#timer);
-    if (this.router.idle && this.#inFlight.size === 0) {
+    // Idle (no endpoint), or busy (the last pass claimed work: its completions wake us): a
+    // timer is enough, and asking the database when the next delivery is due is not needed.
+    if ((this.router.idle && this.#inFlight.size === 0) || this.#lastClaimed > 0) {
       this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
       this.#timer.unref();
       return;
@@ -161,10 +168,13 @@ export class DeliveryDispatcher {
     const groups = await this.db.transaction().execute((trx) => this.#claim(trx, free, reports));
     reports.forEach((r) => r());
     this.#lastClaimed = groups.length;
+    // The events of every claimed delivery in one read, not one per request.
+    const events = groups.length === 0 ? [] : await new EventReader(this.db, this.catalog).bySequences([...new Set(groups.flat().map((c) => c.eventSequence))]);
+    const bySequence = new Map(events.map((e) => [e.sequence, e]));
     for (const group of groups) {
       const endpoint = group[0]!.endpoint;
       this.#perEndpoint.set(endpoint.id, (this.#perEndpoint.get(endpoint.id) ?? 0) + 1);
-      const p: Promise<void> = this.#deliver(group)
+      const p: Promise<void> = this.#deliver(group, group.flatMap((c) => bySequence.get(c.eventSequence) ?? []))
         .catch((err) => this.logger.error("delivery failed unexpectedly; its lease will expire and it will be retried", { err, webhook: endpoint.id }))
         .finally(() => {
           this.#inFlight.delete(p);
@@ -182,7 +192,8 @@ export class DeliveryDispatcher {
     const due = await sql<DueRow>`
       SELECT d.id, d.webhook_id, d.event_sequence, d.attempts, d.lease_owner,
              w.url, w.headers, w.secrets, w.retry_policy, w.timeout_ms, w.batch_max_events, w.rate_limit,
-             w.ordered, w.content_mode, w.max_consecutive_failures, w.max_failing_ms
+             w.ordered, w.content_mode, w.max_consecutive_failures, w.max_failing_ms,
+             (w.consecutive_failures > 0 OR w.failing_since IS NOT NULL) AS failing
       FROM tidings_deliveries d JOIN tidings_webhooks w ON w.id = d.webhook_id
       WHERE d.status = 1 AND d.next_attempt_at <= now()
         AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
@@ -208,6 +219,7 @@ export class DeliveryDispatcher {
     }
 
     const claimed: Claimed[][] = [];
+    const leases: Array<{ id: string; token: string; ms: number }> = [];
     for (const group of groups) {
       const out: Claimed[] = [];
       for (const row of group) {
@@ -224,15 +236,19 @@ export class DeliveryDispatcher {
           }
         }
         const leaseToken = randomUUID();
-        await sql`
-          UPDATE tidings_deliveries
-          SET attempts = attempts + 1, lease_owner = ${this.options.nodeId}, lease_token = ${leaseToken},
-              lease_expires_at = now() + ${`${endpoint.timeoutMs + this.options.leaseMarginMs} milliseconds`}::interval,
-              updated_at = now()
-          WHERE id = ${row.id}`.execute(trx);
+        leases.push({ id: row.id, token: leaseToken, ms: endpoint.timeoutMs + this.options.leaseMarginMs });
         out.push({ id: row.id, webhookId: row.webhook_id, eventSequence: BigInt(row.event_sequence), attempts: row.attempts + 1, leaseToken, endpoint });
       }
       if (out.length > 0) claimed.push(out);
+    }
+    if (leases.length > 0) {
+      // Every lease of the pass in one statement.
+      await sql`
+        UPDATE tidings_deliveries d
+        SET attempts = d.attempts + 1, lease_owner = ${this.options.nodeId}, lease_token = c.token,
+            lease_expires_at = now() + c.ms * interval '1 millisecond', updated_at = now()
+        FROM unnest(${leases.map((l) => l.id)}::text[], ${leases.map((l) => l.token)}::text[], ${leases.map((l) => l.ms)}::int[]) AS c(id, token, ms)
+        WHERE d.id = c.id`.execute(trx);
     }
     return claimed;
   }
@@ -265,9 +281,8 @@ export class DeliveryDispatcher {
     return res.rows.length > 0;
   }
 
-  async #deliver(group: Claimed[]): Promise<void> {
+  async #deliver(group: Claimed[], events: StoredEvent[]): Promise<void> {
     const endpoint = group[0]!.endpoint;
-    const events = await new EventReader(this.db, this.catalog).bySequences(group.map((c) => c.eventSequence));
     const now = new Date();
     const secrets = endpoint.secrets.filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now.getTime()).map((s) => s.secret);
     const asBatch = endpoint.batchMaxEvents > 0;
@@ -276,9 +291,47 @@ export class DeliveryDispatcher {
     const outcome = events.length === 0
       ? { startedAt: now, durationMs: 0, statusCode: 0, responseExcerpt: "", error: "the event is no longer in the log", retryAfterMs: undefined }
       : await sendRequest(this.agent, endpoint.url, buildDeliveryRequest({ contentMode: endpoint.contentMode, headers: endpoint.headers, secrets }, events, this.catalog, messageId, asBatch, now), endpoint.timeoutMs);
+    if (outcome.statusCode >= 200 && outcome.statusCode < 300) {
+      await this.#completeSuccess(group, outcome);
+      return;
+    }
     const reports: Report[] = [];
     await this.db.transaction().execute((trx) => this.#complete(trx, group, outcome, reports));
     reports.forEach((r) => r()); // only what committed is reported
+  }
+
+  /**
+   * A success, the common case, in one statement: the deliveries whose lease this node still
+   * holds are marked succeeded and their attempts recorded, atomically and fenced by the lease
+   * token like the general path. The endpoint's health row is written only when it recorded
+   * failures, or at most once a second for last_success_at: a write per delivery would queue
+   * every completion of an endpoint on that one row.
+   */
+  async #completeSuccess(group: Claimed[], outcome: AttemptOutcome): Promise<void> {
+    const endpoint = group[0]!.endpoint;
+    const done = await sql<{ delivery_id: string }>`
+      WITH done AS (
+        UPDATE tidings_deliveries d
+        SET status = ${deliveryStatus.succeeded}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+            last_status_code = ${outcome.statusCode}, last_error = ${outcome.error}, updated_at = now()
+        FROM unnest(${group.map((c) => c.id)}::text[], ${group.map((c) => c.leaseToken)}::text[]) AS c(id, token)
+        WHERE d.id = c.id AND d.lease_token = c.token AND d.status = 1
+        RETURNING d.id, d.webhook_id, d.attempts
+      )
+      INSERT INTO tidings_delivery_attempts (delivery_id, webhook_id, number, started_at, duration_ms, status_code, response_excerpt, error, node)
+      SELECT id, webhook_id, attempts, ${outcome.startedAt}, ${outcome.durationMs}, ${outcome.statusCode}, ${outcome.responseExcerpt}, ${outcome.error}, ${this.options.nodeId}
+      FROM done
+      RETURNING delivery_id`.execute(this.db);
+    if (done.rows.length < group.length) {
+      const recorded = new Set(done.rows.map((r) => r.delivery_id));
+      for (const c of group) if (!recorded.has(c.id)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
+    }
+    if (done.rows.length === 0) return;
+    const now = Date.now();
+    if (endpoint.failing || now - (this.#successWrittenAt.get(endpoint.id) ?? 0) >= 1_000) {
+      this.#successWrittenAt.set(endpoint.id, now);
+      await this.db.updateTable("tidings_webhooks").set({ consecutive_failures: 0, failing_since: null, last_success_at: new Date(now) }).where("id", "=", endpoint.id).execute();
+    }
   }
 
   /** Records the attempt and moves each delivery on, unless its lease was taken over. */
@@ -375,6 +428,8 @@ interface DueRow {
   content_mode: number;
   max_consecutive_failures: number;
   max_failing_ms: string | number;
+  /** The endpoint's health row records failures (as of the claim). */
+  failing: boolean;
 }
 
 function toEndpoint(row: DueRow): Endpoint {
@@ -390,6 +445,7 @@ function toEndpoint(row: DueRow): Endpoint {
     contentMode: row.content_mode,
     maxConsecutiveFailures: row.max_consecutive_failures,
     maxFailingMs: Number(row.max_failing_ms),
+    failing: row.failing,
   };
 }
 
