@@ -17,10 +17,12 @@ export interface TidingsProcess {
  * A Tidings server in its own process, as it runs in production (`npm start`), so the load
  * generator never shares its event loop. Extra flags override the bench defaults.
  */
-export async function startTidings(databaseUrl: string, flags: string[] = []): Promise<TidingsProcess> {
+export async function startTidings(databaseUrl: string, flags: string[] = [], options: { nodeFlags?: string[] } = {}): Promise<TidingsProcess> {
+  // BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=prof" profiles every server the bench starts.
+  const nodeFlags = options.nodeFlags ?? (process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? []);
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "server/main.ts", "--port", "0", "--database-url", databaseUrl, "--webhook-allow-list", "loopback", "--log-level", "info", ...flags],
+    [...nodeFlags, "--import", "tsx", "server/main.ts", "--port", "0", "--database-url", databaseUrl, "--webhook-allow-list", "loopback", "--log-level", "info", ...flags],
     { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NODE_ENV: "production" } },
   );
   let output = "";
