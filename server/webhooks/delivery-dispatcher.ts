@@ -4,6 +4,7 @@ import type { Dispatcher } from "undici";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
+import { BatchWriter } from "../concurrency/batch-writer.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
@@ -69,6 +70,7 @@ export class DeliveryDispatcher {
   readonly #perEndpoint = new Map<string, number>();
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
   readonly #successWrittenAt = new Map<string, number>();
+  readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items));
   readonly #passes = new CoalescingRunner(
     () => this.#pass(),
     (err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }),
@@ -189,21 +191,30 @@ export class DeliveryDispatcher {
 
   /** Claims up to `free` requests' worth of due deliveries, grouped per request. */
   async #claim(trx: Transaction<Database>, free: number, reports: Report[]): Promise<Claimed[][]> {
+    // The enabled endpoints first (a small table), so the claim below reads deliveries alone in
+    // the order of their index and stops after LIMIT rows. Joined in one query, the planner
+    // sorted every due delivery on every pass, spilling to disk at 20,000.
+    const enabled = await trx.selectFrom("tidings_webhooks").select(["id", "ordered"]).where("enabled", "=", true).execute();
+    if (enabled.length === 0) return [];
     const due = await sql<DueRow>`
       SELECT d.id, d.webhook_id, d.event_sequence, d.attempts, d.lease_owner,
              w.url, w.headers, w.secrets, w.retry_policy, w.timeout_ms, w.batch_max_events, w.rate_limit,
              w.ordered, w.content_mode, w.max_consecutive_failures, w.max_failing_ms,
              (w.consecutive_failures > 0 OR w.failing_since IS NOT NULL) AS failing
-      FROM tidings_deliveries d JOIN tidings_webhooks w ON w.id = d.webhook_id
-      WHERE d.status = 1 AND d.next_attempt_at <= now()
-        AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
-        AND w.enabled
-        AND (NOT w.ordered OR NOT EXISTS (
-          SELECT 1 FROM tidings_deliveries e
-          WHERE e.webhook_id = d.webhook_id AND e.status = 1 AND e.event_sequence < d.event_sequence))
-      ORDER BY d.next_attempt_at, d.event_sequence
-      LIMIT ${free * 4}
-      FOR UPDATE OF d SKIP LOCKED`.execute(trx);
+      FROM (
+        SELECT d.id, d.webhook_id, d.event_sequence, d.attempts, d.lease_owner, d.next_attempt_at
+        FROM tidings_deliveries d
+        WHERE d.status = 1 AND d.next_attempt_at <= now()
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+          AND d.webhook_id = ANY(${enabled.map((w) => w.id)}::text[])
+          AND (NOT d.webhook_id = ANY(${enabled.filter((w) => w.ordered).map((w) => w.id)}::text[]) OR NOT EXISTS (
+            SELECT 1 FROM tidings_deliveries e
+            WHERE e.webhook_id = d.webhook_id AND e.status = 1 AND e.event_sequence < d.event_sequence))
+        ORDER BY d.next_attempt_at, d.event_sequence
+        LIMIT ${free * 4}
+        FOR UPDATE OF d SKIP LOCKED
+      ) d JOIN tidings_webhooks w ON w.id = d.webhook_id
+      ORDER BY d.next_attempt_at, d.event_sequence`.execute(trx);
 
     const groups: DueRow[][] = [];
     const taken = new Map<string, number>();
@@ -301,36 +312,47 @@ export class DeliveryDispatcher {
   }
 
   /**
-   * A success, the common case, in one statement: the deliveries whose lease this node still
-   * holds are marked succeeded and their attempts recorded, atomically and fenced by the lease
-   * token like the general path. The endpoint's health row is written only when it recorded
-   * failures, or at most once a second for last_success_at: a write per delivery would queue
-   * every completion of an endpoint on that one row.
+   * A success, the common case: the deliveries whose lease this node still holds are marked
+   * succeeded and their attempts recorded, atomically and fenced by the lease token like the
+   * general path. Successes finishing at the same time share one statement (and one commit):
+   * a commit per delivery kept most database time waiting for WAL flushes.
    */
   async #completeSuccess(group: Claimed[], outcome: AttemptOutcome): Promise<void> {
+    await this.#successes.add({ group, outcome });
     const endpoint = group[0]!.endpoint;
-    const done = await sql<{ delivery_id: string }>`
-      WITH done AS (
-        UPDATE tidings_deliveries d
-        SET status = ${deliveryStatus.succeeded}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-            last_status_code = ${outcome.statusCode}, last_error = ${outcome.error}, updated_at = now()
-        FROM unnest(${group.map((c) => c.id)}::text[], ${group.map((c) => c.leaseToken)}::text[]) AS c(id, token)
-        WHERE d.id = c.id AND d.lease_token = c.token AND d.status = 1
-        RETURNING d.id, d.webhook_id, d.attempts
-      )
-      INSERT INTO tidings_delivery_attempts (delivery_id, webhook_id, number, started_at, duration_ms, status_code, response_excerpt, error, node)
-      SELECT id, webhook_id, attempts, ${outcome.startedAt}, ${outcome.durationMs}, ${outcome.statusCode}, ${outcome.responseExcerpt}, ${outcome.error}, ${this.options.nodeId}
-      FROM done
-      RETURNING delivery_id`.execute(this.db);
-    if (done.rows.length < group.length) {
-      const recorded = new Set(done.rows.map((r) => r.delivery_id));
-      for (const c of group) if (!recorded.has(c.id)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
-    }
-    if (done.rows.length === 0) return;
+    // The health row only when it recorded failures, or at most once a second for
+    // last_success_at: a write per delivery would queue every completion of an endpoint on it.
     const now = Date.now();
     if (endpoint.failing || now - (this.#successWrittenAt.get(endpoint.id) ?? 0) >= 1_000) {
       this.#successWrittenAt.set(endpoint.id, now);
       await this.db.updateTable("tidings_webhooks").set({ consecutive_failures: 0, failing_since: null, last_success_at: new Date(now) }).where("id", "=", endpoint.id).execute();
+    }
+  }
+
+  async #writeSuccesses(items: Array<{ group: Claimed[]; outcome: AttemptOutcome }>): Promise<void> {
+    const rows = items.flatMap(({ group, outcome }) => group.map((c) => ({ c, o: outcome })));
+    const col = <V>(pick: (r: (typeof rows)[number]) => V) => rows.map(pick);
+    const done = await sql<{ delivery_id: string }>`
+      WITH c AS (
+        SELECT * FROM unnest(
+          ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],
+          ${col((r) => r.o.error)}::text[], ${col((r) => r.o.startedAt)}::timestamptz[], ${col((r) => Math.round(r.o.durationMs))}::int[],
+          ${col((r) => r.o.responseExcerpt)}::text[]
+        ) AS c(id, token, code, error, started_at, duration_ms, excerpt)
+      ), done AS (
+        UPDATE tidings_deliveries d
+        SET status = ${deliveryStatus.succeeded}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+            last_status_code = c.code, last_error = c.error, updated_at = now()
+        FROM c
+        WHERE d.id = c.id AND d.lease_token = c.token AND d.status = 1
+        RETURNING d.id, d.webhook_id, d.attempts, c.started_at, c.duration_ms, c.code, c.excerpt, c.error
+      )
+      INSERT INTO tidings_delivery_attempts (delivery_id, webhook_id, number, started_at, duration_ms, status_code, response_excerpt, error, node)
+      SELECT id, webhook_id, attempts, started_at, duration_ms, code, excerpt, error, ${this.options.nodeId} FROM done
+      RETURNING delivery_id`.execute(this.db);
+    if (done.rows.length < rows.length) {
+      const recorded = new Set(done.rows.map((r) => r.delivery_id));
+      for (const { c } of rows) if (!recorded.has(c.id)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
     }
   }
 

@@ -3,12 +3,14 @@ import { Migrator } from "kysely";
 import { eventLogMigration } from "./0001-event-log.js";
 import { webhooksMigration } from "./0002-webhooks.js";
 import { registeredTypesMigration } from "./0003-registered-types.js";
+import { deliveryClaimOrderMigration } from "./0004-delivery-claim-order.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
   "0001-event-log": eventLogMigration,
   "0002-webhooks": webhooksMigration,
   "0003-registered-types": registeredTypesMigration,
+  "0004-delivery-claim-order": deliveryClaimOrderMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
