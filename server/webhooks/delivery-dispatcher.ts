@@ -113,12 +113,16 @@ export class DeliveryDispatcher {
 
   async #pass(): Promise<void> {
     while (!this.#passes.stopped && (await this.router.routeOnce()) > 0);
-    // No enabled endpoint and nothing in flight: nothing can be due.
-    if (this.router.idle && this.#inFlight.size === 0) {
+    if (this.#nothingCanBeDue) {
       this.#lastClaimed = 0;
       return;
     }
     if (!this.#passes.stopped) await this.#claimAndSend();
+  }
+
+  /** No enabled endpoint and nothing in flight: no delivery can be claimable. */
+  get #nothingCanBeDue(): boolean {
+    return this.router.idle && this.#inFlight.size === 0;
   }
 
   /** An endpoint was created or changed on this node: route and claim again at once. */
@@ -132,7 +136,7 @@ export class DeliveryDispatcher {
     clearTimeout(this.#timer);
     // Idle (no endpoint), or busy (the last pass claimed work: its completions wake us): a
     // timer is enough, and asking the database when the next delivery is due is not needed.
-    if ((this.router.idle && this.#inFlight.size === 0) || this.#lastClaimed > 0) {
+    if (this.#nothingCanBeDue || this.#lastClaimed > 0) {
       this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
       this.#timer.unref();
       return;

@@ -92,28 +92,24 @@ export class RegisteredTypeStore implements RegisteredTypeSource {
     return { eventTypes: plan.declared, added: plan.added, changed: plan.changed, revision };
   }
 
-  #buildStored(rows: readonly StoredRow[], except: ReadonlySet<string> = new Set()) {
-    const files: FileToBuild[] = rows
-      .filter((r) => !except.has(r.name))
-      .map((r) => ({ proto: storedFile(r.descriptor), at: `${setField} (registered file ${r.name})` }));
-    return buildFiles(files, (name) => this.catalog.builtInFile(name));
+  #buildStored(rows: readonly StoredRow[]) {
+    return buildFiles(toFilesToBuild(rows), (name) => this.catalog.builtInFile(name));
   }
 
   /** What registering `submitted` over the stored `rows` would do, or the reasons it must not. */
   #plan(rows: readonly StoredRow[], submitted: readonly SubmittedFile[]) {
-    const before = this.#buildStored(rows);
+    const storedFiles = toFilesToBuild(rows);
+    const before = buildFiles(storedFiles, (name) => this.catalog.builtInFile(name));
     if (before.problems.length > 0) {
       throw new Error(`the registered files do not build: ${before.problems.map((p) => `${p.file}: ${p.description}`).join("; ")}`);
     }
     const submittedNames = new Set(submitted.map((f) => f.proto.name));
     const stored = new Map(rows.map((r) => [r.name, r.descriptor]));
-    const toBuild: FileToBuild[] = [
-      ...rows.filter((r) => !submittedNames.has(r.name)).map((r) => ({ proto: storedFile(r.descriptor), at: `${setField} (registered file ${r.name})` })),
-      ...submitted.map((f) => ({ proto: f.proto, at: `${setField}.file[${f.index}]` })),
-    ];
+    const kept = storedFiles.filter((f) => !submittedNames.has(f.proto.name));
+    const toBuild: FileToBuild[] = [...kept, ...submitted.map((f) => ({ proto: f.proto, at: `${setField}.file[${f.index}]` }))];
     // A message or enum of the set that a registered file (another one) already declares.
     const owners = new Map<string, string>();
-    for (const r of toBuild.slice(0, toBuild.length - submitted.length)) for (const n of declaredNames(r.proto)) owners.set(n, r.proto.name);
+    for (const f of kept) for (const n of declaredNames(f.proto)) owners.set(n, f.proto.name);
     const taken: FieldViolation[] = [];
     for (const f of submitted) {
       for (const n of declaredNames(f.proto)) {
@@ -185,6 +181,11 @@ export class RegisteredTypeStore implements RegisteredTypeSource {
       .map((e) => e.name);
     return { after, declared, added, changed, changedFiles };
   }
+}
+
+/** Stored rows as files to build, each decoded once. */
+function toFilesToBuild(rows: readonly StoredRow[]): FileToBuild[] {
+  return rows.map((r) => ({ proto: storedFile(r.descriptor), at: `${setField} (registered file ${r.name})` }));
 }
 
 function toViolation(p: BuildProblem): FieldViolation {
