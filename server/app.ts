@@ -72,7 +72,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head, written) => {
     if (head > committedHere) committedHere = head;
     tail.offerCommitted(written);
-    dispatcher.wake();
+    dispatcher.eventsArrived();
   }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const systemEvents = createSystemEvents(catalog, appendQueue, logger);
@@ -86,7 +86,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   // New events (committed here, or rung in by another node): stream them and route them.
   const newEvents = () => {
     tail.wake();
-    dispatcher.wake();
+    dispatcher.eventsArrived();
   };
   // A ring for a head this node has already committed past is its own NOTIFY coming back (or
   // an older commit, which the wake for our own commit reads too): waking again would only
@@ -155,7 +155,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
         await appendQueue.close();
         await transport.close(config.shutdownGraceMs);
         await tail.stop();
-        await agent.close();
+        // The dispatcher has had its grace period: requests still running are cut off.
+        await agent.destroy();
         await database.close();
         logger.info("stopped");
       })();

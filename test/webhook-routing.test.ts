@@ -656,3 +656,50 @@ describe("webhook routing and delivery", () => {
     expect(seen.size).toBe(100);
   });
 });
+
+describe("deliveries leased as they are routed", () => {
+  it("14. a node that stops gives back the deliveries it leased but had not started; a restart sends them at once", async () => {
+    // One request slot: the router leases a few deliveries to the node (one sent, the rest
+    // waiting for the slot) and leaves the rest for the claim. The first request hangs, so the
+    // node stops with leased deliveries it never started; they must not wait for their leases
+    // (15 s timeout + 30 s margin) to run out.
+    const node = await startTestServer({ config: { dispatcherMaxInFlight: 1, dispatcherMaxInFlightPerEndpoint: 1 } });
+    const stopped = { done: false };
+    try {
+      const rx = await receiver((_req, index) => (index === 0 ? { hang: true } : { status: 200 }));
+      const hooks = node.webhooks();
+      const { webhook } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+      const run = tag("release");
+      const res = await callJson(node.url, "PublishBatch", { entries: Array.from({ length: 6 }, (_, i) => ({ event: memory(run, `r-${i}`) })) });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      const ids = (res.body.results as Published[]).map((p) => p.id);
+      await rx.waitFor(1);
+      await sleep(300);
+      expect(rx.requests, "one slot: nothing else starts while the first request hangs").toHaveLength(1);
+
+      await node.stop(); // waits its 500 ms grace for the hanging request, then abandons it
+      stopped.done = true;
+      await node.restart();
+      stopped.done = false;
+      const started = Date.now();
+      await rx.waitFor(6, 5_000);
+      expect(Date.now() - started, "released deliveries are sent without waiting for a lease").toBeLessThan(5_000);
+      const sent = rx.requests.map((r) => String(r.headers["webhook-id"]));
+      expect(new Set(sent)).toEqual(new Set(ids));
+      // Every delivery but the abandoned one succeeded at its first attempt: a released lease
+      // takes its attempt back.
+      const deliveries = await eventually(async () => {
+        const page = await node.webhooks().listDeliveries({ webhookId: webhook!.id, pageSize: 10 });
+        return page.deliveries.filter((d) => d.status === DeliveryStatus.SUCCEEDED).length === 5 ? page.deliveries : undefined;
+      }, 5_000, "five succeeded deliveries");
+      const succeeded = deliveries.filter((d) => d.status === DeliveryStatus.SUCCEEDED);
+      expect(succeeded.map((d) => d.attempts)).toEqual([1, 1, 1, 1, 1]);
+      const abandoned = deliveries.filter((d) => d.status === DeliveryStatus.PENDING);
+      expect(abandoned).toHaveLength(1);
+      expect(abandoned[0]!.eventId).toBe(rx.requests[0]!.headers["webhook-id"]);
+    } finally {
+      if (!stopped.done) await node.stop();
+      await node.storage.drop();
+    }
+  });
+});

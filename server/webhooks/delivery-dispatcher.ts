@@ -9,7 +9,7 @@ import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
-import type { DeliveryRouter } from "./delivery-router.js";
+import type { DeliveryRouter, EndpointRow, LeaseBudget } from "./delivery-router.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
 
@@ -51,6 +51,7 @@ interface Endpoint {
   timeoutMs: number;
   batchMaxEvents: number;
   rateLimit: number;
+  ordered: boolean;
   contentMode: number;
   maxConsecutiveFailures: number;
   maxFailingMs: number;
@@ -58,16 +59,52 @@ interface Endpoint {
   failing: boolean;
 }
 
+/** A group of leased deliveries waiting on this node for a free request slot. */
+interface ReadyGroup {
+  group: Claimed[];
+  events: StoredEvent[];
+  /** performance.now() after which the lease is too short to start the request: it is left to expire instead. */
+  sendBy: number;
+  /** Came from the claim (a retry, an ordered, batching or rate-limited endpoint, overflow): its completion may free more of that work. */
+  fromClaim: boolean;
+}
+
 /**
- * Sends due deliveries. Each pass routes new events (DeliveryRouter), then claims due
- * deliveries with FOR UPDATE SKIP LOCKED and a lease longer than the request timeout, so
- * several nodes never send the same attempt, and a crashed node's work is taken over when
- * its lease runs out. The attempt record and the delivery's new state are written in one
- * transaction, fenced by the lease token: a node whose lease was taken over writes nothing.
+ * How many leased deliveries a node holds per request slot (in flight plus ready to send). A
+ * pass through the database takes several round trips; holding a few slots' worth keeps
+ * requests going while the next pass runs.
+ */
+const readyDepth = 4;
+
+/** Fewest events a routing pass reads, however little room there is: a pass costs the same for 1 or 32. */
+const minRouteRead = 32;
+
+/**
+ * Sends due deliveries. Each pass routes new events (DeliveryRouter), which leases the new
+ * deliveries this node has room for as it creates them, then, when there may be other due
+ * work (retries, overflow, ordered, batching or rate-limited endpoints, a crashed node's
+ * deliveries), claims it with FOR UPDATE SKIP LOCKED. Every lease is longer than the request
+ * timeout, so several nodes never send the same attempt, and a crashed node's work is taken
+ * over when its lease runs out. The attempt record and the delivery's new state are written
+ * in one transaction, fenced by the lease token: a node whose lease was taken over writes
+ * nothing. Leased deliveries wait in per-endpoint queues for a request slot; a request that
+ * ends starts the next one at once, without a pass.
  */
 export class DeliveryDispatcher {
   readonly #inFlight = new Map<Promise<void>, string>();
-  readonly #perEndpoint = new Map<string, number>();
+  /** Requests in flight per endpoint. */
+  readonly #sending = new Map<string, number>();
+  /** Leased groups per endpoint, waiting for a request slot. */
+  readonly #ready = new Map<string, ReadyGroup[]>();
+  /** Groups held per endpoint: in flight plus ready. */
+  readonly #held = new Map<string, number>();
+  #heldTotal = 0;
+  /** New events may be unrouted. */
+  #routeWanted = true;
+  /** Due work may be waiting for a claim. */
+  #claimWanted = true;
+  /** The last claim took everything it could: ask the database when the next retry is due. */
+  #claimCameBackShort = false;
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
   readonly #successWrittenAt = new Map<string, number>();
   readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items));
@@ -76,9 +113,9 @@ export class DeliveryDispatcher {
     (err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }),
     () => this.#schedule(),
   );
-  /** Requests the last pass claimed: 0 means due work is blocked (or there is none). */
-  #lastClaimed = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** Stopped, and the grace period is over: requests still running are not recorded. */
+  #abandoned = false;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -94,36 +131,18 @@ export class DeliveryDispatcher {
     this.wake();
   }
 
-  /** Runs a pass soon: new events were committed, or a slot freed up. */
-  wake = (): void => this.#passes.run();
+  /** Runs a pass soon that routes and claims: deliveries were created, redriven or changed. */
+  wake = (): void => {
+    this.#routeWanted = true;
+    this.#claimWanted = true;
+    this.#passes.run();
+  };
 
-  /**
-   * Stops claiming and waits, at most `graceMs`, for the requests in flight to finish and be
-   * recorded. Whatever is still running then is abandoned: its leases expire and another node
-   * (or this one, restarted) sends it again.
-   */
-  async stop(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
-    clearTimeout(this.#timer);
-    await this.#passes.stop();
-    let timer: NodeJS.Timeout | undefined;
-    const grace = new Promise<void>((r) => (timer = setTimeout(r, Math.min(graceMs, 2_147_483_647))));
-    await Promise.race([Promise.allSettled([...this.#inFlight.keys()]), grace]);
-    clearTimeout(timer);
-  }
-
-  async #pass(): Promise<void> {
-    while (!this.#passes.stopped && (await this.router.routeOnce()) > 0);
-    if (this.#nothingCanBeDue) {
-      this.#lastClaimed = 0;
-      return;
-    }
-    if (!this.#passes.stopped) await this.#claimAndSend();
-  }
-
-  /** No enabled endpoint and nothing in flight: no delivery can be claimable. */
-  get #nothingCanBeDue(): boolean {
-    return this.router.idle && this.#inFlight.size === 0;
-  }
+  /** New events were committed (here, or rung in by another node): route them. */
+  eventsArrived = (): void => {
+    this.#routeWanted = true;
+    this.#passes.run();
+  };
 
   /** An endpoint was created or changed on this node: route and claim again at once. */
   endpointsChanged = (): void => {
@@ -131,29 +150,173 @@ export class DeliveryDispatcher {
     this.wake();
   };
 
-  #schedule(): void {
-    if (this.#passes.stopped) return;
+  /**
+   * Stops claiming and waits, at most `graceMs`, for the requests in flight to finish and be
+   * recorded. Deliveries leased but not started are released for any node to take. Whatever is
+   * still running after the grace period is abandoned: its leases expire and another node (or
+   * this one, restarted) sends it again.
+   */
+  async stop(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
     clearTimeout(this.#timer);
-    // Idle (no endpoint), or busy (the last pass claimed work: its completions wake us): a
-    // timer is enough, and asking the database when the next delivery is due is not needed.
-    if (this.#nothingCanBeDue || this.#lastClaimed > 0) {
-      this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
-      this.#timer.unref();
+    await this.#passes.stop();
+    await this.#releaseReady();
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((r) => (timer = setTimeout(r, Math.min(graceMs, 2_147_483_647))));
+    await Promise.race([Promise.allSettled([...this.#inFlight.keys()]), grace]);
+    clearTimeout(timer);
+    // Whatever still runs is left to its leases: its answer, if it comes, is not recorded.
+    this.#abandoned = true;
+  }
+
+  get #capacity(): number {
+    return this.options.maxInFlight * readyDepth;
+  }
+
+  async #pass(): Promise<void> {
+    if (this.#routeWanted) {
+      this.#routeWanted = false;
+      while (!this.#passes.stopped) {
+        const room = this.#capacity - this.#heldTotal;
+        if (room <= 0) {
+          // Full: a request that ends wakes a pass, and another node may route meanwhile.
+          this.#routeWanted = true;
+          break;
+        }
+        const taken = new Map<string, number>();
+        let takenTotal = 0;
+        const budget: LeaseBudget = {
+          nodeId: this.options.nodeId,
+          take: (webhookId) => {
+            const mine = (this.#held.get(webhookId) ?? 0) + (taken.get(webhookId) ?? 0);
+            if (this.#heldTotal + takenTotal >= this.#capacity || mine >= this.options.maxInFlightPerEndpoint * readyDepth) return false;
+            taken.set(webhookId, (taken.get(webhookId) ?? 0) + 1);
+            takenTotal++;
+            return true;
+          },
+          leaseMs: (timeoutMs) => timeoutMs + this.options.leaseMarginMs,
+        };
+        const leasedAt = performance.now();
+        // Read about as many events as there is room for, so a backlog is routed as it is sent.
+        const routed = await this.router.routeOnce(budget, Math.max(minRouteRead, room));
+        if (routed.unleased > 0) this.#claimWanted = true;
+        for (const r of routed.leased) {
+          const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) };
+          this.#hold({ group: [claimed], events: [r.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
+        }
+        this.#pump();
+        if (routed.looked === 0) break;
+      }
+    }
+    if (this.#nothingCanBeDue) {
+      this.#claimWanted = false;
       return;
     }
+    if (this.#claimWanted && !this.#passes.stopped) await this.#claimAndSend();
+  }
+
+  /** No enabled endpoint and nothing held: no delivery can be claimable. */
+  get #nothingCanBeDue(): boolean {
+    return this.router.idle && this.#heldTotal === 0;
+  }
+
+  #hold(ready: ReadyGroup): void {
+    const id = ready.group[0]!.webhookId;
+    const queue = this.#ready.get(id);
+    if (queue) queue.push(ready);
+    else this.#ready.set(id, [ready]);
+    this.#held.set(id, (this.#held.get(id) ?? 0) + 1);
+    this.#heldTotal++;
+  }
+
+  #release(webhookId: string): void {
+    const left = (this.#held.get(webhookId) ?? 1) - 1;
+    if (left > 0) this.#held.set(webhookId, left);
+    else this.#held.delete(webhookId);
+    this.#heldTotal--;
+  }
+
+  /** Starts ready requests while there are free slots, per endpoint and in all. */
+  #pump(): void {
+    if (this.#passes.stopped) return;
+    for (const [webhookId, queue] of this.#ready) {
+      if (this.#inFlight.size >= this.options.maxInFlight) return;
+      const limit = queue[0]!.group[0]!.endpoint.ordered ? 1 : this.options.maxInFlightPerEndpoint;
+      while (queue.length > 0 && this.#inFlight.size < this.options.maxInFlight && (this.#sending.get(webhookId) ?? 0) < limit) {
+        const ready = queue.shift()!;
+        if (performance.now() > ready.sendBy) {
+          // Waited so long that the request could outlive its lease: let the lease expire and the delivery be claimed again.
+          this.logger.warn("a leased delivery waited too long for a request slot; it will be sent again when its lease expires", { webhook: webhookId, delivery: ready.group[0]!.id });
+          this.#release(webhookId);
+          continue;
+        }
+        this.#send(ready);
+      }
+      if (queue.length === 0) this.#ready.delete(webhookId);
+    }
+  }
+
+  #send(ready: ReadyGroup): void {
+    const { group, events } = ready;
+    const webhookId = group[0]!.webhookId;
+    this.#sending.set(webhookId, (this.#sending.get(webhookId) ?? 0) + 1);
+    const p: Promise<void> = this.#deliver(group, events)
+      .catch((err) => this.logger.error("delivery failed unexpectedly; its lease will expire and it will be retried", { err, webhook: webhookId }))
+      .finally(() => {
+        this.#inFlight.delete(p);
+        const sending = (this.#sending.get(webhookId) ?? 1) - 1;
+        if (sending > 0) this.#sending.set(webhookId, sending);
+        else this.#sending.delete(webhookId);
+        this.#release(webhookId);
+        if (ready.fromClaim) this.#claimWanted = true;
+        this.#pump();
+        // A pass only when there is work it could take and room for a good part of it.
+        if ((this.#routeWanted || this.#claimWanted) && this.#heldTotal <= this.#capacity / 2) this.#passes.run();
+      });
+    this.#inFlight.set(p, webhookId);
+  }
+
+  /** Gives back leases of deliveries that were never started (on stop), so any node can send them at once. */
+  async #releaseReady(): Promise<void> {
+    const groups = [...this.#ready.values()].flat();
+    this.#ready.clear();
+    const claimed = groups.flatMap((g) => g.group);
+    if (claimed.length === 0) return;
+    try {
+      await sql`
+        UPDATE tidings_deliveries d
+        SET attempts = d.attempts - 1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+        FROM unnest(${claimed.map((c) => c.id)}::text[], ${claimed.map((c) => c.leaseToken)}::text[]) AS c(id, token)
+        WHERE d.id = c.id AND d.lease_token = c.token AND d.status = 1`.execute(this.db);
+    } catch (err) {
+      this.logger.warn("could not release leased deliveries on stop; they will be sent when their leases expire", { err, deliveries: claimed.length });
+    }
+  }
+
+  #schedule(): void {
+    if (this.#passes.stopped) return;
+    const onTimer = () => {
+      this.#timer = undefined;
+      this.wake();
+    };
+    const arm = (ms: number) => {
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(onTimer, ms);
+      this.#timer.unref();
+    };
+    if (!this.#claimCameBackShort) {
+      // Idle, or busy (requests that end wake us): the poll timer is enough.
+      if (this.#timer === undefined) arm(this.options.pollIntervalMs);
+      return;
+    }
+    this.#claimCameBackShort = false;
     void this.#nextDueInMs().then((ms) => {
       if (this.#passes.stopped) return;
-      clearTimeout(this.#timer);
-      // Overdue work that the last pass could not claim is blocked (endpoint disabled, ordered
-      // mode waiting, per-endpoint cap, no rate token): a completion or a publish wakes us, so
-      // wait for the poll interval rather than spin.
-      const wait = ms <= 0 && this.#lastClaimed === 0 ? this.options.pollIntervalMs : ms;
-      this.#timer = setTimeout(this.wake, Math.max(10, Math.min(wait, this.options.pollIntervalMs)));
-      this.#timer.unref();
-    }, () => {
-      this.#timer = setTimeout(this.wake, this.options.pollIntervalMs);
-      this.#timer.unref();
-    });
+      // Overdue work that the last claim could not take is blocked (endpoint disabled, ordered
+      // mode waiting, per-endpoint cap, no rate token): an ending request or a publish wakes
+      // us, so wait for the poll interval rather than spin.
+      const wait = ms <= 0 ? this.options.pollIntervalMs : ms;
+      arm(Math.max(10, Math.min(wait, this.options.pollIntervalMs)));
+    }, () => arm(this.options.pollIntervalMs));
   }
 
   async #nextDueInMs(): Promise<number> {
@@ -165,36 +328,29 @@ export class DeliveryDispatcher {
   }
 
   async #claimAndSend(): Promise<void> {
-    const free = this.options.maxInFlight - this.#inFlight.size;
-    if (free <= 0) {
-      this.#lastClaimed = 0;
-      return;
-    }
+    const free = this.#capacity - this.#heldTotal;
+    if (free <= 0) return;
+    this.#claimWanted = false;
     const reports: Report[] = [];
-    const groups = await this.db.transaction().execute((trx) => this.#claim(trx, free, reports));
+    const blocked = { any: false };
+    const leasedAt = performance.now();
+    const groups = await this.db.transaction().execute((trx) => this.#claim(trx, free, reports, blocked));
     reports.forEach((r) => r());
-    this.#lastClaimed = groups.length;
+    // More may be claimable as soon as slots free up: a full claim, or work held back by a cap.
+    if (groups.length >= free || blocked.any) this.#claimWanted = true;
+    else this.#claimCameBackShort = true;
+    if (groups.length === 0) return;
     // The events of every claimed delivery in one read, not one per request.
-    const events = groups.length === 0 ? [] : await new EventReader(this.db, this.catalog).bySequences([...new Set(groups.flat().map((c) => c.eventSequence))]);
+    const events = await new EventReader(this.db, this.catalog).bySequences([...new Set(groups.flat().map((c) => c.eventSequence))]);
     const bySequence = new Map(events.map((e) => [e.sequence, e]));
     for (const group of groups) {
-      const endpoint = group[0]!.endpoint;
-      this.#perEndpoint.set(endpoint.id, (this.#perEndpoint.get(endpoint.id) ?? 0) + 1);
-      const p: Promise<void> = this.#deliver(group, group.flatMap((c) => bySequence.get(c.eventSequence) ?? []))
-        .catch((err) => this.logger.error("delivery failed unexpectedly; its lease will expire and it will be retried", { err, webhook: endpoint.id }))
-        .finally(() => {
-          this.#inFlight.delete(p);
-          const left = (this.#perEndpoint.get(endpoint.id) ?? 1) - 1;
-          if (left > 0) this.#perEndpoint.set(endpoint.id, left);
-          else this.#perEndpoint.delete(endpoint.id);
-          this.wake();
-        });
-      this.#inFlight.set(p, endpoint.id);
+      this.#hold({ group, events: group.flatMap((c) => bySequence.get(c.eventSequence) ?? []), sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: true });
     }
+    this.#pump();
   }
 
   /** Claims up to `free` requests' worth of due deliveries, grouped per request. */
-  async #claim(trx: Transaction<Database>, free: number, reports: Report[]): Promise<Claimed[][]> {
+  async #claim(trx: Transaction<Database>, free: number, reports: Report[], blocked: { any: boolean }): Promise<Claimed[][]> {
     // The enabled endpoints first (a small table), so the claim below reads deliveries alone in
     // the order of their index and stops after LIMIT rows. Joined in one query, the planner
     // sorted every due delivery on every pass, spilling to disk at 20,000.
@@ -224,10 +380,15 @@ export class DeliveryDispatcher {
     const taken = new Map<string, number>();
     for (const row of due.rows) {
       if (groups.length >= free) break;
-      const requests = (this.#perEndpoint.get(row.webhook_id) ?? 0) + (taken.get(row.webhook_id) ?? 0);
-      if (requests >= (row.ordered ? 1 : this.options.maxInFlightPerEndpoint)) continue;
-      if (row.batch_max_events > 0 && groups.some((g) => g[0]!.webhook_id === row.webhook_id)) continue;
-      if (row.rate_limit > 0 && !(await this.#takeRateToken(trx, row.webhook_id, row.rate_limit))) continue;
+      const held = (this.#held.get(row.webhook_id) ?? 0) + (taken.get(row.webhook_id) ?? 0);
+      if (held >= (row.ordered ? 1 : this.options.maxInFlightPerEndpoint * readyDepth) || (row.batch_max_events > 0 && groups.some((g) => g[0]!.webhook_id === row.webhook_id))) {
+        blocked.any = true;
+        continue;
+      }
+      if (row.rate_limit > 0 && !(await this.#takeRateToken(trx, row.webhook_id, row.rate_limit))) {
+        blocked.any = true;
+        continue;
+      }
       const group = row.batch_max_events > 0 && !row.ordered ? await this.#fillBatch(trx, row) : [row];
       groups.push(group);
       taken.set(row.webhook_id, (taken.get(row.webhook_id) ?? 0) + 1);
@@ -238,7 +399,7 @@ export class DeliveryDispatcher {
     for (const group of groups) {
       const out: Claimed[] = [];
       for (const row of group) {
-        const endpoint = toEndpoint(row);
+        const endpoint = toEndpoint(row.webhook_id, row);
         if (row.lease_owner !== null) {
           // The previous holder's lease ran out mid-attempt (crashed or stopped): record that.
           await this.#recordAttempt(trx, row.id, row.webhook_id, row.attempts, {
@@ -306,6 +467,7 @@ export class DeliveryDispatcher {
     const outcome = events.length === 0
       ? { startedAt: now, durationMs: 0, statusCode: 0, responseExcerpt: "", error: "the event is no longer in the log", retryAfterMs: undefined }
       : await sendRequest(this.agent, endpoint.url, buildDeliveryRequest({ contentMode: endpoint.contentMode, headers: endpoint.headers, secrets }, events, this.catalog, messageId, asBatch, now), endpoint.timeoutMs);
+    if (this.#abandoned) return;
     if (outcome.statusCode >= 200 && outcome.statusCode < 300) {
       await this.#completeSuccess(group, outcome);
       return;
@@ -437,30 +599,20 @@ export class DeliveryDispatcher {
   }
 }
 
-interface DueRow {
+/** The endpoint columns that sending needs, as the claim and the router read them. */
+type EndpointFields = Pick<EndpointRow, "url" | "headers" | "secrets" | "retry_policy" | "timeout_ms" | "batch_max_events" | "rate_limit" | "ordered" | "content_mode" | "max_consecutive_failures" | "max_failing_ms" | "failing">;
+
+interface DueRow extends EndpointFields {
   id: string;
   webhook_id: string;
   event_sequence: string;
   attempts: number;
   lease_owner: string | null;
-  url: string;
-  headers: Record<string, string>;
-  secrets: StoredSecret[];
-  retry_policy: StoredRetryPolicy;
-  timeout_ms: number;
-  batch_max_events: number;
-  rate_limit: number;
-  ordered: boolean;
-  content_mode: number;
-  max_consecutive_failures: number;
-  max_failing_ms: string | number;
-  /** The endpoint's health row records failures (as of the claim). */
-  failing: boolean;
 }
 
-function toEndpoint(row: DueRow): Endpoint {
+function toEndpoint(webhookId: string, row: EndpointFields): Endpoint {
   return {
-    id: row.webhook_id,
+    id: webhookId,
     url: row.url,
     headers: row.headers,
     secrets: row.secrets,
@@ -468,6 +620,7 @@ function toEndpoint(row: DueRow): Endpoint {
     timeoutMs: row.timeout_ms,
     batchMaxEvents: row.batch_max_events,
     rateLimit: row.rate_limit,
+    ordered: row.ordered,
     contentMode: row.content_mode,
     maxConsecutiveFailures: row.max_consecutive_failures,
     maxFailingMs: Number(row.max_failing_ms),

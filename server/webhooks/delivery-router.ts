@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
@@ -6,26 +7,72 @@ import { compileFilter } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
-import type { Database } from "../storage/schema.js";
+import type { StoredEvent } from "../event-log/stored-event.js";
+import type { Database, StoredRetryPolicy, StoredSecret } from "../storage/schema.js";
 
-/** What the router needs of an endpoint. */
-interface RoutableWebhook {
+/** An enabled endpoint as the router and the dispatcher read it: what routing and sending need. */
+export interface EndpointRow {
   id: string;
   patterns: string[];
   attributes: Record<string, string>;
   filter: string;
   updated_at: Date;
   from_sequence: string | bigint;
+  url: string;
+  headers: Record<string, string>;
+  secrets: StoredSecret[];
+  retry_policy: StoredRetryPolicy;
+  timeout_ms: number;
   batch_max_events: number;
   batch_max_wait_ms: number;
+  rate_limit: number;
+  ordered: boolean;
+  content_mode: number;
+  max_consecutive_failures: number;
+  max_failing_ms: string | number;
+  /** The endpoint's health row records failures (as of this read). */
+  failing: boolean;
 }
+
+/**
+ * How many new deliveries the routing node can send soon. The router leases those to it in the
+ * same statement that creates them, so they need no claim: routing, claiming and reading the
+ * events again were three trips through the database for every delivery, one after another.
+ */
+export interface LeaseBudget {
+  nodeId: string;
+  /** Takes a slot for one delivery to this endpoint; false when the node holds enough for it. */
+  take(webhookId: string): boolean;
+  /** The lease of a delivery to an endpoint with this request timeout. */
+  leaseMs(timeoutMs: number): number;
+}
+
+/** A delivery the router created already leased to this node, with what sending it needs. */
+export interface RoutedDelivery {
+  id: string;
+  leaseToken: string;
+  endpoint: EndpointRow;
+  event: StoredEvent;
+}
+
+export interface RouteResult {
+  /** Events looked at: 0 when caught up, nobody to route to, or another node routes. */
+  looked: number;
+  /** Deliveries created and leased to this node. */
+  leased: RoutedDelivery[];
+  /** Deliveries created without a lease (no room here, or a batching, ordered or rate-limited endpoint): the claim sends them. */
+  unleased: number;
+}
+
+const nothingRouted: RouteResult = { looked: 0, leased: [], unleased: 0 };
 
 /**
  * Materialises deliveries from the durable log: for each new event, one pending delivery per
  * enabled endpoint whose patterns, attributes and filter match. The deliveries and the
  * router's cursor move in one transaction, so a crash loses nothing and routes nothing twice;
  * publishing never waits for it, however many endpoints there are. One node routes at a time
- * (the cursor row is locked with SKIP LOCKED; the others skip).
+ * (the cursor row is locked with SKIP LOCKED; the others skip). Deliveries the routing node has
+ * room for are leased to it as they are created (see LeaseBudget).
  */
 export class DeliveryRouter {
   readonly #matchers = new Map<string, { version: number; matcher: EventMatcher }>();
@@ -55,64 +102,84 @@ export class DeliveryRouter {
     this.#noEndpointsUntil = 0;
   }
 
-  /** Routes the next events; returns how many it looked at (0: caught up, nobody to route to, or another node routes). */
-  async routeOnce(): Promise<number> {
-    if (this.idle) return 0;
+  /** Routes the next events, at most `limit` (and the router's batch size); leases what `budget` has room for. */
+  async routeOnce(budget?: LeaseBudget, limit = this.batchSize): Promise<RouteResult> {
+    if (this.idle) return nothingRouted;
     return this.db.transaction().execute(async (trx) => {
-      const cursor = await sql<{ last_sequence: string }>`
-        SELECT last_sequence FROM tidings_webhook_router WHERE id = 1 FOR UPDATE SKIP LOCKED`.execute(trx);
-      if (cursor.rows.length === 0) return 0;
+      // The head is read with the cursor, before the endpoints: one created after this read starts after it.
+      const cursor = await sql<{ last_sequence: string; head: string }>`
+        SELECT r.last_sequence, h.last_sequence AS head
+        FROM tidings_webhook_router r CROSS JOIN tidings_log_head h
+        WHERE r.id = 1 FOR UPDATE OF r SKIP LOCKED`.execute(trx);
+      if (cursor.rows.length === 0) return nothingRouted;
       const last = BigInt(cursor.rows[0]!.last_sequence);
-      const reader = new EventReader(trx, this.catalog);
-      // The head is read before the endpoints: one created after this read starts after it.
-      const head = await reader.headSequence();
-      if (head <= last) return 0;
-      const webhooks = await trx
-        .selectFrom("tidings_webhooks")
-        .select(["id", "patterns", "attributes", "filter", "updated_at", "from_sequence", "batch_max_events", "batch_max_wait_ms"])
-        .where("enabled", "=", true)
-        .execute();
-      if (webhooks.length === 0) {
+      const head = BigInt(cursor.rows[0]!.head);
+      if (head <= last) return nothingRouted;
+      const webhooks = await sql<EndpointRow>`
+        SELECT id, patterns, attributes, "filter", updated_at, from_sequence, url, headers, secrets, retry_policy,
+               timeout_ms, batch_max_events, batch_max_wait_ms, rate_limit, ordered, content_mode,
+               max_consecutive_failures, max_failing_ms,
+               (consecutive_failures > 0 OR failing_since IS NOT NULL) AS failing
+        FROM tidings_webhooks WHERE enabled`.execute(trx);
+      if (webhooks.rows.length === 0) {
         this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
         // Nobody to deliver to: skip ahead instead of reading every event.
         await trx.updateTable("tidings_webhook_router").set({ last_sequence: head.toString() }).where("id", "=", 1).execute();
-        return 0;
+        return nothingRouted;
       }
-      const events = await reader.readRange(last, head, this.batchSize);
-      if (events.length === 0) return 0;
-      const now = Date.now();
-      const rows = [];
-      for (const w of webhooks) {
+      const events = await new EventReader(trx, this.catalog).readRange(last, head, Math.max(1, Math.min(limit, this.batchSize)));
+      if (events.length === 0) return nothingRouted;
+      const rows: NewDelivery[] = [];
+      const leased: RoutedDelivery[] = [];
+      for (const w of webhooks.rows) {
         const matcher = this.#matcherFor(w);
         const from = BigInt(w.from_sequence);
+        // Batching, ordered and rate-limited endpoints are sent by the claim, which knows their rules.
+        const leasable = budget !== undefined && w.batch_max_events === 0 && !w.ordered && w.rate_limit === 0;
         for (const event of events) {
           if (event.sequence <= from || !matcher.matches(event)) continue;
-          rows.push({
-            id: `dlv_${uuidV7()}`,
-            webhook_id: w.id,
-            event_sequence: event.sequence.toString(),
-            event_id: event.id,
-            event_type: event.type,
-            // A batching endpoint's deliveries wait for the batch to fill, at most max_wait.
-            next_attempt_at: new Date(now + (w.batch_max_events > 0 ? w.batch_max_wait_ms : 0)),
-          });
+          const id = `dlv_${uuidV7()}`;
+          const token = leasable && budget.take(w.id) ? randomUUID() : "";
+          // A batching endpoint's deliveries wait for the batch to fill, at most max_wait.
+          rows.push({ id, w, event, waitMs: w.batch_max_events > 0 ? w.batch_max_wait_ms : 0, token, leaseMs: token ? budget!.leaseMs(w.timeout_ms) : 0 });
+          if (token) leased.push({ id, leaseToken: token, endpoint: w, event });
         }
       }
-      for (let i = 0; i < rows.length; i += 1000) {
-        await trx.insertInto("tidings_deliveries").values(rows.slice(i, i + 1000)).execute();
-      }
-      await this.#flushFullBatches(trx, webhooks);
-      await trx.updateTable("tidings_webhook_router").set({ last_sequence: events[events.length - 1]!.sequence.toString() }).where("id", "=", 1).execute();
-      if (rows.length > 0) this.logger.debug("deliveries routed", { events: events.length, deliveries: rows.length });
-      return events.length;
+      const routedTo = events[events.length - 1]!.sequence;
+      await this.#insert(trx, rows, routedTo, budget?.nodeId ?? "");
+      if (webhooks.rows.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(trx, webhooks.rows);
+      if (rows.length > 0) this.logger.debug("deliveries routed", { events: events.length, deliveries: rows.length, leased: leased.length });
+      return { looked: events.length, leased, unleased: rows.length - leased.length };
     });
+  }
+
+  /**
+   * The deliveries and the cursor in one statement. A leased delivery counts its attempt now,
+   * as a claim would: attempts is the number of attempts started or about to start.
+   */
+  async #insert(trx: Kysely<Database>, rows: NewDelivery[], routedTo: bigint, nodeId: string): Promise<void> {
+    const col = <V>(pick: (r: NewDelivery) => V) => rows.map(pick);
+    await sql`
+      WITH moved AS (
+        UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()} WHERE id = 1
+      )
+      INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
+      SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now() + d.wait_ms * interval '1 millisecond',
+             CASE WHEN d.token = '' THEN 0 ELSE 1 END,
+             CASE WHEN d.token = '' THEN NULL ELSE ${nodeId} END,
+             NULLIF(d.token, ''),
+             CASE WHEN d.token = '' THEN NULL ELSE now() + d.lease_ms * interval '1 millisecond' END
+      FROM unnest(${col((r) => r.id)}::text[], ${col((r) => r.w.id)}::text[], ${col((r) => r.event.sequence.toString())}::bigint[],
+                  ${col((r) => r.event.id)}::text[], ${col((r) => r.event.type)}::text[], ${col((r) => r.waitMs)}::int[],
+                  ${col((r) => r.token)}::text[], ${col((r) => r.leaseMs)}::int[])
+        AS d(id, webhook_id, seq, event_id, event_type, wait_ms, token, lease_ms)`.execute(trx);
   }
 
   /**
    * Full batches need not wait for max_wait: the oldest whole multiple of max_events pending
    * deliveries become due now; a partial remainder keeps waiting for its batch to fill.
    */
-  async #flushFullBatches(trx: Kysely<Database>, webhooks: readonly RoutableWebhook[]): Promise<void> {
+  async #flushFullBatches(trx: Kysely<Database>, webhooks: readonly EndpointRow[]): Promise<void> {
     for (const w of webhooks) {
       if (w.batch_max_events === 0) continue;
       await sql`
@@ -127,7 +194,7 @@ export class DeliveryRouter {
     }
   }
 
-  #matcherFor(w: RoutableWebhook): EventMatcher {
+  #matcherFor(w: EndpointRow): EventMatcher {
     const version = w.updated_at.getTime();
     const cached = this.#matchers.get(w.id);
     if (cached?.version === version) return cached.matcher;
@@ -140,4 +207,14 @@ export class DeliveryRouter {
     this.#matchers.set(w.id, { version, matcher });
     return matcher;
   }
+}
+
+interface NewDelivery {
+  id: string;
+  w: EndpointRow;
+  event: StoredEvent;
+  waitMs: number;
+  /** The lease token when the delivery is leased to this node as it is created, else "". */
+  token: string;
+  leaseMs: number;
 }
