@@ -71,8 +71,10 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   let committedHere = 0n;
   const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head, written) => {
     if (head > committedHere) committedHere = head;
-    tail.offerCommitted(written);
-    dispatcher.eventsArrived();
+    // One StoredEvent per event for both: they cache the decoded payload and its renderings.
+    const events = reader.fromCommitted(written);
+    tail.offerCommitted(events);
+    dispatcher.eventsArrived(events);
   }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const systemEvents = createSystemEvents(catalog, appendQueue, logger);

@@ -1,6 +1,6 @@
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { EventReader } from "../event-log/event-reader.js";
-import type { EventRow, StoredEvent } from "../event-log/stored-event.js";
+import type { StoredEvent } from "../event-log/stored-event.js";
 import type { Logger } from "../logging/logger.js";
 
 /** Events the tail read in one go: every event with `after < sequence <= upTo`, unfiltered. */
@@ -81,13 +81,12 @@ export class LogTail {
    * quickest way from a publish to its subscribers. Otherwise (another node committed in
    * between, or a read is under way that may or may not see them) the tail reads as usual.
    */
-  offerCommitted(rows: readonly EventRow[]): void {
-    const first = rows[0];
-    if (this.#reading || first === undefined || BigInt(first.sequence) !== this.#position + 1n || this.#reader.stopped) {
+  offerCommitted(events: readonly StoredEvent[]): void {
+    const first = events[0];
+    if (this.#reading || first === undefined || first.sequence !== this.#position + 1n || this.#reader.stopped) {
       this.wake();
       return;
     }
-    const events = this.reader.fromCommitted(rows);
     const batch: TailBatch = { after: this.#position, upTo: events[events.length - 1]!.sequence, events };
     this.#position = batch.upTo;
     for (const l of this.#listeners) l.offer(batch);

@@ -79,6 +79,9 @@ const readyDepth = 4;
 /** Fewest events a routing pass reads, however little room there is: a pass costs the same for 1 or 32. */
 const minRouteRead = 32;
 
+/** Committed events kept for the router, so it need not read back what this node just wrote. */
+const recentLimit = 2_000;
+
 /**
  * Sends due deliveries. Each pass routes new events (DeliveryRouter), which leases the new
  * deliveries this node has room for as it creates them, then, when there may be other due
@@ -105,6 +108,8 @@ export class DeliveryDispatcher {
   #claimWanted = true;
   /** The last claim took everything it could: ask the database when the next retry is due. */
   #claimCameBackShort = false;
+  /** This node's latest committed events, consecutive (see eventsArrived). */
+  #recent: StoredEvent[] = [];
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
   readonly #successWrittenAt = new Map<string, number>();
   readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items));
@@ -138,10 +143,33 @@ export class DeliveryDispatcher {
     this.#passes.run();
   };
 
-  /** New events were committed (here, or rung in by another node): route them. */
-  eventsArrived = (): void => {
+  /**
+   * New events were committed (here, or rung in by another node): route them. This node's own
+   * commits come with their events, which the router then need not read back.
+   */
+  eventsArrived = (committed?: readonly StoredEvent[]): void => {
+    if (committed && committed.length > 0) this.#remember(committed);
     this.#routeWanted = true;
     this.#passes.run();
+  };
+
+  /** Keeps the latest run of consecutive committed events, up to recentLimit. */
+  #remember(committed: readonly StoredEvent[]): void {
+    const lastKnown = this.#recent[this.#recent.length - 1];
+    if (lastKnown === undefined || committed[0]!.sequence !== lastKnown.sequence + 1n) this.#recent = [];
+    this.#recent.push(...committed);
+    if (this.#recent.length > 2 * recentLimit) this.#recent = this.#recent.slice(-recentLimit);
+  }
+
+  /** The router's KnownEvents: what #recent holds from after + 1 on. */
+  readonly #known = (after: bigint, upTo: bigint, limit: number): StoredEvent[] | undefined => {
+    const first = this.#recent[0];
+    if (first === undefined) return undefined;
+    const from = Number(after + 1n - first.sequence);
+    if (from < 0 || from >= this.#recent.length) return undefined;
+    const out: StoredEvent[] = [];
+    for (let i = from; i < this.#recent.length && out.length < limit && this.#recent[i]!.sequence <= upTo; i++) out.push(this.#recent[i]!);
+    return out.length > 0 ? out : undefined;
   };
 
   /** An endpoint was created or changed on this node: route and claim again at once. */
@@ -197,7 +225,7 @@ export class DeliveryDispatcher {
         };
         const leasedAt = performance.now();
         // Read about as many events as there is room for, so a backlog is routed as it is sent.
-        const routed = await this.router.routeOnce(budget, Math.max(minRouteRead, room));
+        const routed = await this.router.routeOnce(budget, Math.max(minRouteRead, room), this.#known);
         if (routed.unleased > 0) this.#claimWanted = true;
         for (const r of routed.leased) {
           const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) };

@@ -16,8 +16,9 @@ export interface EndpointRow {
   patterns: string[];
   attributes: Record<string, string>;
   filter: string;
-  updated_at: Date;
-  from_sequence: string | bigint;
+  /** As text: the version of the endpoint's matcher. */
+  updated_at: string;
+  from_sequence: string;
   url: string;
   headers: Record<string, string>;
   secrets: StoredSecret[];
@@ -55,6 +56,9 @@ export interface RoutedDelivery {
   event: StoredEvent;
 }
 
+/** Events after `after` up to `upTo` (at most `limit`) that are in memory, in order from after + 1; undefined when that one is not. */
+export type KnownEvents = (after: bigint, upTo: bigint, limit: number) => StoredEvent[] | undefined;
+
 export interface RouteResult {
   /** Events looked at: 0 when caught up, nobody to route to, or another node routes. */
   looked: number;
@@ -75,7 +79,7 @@ const nothingRouted: RouteResult = { looked: 0, leased: [], unleased: 0 };
  * room for are leased to it as they are created (see LeaseBudget).
  */
 export class DeliveryRouter {
-  readonly #matchers = new Map<string, { version: number; matcher: EventMatcher }>();
+  readonly #matchers = new Map<string, { version: string; matcher: EventMatcher }>();
   /**
    * Until when the router knows that no endpoint is enabled. Without endpoints, routing is only
    * moving the cursor to the head, which can wait: a transaction per commit showed in profiles.
@@ -102,84 +106,100 @@ export class DeliveryRouter {
     this.#noEndpointsUntil = 0;
   }
 
-  /** Routes the next events, at most `limit` (and the router's batch size); leases what `budget` has room for. */
-  async routeOnce(budget?: LeaseBudget, limit = this.batchSize): Promise<RouteResult> {
+  /**
+   * Routes the next events, at most `limit` (and the router's batch size); leases what `budget`
+   * has room for. `known` may supply the events from memory (this node's own commits), which
+   * saves reading them back.
+   *
+   * Two statements and no lock held between them: the first reads the cursor, the head and the
+   * enabled endpoints in one snapshot; the second inserts the deliveries and moves the cursor
+   * only if it has not moved meanwhile (another node routed those events: it inserts nothing).
+   * The endpoints are read in the same snapshot as the head, so an endpoint created before an
+   * event committed is always seen with that event.
+   */
+  async routeOnce(budget?: LeaseBudget, limit = this.batchSize, known?: KnownEvents): Promise<RouteResult> {
     if (this.idle) return nothingRouted;
-    return this.db.transaction().execute(async (trx) => {
-      // The head is read with the cursor, before the endpoints: one created after this read starts after it.
-      const cursor = await sql<{ last_sequence: string; head: string }>`
-        SELECT r.last_sequence, h.last_sequence AS head
-        FROM tidings_webhook_router r CROSS JOIN tidings_log_head h
-        WHERE r.id = 1 FOR UPDATE OF r SKIP LOCKED`.execute(trx);
-      if (cursor.rows.length === 0) return nothingRouted;
-      const last = BigInt(cursor.rows[0]!.last_sequence);
-      const head = BigInt(cursor.rows[0]!.head);
-      if (head <= last) return nothingRouted;
-      const webhooks = await sql<EndpointRow>`
-        SELECT id, patterns, attributes, "filter", updated_at, from_sequence, url, headers, secrets, retry_policy,
-               timeout_ms, batch_max_events, batch_max_wait_ms, rate_limit, ordered, content_mode,
-               max_consecutive_failures, max_failing_ms,
-               (consecutive_failures > 0 OR failing_since IS NOT NULL) AS failing
-        FROM tidings_webhooks WHERE enabled`.execute(trx);
-      if (webhooks.rows.length === 0) {
-        this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
-        // Nobody to deliver to: skip ahead instead of reading every event.
-        await trx.updateTable("tidings_webhook_router").set({ last_sequence: head.toString() }).where("id", "=", 1).execute();
-        return nothingRouted;
+    const state = await sql<{ last_sequence: string; head: string; webhooks: EndpointRow[] }>`
+      SELECT r.last_sequence::text, h.last_sequence::text AS head,
+        (SELECT coalesce(json_agg(w), '[]'::json) FROM (
+          SELECT id, patterns, attributes, "filter", updated_at::text AS updated_at, from_sequence::text AS from_sequence,
+                 url, headers, secrets, retry_policy, timeout_ms, batch_max_events, batch_max_wait_ms, rate_limit, ordered,
+                 content_mode, max_consecutive_failures, max_failing_ms,
+                 (consecutive_failures > 0 OR failing_since IS NOT NULL) AS failing
+          FROM tidings_webhooks WHERE enabled ORDER BY id) w) AS webhooks
+      FROM tidings_webhook_router r CROSS JOIN tidings_log_head h
+      WHERE r.id = 1`.execute(this.db);
+    const row = state.rows[0];
+    if (!row) return nothingRouted;
+    const last = BigInt(row.last_sequence);
+    const head = BigInt(row.head);
+    if (head <= last) return nothingRouted;
+    const webhooks = row.webhooks;
+    if (webhooks.length === 0) {
+      this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
+      // Nobody to deliver to: skip ahead instead of reading every event.
+      await this.#insert([], last, head, "");
+      return nothingRouted;
+    }
+    const readLimit = Math.max(1, Math.min(limit, this.batchSize));
+    const events = known?.(last, head, readLimit) ?? (await new EventReader(this.db, this.catalog).readRange(last, head, readLimit));
+    if (events.length === 0) return nothingRouted;
+    const rows: NewDelivery[] = [];
+    const leased: RoutedDelivery[] = [];
+    for (const w of webhooks) {
+      const matcher = this.#matcherFor(w);
+      const from = BigInt(w.from_sequence);
+      // Batching, ordered and rate-limited endpoints are sent by the claim, which knows their rules.
+      const leasable = budget !== undefined && w.batch_max_events === 0 && !w.ordered && w.rate_limit === 0;
+      for (const event of events) {
+        if (event.sequence <= from || !matcher.matches(event)) continue;
+        const id = `dlv_${uuidV7()}`;
+        const token = leasable && budget.take(w.id) ? randomUUID() : "";
+        // A batching endpoint's deliveries wait for the batch to fill, at most max_wait.
+        rows.push({ id, w, event, waitMs: w.batch_max_events > 0 ? w.batch_max_wait_ms : 0, token, leaseMs: token ? budget!.leaseMs(w.timeout_ms) : 0 });
+        if (token) leased.push({ id, leaseToken: token, endpoint: w, event });
       }
-      const events = await new EventReader(trx, this.catalog).readRange(last, head, Math.max(1, Math.min(limit, this.batchSize)));
-      if (events.length === 0) return nothingRouted;
-      const rows: NewDelivery[] = [];
-      const leased: RoutedDelivery[] = [];
-      for (const w of webhooks.rows) {
-        const matcher = this.#matcherFor(w);
-        const from = BigInt(w.from_sequence);
-        // Batching, ordered and rate-limited endpoints are sent by the claim, which knows their rules.
-        const leasable = budget !== undefined && w.batch_max_events === 0 && !w.ordered && w.rate_limit === 0;
-        for (const event of events) {
-          if (event.sequence <= from || !matcher.matches(event)) continue;
-          const id = `dlv_${uuidV7()}`;
-          const token = leasable && budget.take(w.id) ? randomUUID() : "";
-          // A batching endpoint's deliveries wait for the batch to fill, at most max_wait.
-          rows.push({ id, w, event, waitMs: w.batch_max_events > 0 ? w.batch_max_wait_ms : 0, token, leaseMs: token ? budget!.leaseMs(w.timeout_ms) : 0 });
-          if (token) leased.push({ id, leaseToken: token, endpoint: w, event });
-        }
-      }
-      const routedTo = events[events.length - 1]!.sequence;
-      await this.#insert(trx, rows, routedTo, budget?.nodeId ?? "");
-      if (webhooks.rows.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(trx, webhooks.rows);
-      if (rows.length > 0) this.logger.debug("deliveries routed", { events: events.length, deliveries: rows.length, leased: leased.length });
-      return { looked: events.length, leased, unleased: rows.length - leased.length };
-    });
+    }
+    if (!(await this.#insert(rows, last, events[events.length - 1]!.sequence, budget?.nodeId ?? ""))) return nothingRouted;
+    if (webhooks.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(webhooks);
+    if (rows.length > 0) this.logger.debug("deliveries routed", { events: events.length, deliveries: rows.length, leased: leased.length });
+    return { looked: events.length, leased, unleased: rows.length - leased.length };
   }
 
   /**
-   * The deliveries and the cursor in one statement. A leased delivery counts its attempt now,
-   * as a claim would: attempts is the number of attempts started or about to start.
+   * The deliveries and the cursor in one statement, if the cursor is still at `from`; false when
+   * another node moved it first. A leased delivery counts its attempt now, as a claim would:
+   * attempts is the number of attempts started or about to start.
    */
-  async #insert(trx: Kysely<Database>, rows: NewDelivery[], routedTo: bigint, nodeId: string): Promise<void> {
+  async #insert(rows: NewDelivery[], from: bigint, routedTo: bigint, nodeId: string): Promise<boolean> {
     const col = <V>(pick: (r: NewDelivery) => V) => rows.map(pick);
-    await sql`
+    const res = await sql<{ moved: number }>`
       WITH moved AS (
-        UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()} WHERE id = 1
+        UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()}
+        WHERE id = 1 AND last_sequence = ${from.toString()}
+        RETURNING 1
+      ), inserted AS (
+        INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
+        SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now() + d.wait_ms * interval '1 millisecond',
+               CASE WHEN d.token = '' THEN 0 ELSE 1 END,
+               CASE WHEN d.token = '' THEN NULL ELSE ${nodeId} END,
+               NULLIF(d.token, ''),
+               CASE WHEN d.token = '' THEN NULL ELSE now() + d.lease_ms * interval '1 millisecond' END
+        FROM unnest(${col((r) => r.id)}::text[], ${col((r) => r.w.id)}::text[], ${col((r) => r.event.sequence.toString())}::bigint[],
+                    ${col((r) => r.event.id)}::text[], ${col((r) => r.event.type)}::text[], ${col((r) => r.waitMs)}::int[],
+                    ${col((r) => r.token)}::text[], ${col((r) => r.leaseMs)}::int[])
+          AS d(id, webhook_id, seq, event_id, event_type, wait_ms, token, lease_ms)
+        WHERE EXISTS (SELECT 1 FROM moved)
       )
-      INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
-      SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now() + d.wait_ms * interval '1 millisecond',
-             CASE WHEN d.token = '' THEN 0 ELSE 1 END,
-             CASE WHEN d.token = '' THEN NULL ELSE ${nodeId} END,
-             NULLIF(d.token, ''),
-             CASE WHEN d.token = '' THEN NULL ELSE now() + d.lease_ms * interval '1 millisecond' END
-      FROM unnest(${col((r) => r.id)}::text[], ${col((r) => r.w.id)}::text[], ${col((r) => r.event.sequence.toString())}::bigint[],
-                  ${col((r) => r.event.id)}::text[], ${col((r) => r.event.type)}::text[], ${col((r) => r.waitMs)}::int[],
-                  ${col((r) => r.token)}::text[], ${col((r) => r.leaseMs)}::int[])
-        AS d(id, webhook_id, seq, event_id, event_type, wait_ms, token, lease_ms)`.execute(trx);
+      SELECT count(*)::int AS moved FROM moved`.execute(this.db);
+    return Number(res.rows[0]?.moved ?? 0) > 0;
   }
 
   /**
    * Full batches need not wait for max_wait: the oldest whole multiple of max_events pending
    * deliveries become due now; a partial remainder keeps waiting for its batch to fill.
    */
-  async #flushFullBatches(trx: Kysely<Database>, webhooks: readonly EndpointRow[]): Promise<void> {
+  async #flushFullBatches(webhooks: readonly EndpointRow[]): Promise<void> {
     for (const w of webhooks) {
       if (w.batch_max_events === 0) continue;
       await sql`
@@ -190,12 +210,12 @@ export class DeliveryRouter {
           ORDER BY event_sequence
           LIMIT (SELECT (count(*) / ${w.batch_max_events}) * ${w.batch_max_events}
                  FROM tidings_deliveries WHERE webhook_id = ${w.id} AND status = 1 AND lease_owner IS NULL))
-        AND next_attempt_at > now()`.execute(trx);
+        AND next_attempt_at > now()`.execute(this.db);
     }
   }
 
   #matcherFor(w: EndpointRow): EventMatcher {
-    const version = w.updated_at.getTime();
+    const version = w.updated_at;
     const cached = this.#matchers.get(w.id);
     if (cached?.version === version) return cached.matcher;
     // Filters were checked when the endpoint was saved, so compiling cannot fail here.
