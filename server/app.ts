@@ -1,4 +1,5 @@
 import type http from "node:http";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type http2 from "node:http2";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
@@ -102,12 +103,14 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
 
   const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
   const connectHandler = createConnectHandler({
-    routes: (router) => {
-      router.service(EventService, createEventService({ catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }));
-      router.service(WebhookService, createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged }));
-      addReflection(router, [EventService, WebhookService], () => catalog.files);
-    },
+    services: [
+      { service: EventService, impl: createEventService({ catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }) },
+      { service: WebhookService, impl: createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged }) },
+    ],
+    routes: (router) => addReflection(router, [EventService, WebhookService], () => catalog.files),
     interceptors: [errorMappingInterceptor(logger)],
+    // What connectNodeAdapter accepts by default: compressed requests from gRPC and Connect clients.
+    acceptCompression: [compressionGzip, compressionBrotli],
     readMaxBytes: config.maxRequestBytes,
     writeMaxBytes: config.maxRequestBytes * 4,
     // Unknown fields are an error, not silently dropped: a typo must not lose data.

@@ -1,0 +1,150 @@
+/**
+ * Unary calls in protobuf binary skip Connect's generic pipeline (server/transport/unary-fast-path.ts).
+ * These tests speak the wire protocols directly, so they see exactly what any client would: the
+ * answers must be the ones Connect itself gives, and whatever the fast path does not take
+ * (compression, deadlines, JSON) must still work through Connect.
+ */
+import http2 from "node:http2";
+import { gzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
+import { PublishRequestSchema, PublishResponseSchema } from "../gen/tidings/v1/event_service_pb.js";
+import { memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer({ config: { maxRequestBytes: 64 * 1024 } });
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const publishPath = "/tidings.v1.EventService/Publish";
+
+function publishRequest(memoryId: string, extra: Record<string, unknown> = {}): Uint8Array {
+  const e = memoryCreated(memoryId, extra);
+  return toBinary(PublishRequestSchema, create(PublishRequestSchema, {
+    event: { type: e.type, source: e.source, payload: { case: "data", value: e.data } },
+  }));
+}
+
+function envelope(message: Uint8Array, flags = 0): Buffer {
+  const out = Buffer.alloc(5 + message.length);
+  out[0] = flags;
+  out.writeUInt32BE(message.length, 1);
+  out.set(message, 5);
+  return out;
+}
+
+interface GrpcAnswer {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  trailers: http2.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function grpcCall(path: string, body: Buffer, headers: Record<string, string> = {}): Promise<GrpcAnswer> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(t.url);
+    session.on("error", reject);
+    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers", ...headers });
+    let responseHeaders: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    req.on("response", (h) => (responseHeaders = h));
+    req.on("trailers", (h) => (trailers = h));
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      session.close();
+      resolve({ status: Number(responseHeaders[":status"]), headers: responseHeaders, trailers, body: Buffer.concat(chunks) });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+async function connectProtoCall(path: string, body: Uint8Array, headers: Record<string, string> = {}) {
+  const res = await fetch(`${t.url}${path}`, { method: "POST", headers: { "content-type": "application/proto", ...headers }, body });
+  return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
+}
+
+/** The field violations of a gRPC error, as a Connect client reads them from the trailers. */
+function grpcViolations(trailers: http2.IncomingHttpHeaders): string[] {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(trailers)) if (!k.startsWith(":") && v !== undefined) headers.set(k, String(v));
+  const error = findTrailerError(headers);
+  return error?.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field)) ?? [];
+}
+
+describe("unary calls in protobuf binary", () => {
+  it("gRPC: publishes and answers with one envelope and grpc-status 0 in the trailers", async () => {
+    const res = await grpcCall(publishPath, envelope(publishRequest("fast-grpc")));
+    expect(res.status).toBe(200);
+    expect(res.headers["content-type"]).toBe("application/grpc+proto");
+    expect(res.trailers["grpc-status"]).toBe("0");
+    expect(res.body.readUInt32BE(1)).toBe(res.body.length - 5);
+    const answer = fromBinary(PublishResponseSchema, res.body.subarray(5));
+    expect(answer.id).toMatch(uuid);
+    expect(answer.sequence).toBeGreaterThan(0n);
+  });
+
+  it("gRPC: a refused publish has the exact code, message and field violations in the trailers", async () => {
+    const res = await grpcCall(publishPath, envelope(toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: { type: "memory.created" } }))));
+    expect(res.status).toBe(200);
+    expect(res.trailers["grpc-status"]).toBe("3"); // invalid_argument
+    expect(decodeURIComponent(String(res.trailers["grpc-message"]))).toContain("event.source");
+    expect(grpcViolations(res.trailers)).toContain("event.source");
+    expect(res.body.length).toBe(0);
+  });
+
+  it("gRPC: a broken envelope is invalid_argument, an oversized one resource_exhausted, never internal", async () => {
+    const message = publishRequest("fast-broken");
+    const short = await grpcCall(publishPath, envelope(message).subarray(0, 10));
+    expect(short.trailers["grpc-status"]).toBe("3");
+    const two = await grpcCall(publishPath, Buffer.concat([envelope(message), envelope(message)]));
+    expect(two.trailers["grpc-status"]).toBe("3");
+    expect(decodeURIComponent(String(two.trailers["grpc-message"]))).toContain("extra input message");
+    const garbage = await grpcCall(publishPath, envelope(Buffer.from([0xff, 0xff, 0xff])));
+    expect(garbage.trailers["grpc-status"]).toBe("3");
+    const big = await grpcCall(publishPath, envelope(publishRequest("fast-big", { content: "x".repeat(70 * 1024) })));
+    expect(big.trailers["grpc-status"]).toBe("8"); // resource_exhausted
+  });
+
+  it("gRPC: a compressed request and a request with a deadline still go through Connect", async () => {
+    const gz = await grpcCall(publishPath, envelope(gzipSync(publishRequest("fast-gzip")), 1), { "grpc-encoding": "gzip" });
+    expect(gz.trailers["grpc-status"]).toBe("0");
+    expect(fromBinary(PublishResponseSchema, gz.body.subarray(5)).id).toMatch(uuid);
+    const deadline = await grpcCall(publishPath, envelope(publishRequest("fast-deadline")), { "grpc-timeout": "5S" });
+    expect(deadline.trailers["grpc-status"]).toBe("0");
+  });
+
+  it("Connect: publishes in binary, and a refusal is Connect's JSON error with its HTTP status", async () => {
+    const ok = await connectProtoCall(publishPath, publishRequest("fast-connect"));
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get("content-type")).toBe("application/proto");
+    expect(fromBinary(PublishResponseSchema, ok.body).id).toMatch(uuid);
+
+    const refused = await connectProtoCall(publishPath, toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: { type: "memory.created" } })));
+    expect(refused.status).toBe(400);
+    expect(refused.headers.get("content-type")).toBe("application/json");
+    const error = JSON.parse(refused.body.toString());
+    expect(error.code).toBe("invalid_argument");
+    expect(error.message).toContain("event.source");
+    expect(error.details[0].type).toBe("google.rpc.BadRequest");
+
+    const garbage = await connectProtoCall(publishPath, Buffer.from([0xff, 0xff, 0xff]));
+    expect(garbage.status).toBe(400);
+    expect(JSON.parse(garbage.body.toString()).code).toBe("invalid_argument");
+  });
+
+  it("Connect: a compressed request still goes through Connect; an unknown method is 404", async () => {
+    const gz = await connectProtoCall(publishPath, gzipSync(publishRequest("fast-connect-gzip")), { "content-encoding": "gzip" });
+    expect(gz.status).toBe(200);
+    expect(fromBinary(PublishResponseSchema, gz.body).id).toMatch(uuid);
+    const missing = await connectProtoCall("/tidings.v1.EventService/NoSuchMethod", publishRequest("x"));
+    expect(missing.status).toBe(404);
+  });
+});
