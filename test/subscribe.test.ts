@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
-import { StartPosition } from "../sdk/index.js";
+import { PayloadFormat, StartPosition } from "../sdk/index.js";
 import { collect, openConnectJsonStream } from "./helpers/stream.js";
 import { callJson, eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
 
@@ -145,6 +145,31 @@ describe("subscribe", () => {
           if (res.message.case === "event") break;
         }
         await eventually(() => (t.server.streamStats().active === 0 ? true : undefined), 5000, `${transport} stream to close`);
+      }
+    }
+  });
+
+  it("a binary stream carries exactly the event GetEvent returns, in either payload format, on every transport", async () => {
+    // Binary streams carry each event encoded once per node (binaryEventResponse); decoded, it
+    // must be the very message GetEvent builds.
+    for (const transport of ["grpc", "connect", "grpc-web"] as const) {
+      for (const payloadFormat of [PayloadFormat.JSON, PayloadFormat.PROTO]) {
+        const client = t.client(transport);
+        const ac = new AbortController();
+        const it = client.subscribe({ patterns: ["memory.created"], attributes: { probe: `${transport}-${payloadFormat}` }, payloadFormat }, { signal: ac.signal })[Symbol.asyncIterator]();
+        try {
+          expect((await it.next()).value.message.case).toBe("heartbeat");
+          const published = await callJson(t.url, "Publish", { event: { ...memoryCreated(`bin-${transport}`, { content: "ünïcode ✓" }), attributes: { probe: `${transport}-${payloadFormat}` } } });
+          expect(published.status, JSON.stringify(published.body)).toBe(200);
+          const got = (await it.next()).value;
+          expect(got.message.case).toBe("event");
+          expect(got.cursor).toBe(got.message.value.sequence);
+          const { event } = await client.getEvent({ id: published.body.id, payloadFormat });
+          expect(got.message.value).toEqual(event);
+        } finally {
+          ac.abort();
+          await it.return?.();
+        }
       }
     }
   });

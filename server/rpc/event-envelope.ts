@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { create, type JsonObject, type Message, toBinary, toJson } from "@bufbuild/protobuf";
 import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
-import { PayloadFormat } from "../../gen/tidings/v1/event_service_pb.js";
+import { PayloadFormat, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { type FieldViolation, parseBinaryPayload, parseJsonPayload } from "../catalog/payload-validation.js";
 import type { NewEvent } from "../event-log/append-queue.js";
@@ -142,6 +143,27 @@ export function toApiEvent(stored: StoredEvent, format: PayloadFormat, catalog: 
   const proto = format === PayloadFormat.PROTO || !stored.entry;
   return stored.rendered(proto ? "api-proto" : "api-json", () => renderApiEvent(stored, proto, catalog));
 }
+
+/**
+ * The stream message for an event, for a subscriber whose stream is protobuf binary. The event
+ * is encoded once per node and payload format and carried as an already-encoded field 1
+ * (`event`), which protobuf-es writes out as it is (an unknown field of this message object):
+ * encoding the whole event for every subscriber was most of a fan-out's CPU. Decoded by any
+ * client, it is the same message as create(SubscribeResponseSchema, { message: event, cursor }).
+ * Not for JSON streams: JSON serialization leaves unknown fields out.
+ */
+export function binaryEventResponse(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog, cursor: bigint): SubscribeResponse {
+  const proto = format === PayloadFormat.PROTO || !stored.entry;
+  const field = stored.rendered(proto ? "stream-field-proto" : "stream-field-json", () => {
+    const event = toBinary(EventSchema, toApiEvent(stored, format, catalog));
+    return new BinaryWriter().uint32(event.byteLength).raw(event).finish();
+  });
+  const message = create(SubscribeResponseSchema, { cursor });
+  message.$unknown = [{ no: subscribeResponseEventField, wireType: WireType.LengthDelimited, data: field }];
+  return message;
+}
+
+const subscribeResponseEventField = SubscribeResponseSchema.field.event.number;
 
 function renderApiEvent(stored: StoredEvent, proto: boolean, catalog: EventCatalog): Event {
   const typeUrl = stored.entry?.typeUrl ?? `type.googleapis.com/unknown.${stored.type}`;

@@ -37,7 +37,7 @@ import { parseTypePattern, type TypePattern, TypePatternError } from "../filteri
 import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
 import { fieldError, invalidArgument } from "./errors.js";
-import { prepareEvent, toApiEvent, withFreshCatalog } from "./event-envelope.js";
+import { binaryEventResponse, prepareEvent, toApiEvent, withFreshCatalog } from "./event-envelope.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.js";
 
 export interface StreamStats {
@@ -131,13 +131,17 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         signal,
         onFallback: () => deps.streams.fallbacks++,
       });
+      // gRPC, gRPC-Web and Connect streams in protobuf binary get the event encoded once per node.
+      const binary = !/json/i.test(ctx.requestHeader.get("content-type") ?? "");
       let last = cursor;
       deps.streams.active++;
       try {
         for await (const item of items) {
           last = item.cursor;
           yield item.kind === "event"
-            ? create(SubscribeResponseSchema, { message: { case: "event", value: toApiEvent(item.event, req.payloadFormat, catalog) }, cursor: item.cursor })
+            ? binary
+              ? binaryEventResponse(item.event, req.payloadFormat, catalog, item.cursor)
+              : create(SubscribeResponseSchema, { message: { case: "event", value: toApiEvent(item.event, req.payloadFormat, catalog) }, cursor: item.cursor })
             : create(SubscribeResponseSchema, { message: { case: "heartbeat", value: { time: timestampFromDate(new Date()) } }, cursor: item.cursor });
         }
       } finally {
