@@ -93,9 +93,15 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   };
   // A ring for a head this node has already committed past is its own NOTIFY coming back (or
   // an older commit, which the wake for our own commit reads too): waking again would only
-  // repeat the same queries.
-  database.doorbell.onRing((head) => {
+  // repeat the same queries. Our own NOTIFY often arrives before the answer to the commit that
+  // sent it, so a ring during a commit is judged once that commit's answer is in.
+  const onRing = (head: bigint | undefined) => {
     if (head === undefined || head > committedHere) newEvents();
+  };
+  database.doorbell.onRing((head) => {
+    const committing = appendQueue.commitInFlight;
+    if (committing && head !== undefined) void committing.then(() => onRing(head));
+    else onRing(head);
   });
   dispatcher.start();
   const streams: StreamStats = { active: 0, fallbacks: 0 };

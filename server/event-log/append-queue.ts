@@ -94,6 +94,7 @@ export class AppendQueue {
   readonly stats = { commits: 0, events: 0, oneStatementCommits: 0 };
   #queue: Unit[] = [];
   #flushing: Promise<void> | undefined;
+  #commitInFlight: Promise<unknown> | undefined;
   #closed = false;
 
   constructor(
@@ -123,6 +124,11 @@ export class AppendQueue {
       });
   }
 
+  /** The group commit under way, if any: settles (never rejects) once its outcome is known and reported. */
+  get commitInFlight(): Promise<unknown> | undefined {
+    return this.#commitInFlight;
+  }
+
   /** Stops taking appends and waits for those already taken. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -132,6 +138,8 @@ export class AppendQueue {
   async #drain(): Promise<void> {
     while (this.#queue.length > 0) {
       const group = this.#takeGroup();
+      let settled!: () => void;
+      this.#commitInFlight = new Promise<void>((r) => (settled = r));
       try {
         const { outcomes, written, oneStatement } = this.#fitsOneStatement(group)
           ? await this.#commitOneStatement(group)
@@ -147,6 +155,9 @@ export class AppendQueue {
       } catch (err) {
         this.options.logger.warn("group commit failed", { err, units: group.length });
         group.forEach((u) => u.reject(err));
+      } finally {
+        this.#commitInFlight = undefined;
+        settled();
       }
     }
   }
