@@ -21,6 +21,9 @@ export interface LogTailOptions {
   pollIntervalMs: number;
   /** Rows per read. */
   readLimit: number;
+  /** Latest events kept for subscribers catching up (recent()), by count and by payload bytes. */
+  recentEvents: number;
+  recentBytes: number;
   logger: Logger;
 }
 
@@ -43,6 +46,10 @@ export class LogTail {
   #timer: NodeJS.Timeout | undefined;
   /** A read is under way: rows committed meanwhile may or may not be in it. */
   #reading = false;
+  /** The latest batches, contiguous, ending at `position` (see recent()). */
+  #window: TailBatch[] = [];
+  #windowEvents = 0;
+  #windowBytes = 0;
 
   constructor(
     private readonly reader: EventReader,
@@ -72,6 +79,53 @@ export class LogTail {
     this.#listeners.delete(listener);
   }
 
+  /**
+   * Events after `after` up to `upTo` (at most `limit`) from the latest batches, or undefined
+   * when those no longer reach back to `after`. A subscriber that fell behind catches up from
+   * here rather than from the database: many subscribers falling behind at once each read the
+   * log and each decoded and encoded the same events again, which made them fall further behind.
+   */
+  recent(after: bigint, upTo: bigint, limit: number): StoredEvent[] | undefined {
+    const window = this.#window;
+    if (window.length === 0 || after < window[0]!.after || after >= window[window.length - 1]!.upTo) return undefined;
+    // The first batch that ends past `after`.
+    let lo = 0;
+    let hi = window.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (window[mid]!.upTo <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: StoredEvent[] = [];
+    for (let b = lo; b < window.length; b++) {
+      for (const event of window[b]!.events) {
+        if (event.sequence <= after) continue;
+        if (event.sequence > upTo || out.length >= limit) return out;
+        out.push(event);
+      }
+    }
+    return out;
+  }
+
+  #remember(batch: TailBatch): void {
+    const last = this.#window[this.#window.length - 1];
+    if (last !== undefined && last.upTo !== batch.after) this.#forget();
+    this.#window.push(batch);
+    this.#windowEvents += batch.events.length;
+    for (const e of batch.events) this.#windowBytes += e.payload.byteLength;
+    while (this.#window.length > 1 && (this.#windowEvents > this.options.recentEvents || this.#windowBytes > this.options.recentBytes)) {
+      const dropped = this.#window.shift()!;
+      this.#windowEvents -= dropped.events.length;
+      for (const e of dropped.events) this.#windowBytes -= e.payload.byteLength;
+    }
+  }
+
+  #forget(): void {
+    this.#window = [];
+    this.#windowEvents = 0;
+    this.#windowBytes = 0;
+  }
+
   /** Reads whatever was committed since the last read. Cheap to call often. */
   wake = (): void => this.#reader.run();
 
@@ -89,6 +143,7 @@ export class LogTail {
     }
     const batch: TailBatch = { after: this.#position, upTo: events[events.length - 1]!.sequence, events };
     this.#position = batch.upTo;
+    this.#remember(batch);
     for (const l of this.#listeners) l.offer(batch);
   }
 
@@ -116,7 +171,10 @@ export class LogTail {
         // fall through to reading rows so they get their batch.
         const head = await this.reader.headSequence();
         if (this.#listeners.size === 0) {
-          if (head > this.#position) this.#position = head;
+          if (head > this.#position) {
+            this.#position = head;
+            this.#forget();
+          }
           break;
         }
       }
@@ -125,6 +183,7 @@ export class LogTail {
       if (events.length === 0) break;
       const batch: TailBatch = { after: this.#position, upTo: events[events.length - 1]!.sequence, events };
       this.#position = batch.upTo;
+      this.#remember(batch);
       for (const l of this.#listeners) l.offer(batch);
     }
   }

@@ -50,7 +50,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
       if (!attached) {
         const target = o.tail.position;
         if (cursor < target) {
-          const page = await o.reader.readRange(cursor, target, o.pageSize, sqlFilter);
+          const page = o.tail.recent(cursor, target, o.pageSize) ?? (await o.reader.readRange(cursor, target, o.pageSize, sqlFilter));
           for (const event of page) {
             if (o.signal.aborted) return;
             cursor = event.sequence;

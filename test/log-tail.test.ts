@@ -1,0 +1,118 @@
+/**
+ * The log tail's window of recent events (LogTail.recent), which subscribers that fell behind
+ * catch up from instead of the database. Real events, appended to a real database, reach the
+ * tail the way a server's commits do.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type EventCatalog, loadCatalog } from "../server/catalog/catalog.js";
+import { AppendQueue, type NewEvent } from "../server/event-log/append-queue.js";
+import { EventReader } from "../server/event-log/event-reader.js";
+import { uuidV7 } from "../server/event-log/uuid-v7.js";
+import { silentLogger } from "../server/logging/logger.js";
+import { type DatabaseHandle, openDatabase } from "../server/storage/open-database.js";
+import { LogTail } from "../server/streaming/log-tail.js";
+import { createTestStorage, type TestStorage } from "./helpers/database.js";
+
+let storage: TestStorage;
+let database: DatabaseHandle;
+let catalog: EventCatalog;
+let reader: EventReader;
+
+beforeAll(async () => {
+  storage = await createTestStorage();
+  database = await openDatabase({ databaseUrl: storage.databaseUrl, dataDir: storage.dataDir, poolSize: 4, logger: silentLogger });
+  catalog = await loadCatalog();
+  reader = new EventReader(database.db, catalog);
+});
+afterAll(async () => {
+  await database?.close();
+  await storage?.drop();
+});
+
+const event = (payloadBytes = 8): NewEvent => ({
+  id: uuidV7(),
+  type: "memory.created",
+  source: "test/tail",
+  subject: "",
+  time: new Date(),
+  attributes: {},
+  payload: new Uint8Array(payloadBytes),
+  idChosenByPublisher: false,
+  idempotencyKey: undefined,
+  requestHash: undefined,
+});
+
+/** A tail fed by an append queue, as in the server; `listen` attaches a listener so the tail keeps rows. */
+async function tailWithQueue(recentEvents: number, recentBytes = 1 << 30) {
+  const tail = new LogTail(reader, { pollIntervalMs: 60_000, readLimit: 1000, recentEvents, recentBytes, logger: silentLogger });
+  await tail.start();
+  tail.attach({ offer() {}, close() {} });
+  const queue = new AppendQueue(database.db, {
+    maxEventsPerCommit: 1000,
+    onCommitted: (_head, written) => tail.offerCommitted(reader.fromCommitted(written)),
+    logger: silentLogger,
+    oneStatementAppends: database.kind === "postgres",
+  });
+  return { tail, queue, start: tail.position };
+}
+
+describe("LogTail.recent", () => {
+  it("serves any range inside the window from memory, the same events the log holds, bounded by upTo and limit", async () => {
+    const { tail, queue, start } = await tailWithQueue(100);
+    try {
+      for (let i = 0; i < 5; i++) await queue.append([event(), event(), event()]); // 5 batches of 3
+      expect(tail.position).toBe(start + 15n);
+      const all = tail.recent(start, tail.position, 1000)!;
+      expect(all.map((e) => e.sequence)).toEqual(Array.from({ length: 15 }, (_, i) => start + 1n + BigInt(i)));
+      const fromLog = await reader.readRange(start, tail.position, 1000);
+      expect(all.map((e) => e.id)).toEqual(fromLog.map((e) => e.id));
+      // Starting inside a batch, ending before the head, and cut by the limit.
+      expect(tail.recent(start + 4n, start + 11n, 1000)!.map((e) => e.sequence)).toEqual([5n, 6n, 7n, 8n, 9n, 10n, 11n].map((n) => start + n));
+      expect(tail.recent(start + 4n, tail.position, 2)!.map((e) => e.sequence)).toEqual([start + 5n, start + 6n]);
+      // At the head there is nothing to catch up: attach instead.
+      expect(tail.recent(tail.position, tail.position, 10)).toBeUndefined();
+    } finally {
+      await queue.close();
+      await tail.stop();
+    }
+  });
+
+  it("forgets the oldest batches past its bounds, and answers undefined for a cursor before the window", async () => {
+    const { tail, queue, start } = await tailWithQueue(6, 1_000);
+    try {
+      for (let i = 0; i < 4; i++) await queue.append([event(), event()]); // 8 events in 4 batches; 6 kept
+      expect(tail.recent(start, tail.position, 100)).toBeUndefined();
+      expect(tail.recent(start + 1n, tail.position, 100)).toBeUndefined();
+      expect(tail.recent(start + 2n, tail.position, 100)!.map((e) => e.sequence)).toEqual([3n, 4n, 5n, 6n, 7n, 8n].map((n) => start + n));
+      // Large payloads: the byte bound keeps only the newest batch.
+      await queue.append([event(600)]);
+      await queue.append([event(600)]);
+      expect(tail.recent(start + 8n, tail.position, 100)).toBeUndefined();
+      expect(tail.recent(start + 9n, tail.position, 100)!.map((e) => e.sequence)).toEqual([start + 10n]);
+    } finally {
+      await queue.close();
+      await tail.stop();
+    }
+  });
+
+  it("another node's commit, read from the log, joins the window in order: no gap", async () => {
+    const { tail, queue, start } = await tailWithQueue(100);
+    // A second writer, like another node: the tail does not hear of its commit.
+    const other = new AppendQueue(database.db, { maxEventsPerCommit: 1000, onCommitted: () => {}, logger: silentLogger, oneStatementAppends: database.kind === "postgres" });
+    try {
+      await queue.append([event()]);
+      await other.append([event()]);
+      await queue.append([event()]); // offered, but does not follow the tail's position: read from the log
+      await new Promise((r) => setTimeout(r, 200));
+      tail.wake();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(tail.position).toBe(start + 3n);
+      expect(tail.recent(start, tail.position, 100)!.map((e) => e.sequence)).toEqual([start + 1n, start + 2n, start + 3n]);
+      expect(tail.recent(start + 1n, tail.position, 100)!.map((e) => e.sequence)).toEqual([start + 2n, start + 3n]);
+    } finally {
+      await other.close();
+      await queue.close();
+      await tail.stop();
+    }
+  });
+});
