@@ -1,4 +1,5 @@
 import http2 from "node:http2";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Pool } from "undici";
 
 /**
@@ -62,4 +63,79 @@ export function connectCaller(baseUrl: string, path: string, connections: number
     },
     close: () => pool.close(),
   };
+}
+
+/** A server stream opened by grpcServerStream. */
+export interface ServerStream {
+  /** Resolves when the stream ends (or fails: the error, not a rejection). */
+  ended: Promise<Error | undefined>;
+  cancel(): void;
+}
+
+/**
+ * A gRPC server stream on `session`: `body` (an encoded request) is sent once, and every
+ * message the server sends is handed to `onMessage` as it arrives, undecoded.
+ */
+export function grpcServerStream(session: http2.ClientHttp2Session, path: string, body: Uint8Array, onMessage: (message: Uint8Array) => void): ServerStream {
+  const frame = Buffer.allocUnsafe(5 + body.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers" });
+  let pending: Buffer = Buffer.alloc(0);
+  req.on("data", (chunk: Buffer) => {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    while (pending.length >= 5) {
+      const length = pending.readUInt32BE(1);
+      if (pending.length < 5 + length) break;
+      onMessage(pending.subarray(5, 5 + length));
+      pending = pending.subarray(5 + length);
+    }
+  });
+  let status: string | undefined;
+  req.on("trailers", (t) => (status = String(t["grpc-status"])));
+  const ended = new Promise<Error | undefined>((resolve) => {
+    req.on("error", (err) => resolve(err));
+    req.on("close", () => resolve(status === "0" || status === undefined ? undefined : new Error(`the stream ended with grpc-status ${status}`)));
+  });
+  req.end(frame);
+  return { ended, cancel: () => req.close(http2.constants.NGHTTP2_CANCEL) };
+}
+
+/**
+ * What a latency probe needs of a tidings.v1.SubscribeResponse, read straight off the wire: a
+ * heartbeat, or an event with its attributes. Decoding the whole message (payload Struct,
+ * timestamps) for 100 subscribers would make the bench process, not the server, the bottleneck.
+ */
+export function probeSubscribeResponse(bytes: Uint8Array): { heartbeat: true } | { heartbeat: false; attributes: Record<string, string> } | undefined {
+  const r = new BinaryReader(bytes);
+  while (r.pos < r.len) {
+    const [no, wireType] = r.tag();
+    if (no === 2 && wireType === WireType.LengthDelimited) return (r.skip(wireType), { heartbeat: true });
+    if (no !== 1 || wireType !== WireType.LengthDelimited) {
+      r.skip(wireType);
+      continue;
+    }
+    const event = new BinaryReader(r.bytes());
+    const attributes: Record<string, string> = {};
+    while (event.pos < event.len) {
+      const [field, type] = event.tag();
+      if (field !== 9 || type !== WireType.LengthDelimited) {
+        event.skip(type);
+        continue;
+      }
+      const entry = new BinaryReader(event.bytes());
+      let key = "";
+      let value = "";
+      while (entry.pos < entry.len) {
+        const [f, t] = entry.tag();
+        if (f === 1) key = entry.string();
+        else if (f === 2) value = entry.string();
+        else entry.skip(t);
+      }
+      attributes[key] = value;
+    }
+    return { heartbeat: false, attributes };
+  }
+  return undefined;
 }

@@ -1,12 +1,12 @@
+import http2 from "node:http2";
 import { readdir, readFile } from "node:fs/promises";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { connect as connectNats, type NatsConnection } from "@nats-io/transport-node";
 import pg from "pg";
-import { PublishRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
-import { createTidingsClient } from "../../sdk/index.js";
+import { PublishRequestSchema, SubscribeRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import { createScratchDatabase, type ScratchDatabase } from "../lib/database.js";
-import { grpcCaller } from "../lib/lean-clients.js";
+import { grpcCaller, grpcServerStream, probeSubscribeResponse } from "../lib/lean-clients.js";
 import { type BenchLimits, within } from "../lib/limits.js";
 import { atMostGoal, type BenchContext, type Case, type CaseResult, type GoalResult, type Metrics, medianOf, runCases, type Scenario } from "../lib/scenario.js";
 import { quantile } from "../lib/stats.js";
@@ -292,26 +292,26 @@ async function tidingsRun(server: TidingsProcess, subscribers: number, plan: Pla
   // The publisher: unary Publish over gRPC on one HTTP/2 connection, without a client framework
   // (lean-clients.ts), so that the bench process leaves the server its share of the two cores.
   const publisher = grpcCaller(server.url, "/tidings.v1.EventService/Publish", 1);
-  // The subscribers: the SDK's client, every Subscribe stream on one HTTP/2 connection.
-  const subscriberClient = createTidingsClient({ baseUrl: server.url, transport: "grpc" });
+  // The subscribers: every Subscribe stream on one HTTP/2 connection, read without a client
+  // framework either (lean-clients.ts): with the SDK's client, 100 subscribers cost the bench
+  // process more CPU than the server.
+  const session = http2.connect(server.url);
+  session.on("error", () => {});
   const tracker = new DeliveryTracker(plan, subscribers);
   const stop = new AbortController();
-  const loops = Array.from({ length: subscribers }, async (_, i) => {
-    try {
-      for await (const res of subscriberClient.subscribe({ patterns: ["memory.created"] }, { signal: stop.signal })) {
-        const now = performance.now();
-        if (res.message.case === "event") {
-          const { attributes } = res.message.value;
-          if (attributes["run"] === tracker.runId) tracker.deliver(i, Number(attributes["n"]), now);
-          else tracker.strays++;
-        } else if (res.message.case === "heartbeat") {
-          tracker.markReady(i);
-        }
-      }
-      if (!stop.signal.aborted) tracker.subscriberError ??= new Error("the subscribe stream ended");
-    } catch (err) {
-      if (!stop.signal.aborted) tracker.subscriberError ??= err;
-    }
+  const request = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { patterns: ["memory.created"] }));
+  const streams = Array.from({ length: subscribers }, (_, i) =>
+    grpcServerStream(session, "/tidings.v1.EventService/Subscribe", request, (bytes) => {
+      const now = performance.now();
+      const res = probeSubscribeResponse(bytes);
+      if (res === undefined) return;
+      if (res.heartbeat) tracker.markReady(i);
+      else if (res.attributes["run"] === tracker.runId) tracker.deliver(i, Number(res.attributes["n"]), now);
+      else tracker.strays++;
+    }));
+  const loops = streams.map(async (s) => {
+    const err = await s.ended;
+    if (!stop.signal.aborted) tracker.subscriberError ??= err ?? new Error("the subscribe stream ended");
   });
   try {
     // Count only events published after every subscriber got its first heartbeat.
@@ -335,7 +335,9 @@ async function tidingsRun(server: TidingsProcess, subscribers: number, plan: Pla
     );
   } finally {
     stop.abort();
+    for (const s of streams) s.cancel();
     await within(10_000, "the Tidings subscribers to stop", Promise.allSettled(loops)).catch(() => undefined);
+    await within(10_000, "closing the subscribers' connection", new Promise<void>((r) => session.close(() => r()))).catch(() => undefined);
     await within(10_000, "closing the publisher's connection", publisher.close()).catch(() => undefined);
   }
 }
@@ -498,7 +500,7 @@ export const deliveryLatencyScenario: Scenario = {
         notes: [
           `${ratePerSecond.toLocaleString("en-US")} events/s from one publisher, each event sent at its own millisecond (open loop, at most ${maxInFlight} outstanding, so a server that falls behind shows it as latency); ${plan.warm} warm-up events, then ${plan.counted.toLocaleString("en-US")} measured per run. Latency runs from just before the publish call to receipt in the subscriber, on one clock (this process); p50/p99/max are over every (measured event, subscriber) delivery.`,
           `A delivery still missing ${plan.drainMs} ms after the last publish is counted in "missed" and enters the percentiles as its age at that moment (a lower bound), so a stalled run is not flattered by leaving its slowest deliveries out. A publisher that falls behind stops at 1.25× the planned time; publish/s shows the rate it achieved.`,
-          "Tidings: unary Publish over gRPC on one HTTP/2 connection, each request encoded when it is sent, through bench/lib/lean-clients.ts rather than the SDK (the SDK's client spends ~0.6 ms of CPU per call in this process, CPU the server then lacks on 2 cores). Each subscriber is its own Subscribe stream through the SDK (createTidingsClient, gRPC, pattern memory.created, payload as JSON), all on a second HTTP/2 connection. Measuring starts only after every subscriber got its first heartbeat. One server for the scenario, warmed up with 300 events to 5 subscribers before the first case.",
+          "Tidings: unary Publish over gRPC on one HTTP/2 connection, each request encoded when it is sent, through bench/lib/lean-clients.ts rather than the SDK (the SDK's client spends ~0.6 ms of CPU per call in this process, CPU the server then lacks on 2 cores). Each subscriber is its own Subscribe stream (gRPC, pattern memory.created, payload as JSON), all on a second HTTP/2 connection, read by lean-clients.ts too: it splits the envelopes and reads only the attributes it needs off the wire (with the SDK's client, 100 subscribers cost the bench process more CPU than the server). Measuring starts only after every subscriber got its first heartbeat. One server for the scenario, warmed up with 300 events to 5 subscribers before the first case.",
           "JetStream: js.publish (waits for the stream's ack) on one connection; each subscriber is a durable pull consumer (consume(), ack policy none, deliver new) of a file-storage stream, all on a second connection: the same fan-out as Tidings, each consumer with its own cursor. A probe message that every consumer received opens the measurement. The stream is created per run and deleted after it.",
           "Durability differs: a Tidings publish returns (and is delivered) after a PostgreSQL commit that fsyncs (synchronous_commit on); JetStream's file store acks once the message is written to the OS and fsyncs on its sync_interval (2 min by default).",
           `PostgreSQL: one statement per event (INSERT … RETURNING with pg_notify, one transaction) from a pool of ${pgPublisherConnections} connections; one LISTEN connection SELECTs the notified rows (those notified while a SELECT runs are read by the next one). One listener only: the floor that Tidings' own delivery sits on.`,

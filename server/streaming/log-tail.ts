@@ -48,6 +48,8 @@ export class LogTail {
   #reading = false;
   /** The latest batches, contiguous, ending at `position` (see recent()). */
   #window: TailBatch[] = [];
+  /** Subscribers reading toward the tail: rows are worth keeping for them, whether or not anyone listens. */
+  #catchingUp = 0;
   #windowEvents = 0;
   #windowBytes = 0;
 
@@ -105,6 +107,15 @@ export class LogTail {
       }
     }
     return out;
+  }
+
+  /** A subscriber starts reading toward the tail (see recent()); `catchUpEnded` when it attaches or ends. */
+  catchUpStarted(): void {
+    this.#catchingUp++;
+  }
+
+  catchUpEnded(): void {
+    this.#catchingUp--;
   }
 
   #remember(batch: TailBatch): void {
@@ -166,11 +177,11 @@ export class LogTail {
   async #readPages(): Promise<void> {
     let full = true;
     while (full && !this.#reader.stopped) {
-      if (this.#listeners.size === 0) {
+      if (this.#listeners.size === 0 && this.#catchingUp === 0) {
         // Nobody to hand rows to: just follow the head. If someone attached while we waited,
         // fall through to reading rows so they get their batch.
         const head = await this.reader.headSequence();
-        if (this.#listeners.size === 0) {
+        if (this.#listeners.size === 0 && this.#catchingUp === 0) {
           if (head > this.#position) {
             this.#position = head;
             this.#forget();

@@ -44,6 +44,13 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
   };
   const sqlFilter = { patterns: o.matcher.patterns, attributes: o.matcher.attributes };
 
+  // While not attached the subscriber reads toward the tail, which keeps recent rows for it.
+  let catchingUp = true;
+  o.tail.catchUpStarted();
+  const caughtUp = () => {
+    if (catchingUp) o.tail.catchUpEnded();
+    catchingUp = false;
+  };
   yield beat();
   try {
     while (!o.signal.aborted) {
@@ -67,6 +74,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
         queue.reset();
         o.tail.attach(queue);
         attached = true;
+        caughtUp();
       }
       const next = await queue.next(Math.max(0, o.heartbeatMs - (Date.now() - lastSent)), o.signal);
       if (next === "timeout") {
@@ -78,6 +86,8 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
         o.tail.detach(queue);
         o.onFallback?.();
         attached = false;
+        catchingUp = true;
+        o.tail.catchUpStarted();
       } else {
         for (const event of next.events) {
           if (event.sequence <= cursor) continue;
@@ -92,6 +102,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
     }
   } finally {
     o.tail.detach(queue);
+    caughtUp();
   }
 }
 

@@ -7,13 +7,13 @@ import { checkJsonMessage, type FieldViolation } from "../catalog/payload-valida
 import type { Logger } from "../logging/logger.js";
 import { fieldError } from "../rpc/errors.js";
 import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
-import { createUnaryFastPath, type ServiceRegistration } from "./unary-fast-path.js";
+import { createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 export interface ConnectHandlerOptions extends ConnectRouterOptions {
-  /** The services; their unary binary calls take the fast path (unary-fast-path.ts). */
+  /** The services; their plain binary calls take the fast path (binary-fast-path.ts). */
   services: readonly ServiceRegistration[];
   /** Anything else to add to the router (reflection). */
   routes?(router: ConnectRouter): void;
@@ -26,8 +26,8 @@ export interface ConnectHandlerOptions extends ConnectRouterOptions {
 }
 
 /**
- * connectNodeAdapter, plus two things. Unary calls in protobuf binary take a fast path that
- * skips Connect's streaming plumbing (unary-fast-path.ts). And a Connect unary request with a JSON body is read and
+ * connectNodeAdapter, plus two things. Plain calls in protobuf binary take a fast path that
+ * skips Connect's generic pipeline (binary-fast-path.ts). And a Connect unary request with a JSON body is read and
  * checked against the method's input message first. protobuf-es names the field for a wrong
  * scalar but not for a bad Timestamp, Duration, FieldMask or enum name; this check reports every
  * problem with its field path (google.rpc.BadRequest), and an empty body with the fields the
@@ -38,7 +38,7 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
   for (const { service, impl } of options.services) router.service(service, impl);
   options.routes?.(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  const fastPath = createUnaryFastPath({
+  const fastPath = createBinaryFastPath({
     services: options.services,
     interceptors: options.interceptors ?? [],
     readMaxBytes: options.readMaxBytes ?? 0xffffffff,

@@ -12,7 +12,7 @@ import {
   type MethodImplSpec,
   type ServiceImpl,
 } from "@connectrpc/connect";
-import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
+import { createAsyncIterable, invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes, trailerMux } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
@@ -26,7 +26,7 @@ export interface ServiceRegistration {
   impl: Partial<ServiceImpl<any>>;
 }
 
-export interface UnaryFastPathOptions {
+export interface BinaryFastPathOptions {
   services: readonly ServiceRegistration[];
   /** The router's interceptors, run the same way around every call. */
   interceptors: readonly Interceptor[];
@@ -37,38 +37,50 @@ export interface UnaryFastPathOptions {
 
 type Protocol = "grpc" | "connect";
 type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
+type ServerStreamingSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>;
 
 /**
- * Unary calls in protobuf binary, gRPC or Connect, answered without Connect's generic request
- * pipeline. That pipeline treats every call as a stream: async iterables, envelopes split and
- * joined, web Headers converted both ways, and abort signals linked and aborted (a DOMException
- * per call). Profiles of Publish showed it as about a third of the server's CPU. The call itself
- * is Connect's own: the same implementation, the same interceptors (invokeUnaryImplementation),
- * the same error encodings (setTrailerStatus, errorToJsonBytes).
+ * Calls in protobuf binary answered without Connect's generic request pipeline. That pipeline
+ * treats every call as a stream of async iterables: envelopes split and joined, web Headers
+ * converted both ways, abort signals linked and aborted (a DOMException per call). Profiles
+ * showed it as about a third of the server's CPU per Publish, and as most of the CPU of
+ * streaming one event to many subscribers. The call itself is Connect's own: the same
+ * implementation and interceptors (invokeUnaryImplementation, transformInvokeImplementation),
+ * and the same error encodings (setTrailerStatus, errorToJsonBytes).
  *
- * Only the plainest requests come here: POST, `application/grpc[+proto]` over HTTP/2 or
- * `application/proto`, no compression and no deadline. Everything else (JSON, gRPC-Web, GET,
- * compressed bodies, deadlines, streams) goes to Connect, which `take` says by returning false
- * before it reads anything.
+ * Only the plainest requests come here: POST, no compression and no deadline; unary calls as
+ * `application/grpc[+proto]` over HTTP/2 or `application/proto`, server streams as gRPC.
+ * Everything else (JSON, gRPC-Web, Connect streams, GET, compressed bodies, deadlines) goes to
+ * Connect, which `take` says by returning false before it reads anything.
  */
-export function createUnaryFastPath(options: UnaryFastPathOptions) {
-  const specs = new Map<string, UnarySpec>();
+export function createBinaryFastPath(options: BinaryFastPathOptions) {
+  const unary = new Map<string, UnarySpec>();
+  const serverStreams = new Map<string, ServerStreamingSpec>();
   for (const { service, impl } of options.services) {
     const spec = createServiceImplSpec(service, impl);
     for (const method of service.methods) {
       const m = spec.methods[method.localName]!;
-      if (m.kind === "unary") specs.set(`/${service.typeName}/${method.name}`, m);
+      const path = `/${service.typeName}/${method.name}`;
+      if (m.kind === "unary") unary.set(path, m);
+      else if (m.kind === "server_streaming") serverStreams.set(path, m);
     }
   }
 
   return function take(path: string, req: NodeRequest, res: NodeResponse): boolean {
     if (req.method !== "POST") return false;
-    const spec = specs.get(path);
-    if (!spec) return false;
-    const protocol = protocolOf(req);
-    if (!protocol) return false;
-    void answer(protocol, spec, req, res, options);
-    return true;
+    const unarySpec = unary.get(path);
+    if (unarySpec) {
+      const protocol = protocolOf(req);
+      if (!protocol) return false;
+      void answer(protocol, unarySpec, req, res, options);
+      return true;
+    }
+    const streamSpec = serverStreams.get(path);
+    if (streamSpec && protocolOf(req) === "grpc") {
+      void stream(streamSpec, req as http2.Http2ServerRequest, res as http2.Http2ServerResponse, options);
+      return true;
+    }
+    return false;
   };
 }
 
@@ -86,30 +98,43 @@ function protocolOf(req: NodeRequest): Protocol | undefined {
   return undefined;
 }
 
-async function answer(protocol: Protocol, spec: UnarySpec, req: NodeRequest, res: NodeResponse, options: UnaryFastPathOptions): Promise<void> {
-  const method = spec.method as DescMethod;
-  const context = createHandlerContext({
+function contextFor(protocol: Protocol, spec: MethodImplSpec, req: NodeRequest, options: BinaryFastPathOptions, requestSignal?: AbortSignal) {
+  return createHandlerContext({
     ...spec,
-    service: method.parent,
+    service: spec.method.parent,
     requestMethod: "POST",
     protocolName: protocol,
     url: `http://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}${req.url}`,
     requestHeader: headersOf(req),
+    requestSignal,
     responseHeader: { "content-type": protocol === "grpc" ? "application/grpc+proto" : "application/proto" },
     responseTrailer: protocol === "grpc" ? { "grpc-status": "0" } : {},
     contextValues: options.contextValues?.(req),
   });
+}
+
+/** The request message: the whole body, unwrapped from its envelope for gRPC, decoded. */
+async function readInput(protocol: Protocol, method: DescMethod, req: NodeRequest, options: BinaryFastPathOptions) {
+  const bytes = await readBody(req, protocol === "grpc" ? options.readMaxBytes + 5 : options.readMaxBytes);
+  const input = protocol === "grpc" ? unwrapEnvelope(bytes, options.readMaxBytes) : bytes;
+  try {
+    return fromBinary(method.input, input);
+  } catch (err) {
+    throw new ConnectError(`cannot decode message ${method.input.typeName} from binary: ${(err as Error).message}`, Code.InvalidArgument);
+  }
+}
+
+function asConnectError(err: unknown): ConnectError {
+  return err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+}
+
+async function answer(protocol: Protocol, spec: UnarySpec, req: NodeRequest, res: NodeResponse, options: BinaryFastPathOptions): Promise<void> {
+  const method = spec.method as DescMethod;
+  const context = contextFor(protocol, spec, req, options);
   let body: Uint8Array | undefined;
   let error: ConnectError | undefined;
   try {
-    const bytes = await readBody(req, protocol === "grpc" ? options.readMaxBytes + 5 : options.readMaxBytes);
-    const input = protocol === "grpc" ? unwrapEnvelope(bytes, options.readMaxBytes) : bytes;
-    let message;
-    try {
-      message = fromBinary(method.input, input);
-    } catch (err) {
-      throw new ConnectError(`cannot decode message ${method.input.typeName} from binary: ${(err as Error).message}`, Code.InvalidArgument);
-    }
+    const message = await readInput(protocol, method, req, options);
     const output = await invokeUnaryImplementation(spec, context, message, options.interceptors as Interceptor[]);
     const encoded = toBinary(method.output, output);
     if (encoded.byteLength > options.writeMaxBytes) {
@@ -117,7 +142,7 @@ async function answer(protocol: Protocol, spec: UnarySpec, req: NodeRequest, res
     }
     body = encoded;
   } catch (err) {
-    error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+    error = asConnectError(err);
   }
   if (res.writableEnded || res.destroyed) return; // the client went away
   try {
@@ -147,6 +172,66 @@ function write(protocol: Protocol, context: HandlerContext, res: NodeResponse, b
   header.set("content-length", String(body!.byteLength));
   res.writeHead(status, plain(header));
   res.end(body!);
+}
+
+/**
+ * A gRPC server stream: each message written as its envelope as soon as the implementation
+ * yields it, waiting for the client when the stream's buffer is full; the status in trailers.
+ * The client going away aborts the call's signal, which ends the implementation.
+ */
+async function stream(spec: ServerStreamingSpec, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: BinaryFastPathOptions): Promise<void> {
+  const method = spec.method as DescMethod;
+  const cancel = new AbortController();
+  let finished = false;
+  res.once("close", () => {
+    if (!finished) cancel.abort(new ConnectError("the client cancelled the stream", Code.Canceled));
+  });
+  const context = contextFor("grpc", spec, req, options, cancel.signal);
+  let error: ConnectError | undefined;
+  let headersSent = false;
+  const sendHeaders = () => {
+    if (headersSent) return;
+    headersSent = true;
+    res.writeHead(200, plain(context.responseHeader));
+  };
+  try {
+    const input = await readInput("grpc", method, req, options);
+    const output = transformInvokeImplementation(spec, context, options.interceptors as Interceptor[])(createAsyncIterable([input]));
+    for await (const message of output) {
+      if (cancel.signal.aborted) break;
+      const encoded = toBinary(method.output, message);
+      if (encoded.byteLength > options.writeMaxBytes) {
+        throw new ConnectError(`message size ${encoded.byteLength} is larger than configured writeMaxBytes ${options.writeMaxBytes}`, Code.ResourceExhausted);
+      }
+      sendHeaders();
+      if (!res.write(envelope(encoded))) await drained(res, cancel.signal);
+    }
+  } catch (err) {
+    error = asConnectError(err);
+  }
+  finished = true;
+  if (cancel.signal.aborted || res.writableEnded || res.destroyed) return;
+  try {
+    sendHeaders();
+    if (error) setTrailerStatus(context.responseTrailer, error);
+    res.addTrailers(plain(context.responseTrailer));
+    res.end();
+  } catch {
+    // The stream closed between the check and the write: nobody is left to answer.
+  }
+}
+
+/** Resolves when the response can take more, or the call was cancelled. */
+function drained(res: http2.Http2ServerResponse, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    res.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 function headersOf(req: NodeRequest): Headers {

@@ -1,5 +1,5 @@
 /**
- * Unary calls in protobuf binary skip Connect's generic pipeline (server/transport/unary-fast-path.ts).
+ * Calls in protobuf binary skip Connect's generic pipeline (server/transport/binary-fast-path.ts).
  * These tests speak the wire protocols directly, so they see exactly what any client would: the
  * answers must be the ones Connect itself gives, and whatever the fast path does not take
  * (compression, deadlines, JSON) must still work through Connect.
@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
-import { PublishRequestSchema, PublishResponseSchema } from "../gen/tidings/v1/event_service_pb.js";
-import { memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
+import { PublishRequestSchema, PublishResponseSchema, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/tidings/v1/event_service_pb.js";
+import { eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -146,5 +146,74 @@ describe("unary calls in protobuf binary", () => {
     expect(fromBinary(PublishResponseSchema, gz.body).id).toMatch(uuid);
     const missing = await connectProtoCall("/tidings.v1.EventService/NoSuchMethod", publishRequest("x"));
     expect(missing.status).toBe(404);
+  });
+});
+
+/** A raw gRPC Subscribe: the envelopes as they arrive, decoded, and the trailers at the end. */
+function grpcSubscribe(request: Parameters<typeof create<typeof SubscribeRequestSchema>>[1]) {
+  const session = http2.connect(t.url);
+  const req = session.request({ ":method": "POST", ":path": "/tidings.v1.EventService/Subscribe", "content-type": "application/grpc+proto", te: "trailers" });
+  const messages: Array<ReturnType<typeof fromBinary<typeof SubscribeResponseSchema>>> = [];
+  let pending = Buffer.alloc(0);
+  req.on("data", (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+      messages.push(fromBinary(SubscribeResponseSchema, pending.subarray(5, 5 + pending.readUInt32BE(1))));
+      pending = pending.subarray(5 + pending.readUInt32BE(1));
+    }
+  });
+  let trailers: http2.IncomingHttpHeaders | undefined;
+  req.on("trailers", (h) => (trailers = h));
+  const closed = new Promise<void>((r) => req.on("close", () => r()));
+  req.on("error", () => {});
+  req.end(envelope(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, request))));
+  return {
+    messages,
+    trailers: () => trailers,
+    closed,
+    cancel: () => req.close(http2.constants.NGHTTP2_CANCEL),
+    close: () => session.close(),
+  };
+}
+
+describe("server streams in gRPC binary", () => {
+  it("Subscribe: a heartbeat, then the events as they are published, each its own envelope", async () => {
+    const sub = grpcSubscribe({ patterns: ["memory.created"], attributes: { probe: "fast-stream" } });
+    try {
+      await eventually(() => (sub.messages.length >= 1 ? true : undefined), 5_000, "the first heartbeat");
+      expect(sub.messages[0]!.message.case).toBe("heartbeat");
+      for (const id of ["s1", "s2", "s3"]) {
+        const e = memoryCreated(id);
+        const res = await connectProtoCall(publishPath, toBinary(PublishRequestSchema, create(PublishRequestSchema, {
+          event: { type: e.type, source: e.source, attributes: { probe: "fast-stream" }, payload: { case: "data", value: e.data } },
+        })));
+        expect(res.status).toBe(200);
+      }
+      const events = await eventually(() => {
+        const got = sub.messages.filter((m) => m.message.case === "event");
+        return got.length >= 3 ? got : undefined;
+      }, 5_000, "three events");
+      const sent = events.map((m) => (m.message.case === "event" ? m.message.value : undefined)!);
+      expect(sent.map((e) => (e.payload.case === "data" ? e.payload.value["memory_id"] : undefined))).toEqual(["s1", "s2", "s3"]);
+      expect(events.map((m) => m.cursor)).toEqual(sent.map((e) => e.sequence));
+    } finally {
+      sub.close();
+    }
+  });
+
+  it("Subscribe: a bad request ends with its code in the trailers and nothing sent; a cancel frees the stream", async () => {
+    const bad = grpcSubscribe({ patterns: ["a..b"] });
+    await bad.closed;
+    bad.close();
+    expect(bad.trailers()?.["grpc-status"]).toBe("3");
+    expect(decodeURIComponent(String(bad.trailers()?.["grpc-message"]))).toContain("patterns");
+    expect(bad.messages).toHaveLength(0);
+
+    const before = t.server.streamStats().active;
+    const subs = Array.from({ length: 5 }, () => grpcSubscribe({ patterns: ["memory.*"] }));
+    await eventually(() => (t.server.streamStats().active === before + 5 ? true : undefined), 5_000, "5 open streams");
+    for (const s of subs) s.cancel();
+    await eventually(() => (t.server.streamStats().active === before ? true : undefined), 5_000, "the streams freed");
+    for (const s of subs) s.close();
   });
 });
