@@ -34,7 +34,8 @@ async function main(): Promise<number> {
   const started = Date.now();
   const log = (message: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${message}\n`);
   const ctx: BenchContext = { limits, log };
-  const report: BenchReport = { date: new Date().toISOString(), quick: limits.quick, machine: machineInfo(await postgresVersion()), scenarios: [], failures: [] };
+  const partial = only !== undefined || values.runs !== undefined;
+  const report: BenchReport = { date: new Date().toISOString(), quick: limits.quick, partial, machine: machineInfo(await postgresVersion()), scenarios: [], failures: [] };
   log(`bench: ${chosen.length} scenarios, ${limits.runs} run(s) each${limits.quick ? " (quick)" : ""}`);
   for (const scenario of chosen) {
     log(`${scenario.id}: ${scenario.title}`);

@@ -6,6 +6,8 @@ import { formatNumber, type ScenarioResult } from "./scenario.js";
 export interface BenchReport {
   date: string;
   quick: boolean;
+  /** Only some scenarios, or another number of runs than the full run's: kept out of git. */
+  partial?: boolean;
   machine: { cpus: number; cpuModel: string; memoryGb: number; node: string; postgres: string; platform: string };
   scenarios: ScenarioResult[];
   /** Scenarios that failed to run, with why: a crash fails the bench. */
@@ -88,7 +90,7 @@ function escape(text: string): string {
 export async function writeReport(dir: string, report: BenchReport): Promise<{ json: string; svg: string }> {
   await mkdir(dir, { recursive: true });
   const stamp = report.date.replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
-  const base = join(dir, `${stamp}${report.quick ? "-quick" : ""}`);
+  const base = join(dir, `${stamp}${report.quick ? "-quick" : report.partial ? "-partial" : ""}`);
   await writeFile(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
   await writeFile(`${base}.svg`, chartSvg(report));
   return { json: `${base}.json`, svg: `${base}.svg` };
