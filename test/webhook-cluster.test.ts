@@ -94,4 +94,40 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
       expect(attempts[1]!.statusCode).toBe(200);
     }
   });
+  it("a node routing from remembered state sees an endpoint changed elsewhere before routing its next event", async () => {
+    // Node A routes its own commits from memory and does not re-read the endpoints while its
+    // routing statement finds them unchanged. The change is made straight in the database, as
+    // another node's would land, but without the system event a change through the API also
+    // publishes (which would make A read everything afresh anyway): the next event published on
+    // A must be routed with the change.
+    const storage = await createTestStorage();
+    cleanup.push(() => storage.drop());
+    // A long poll interval: A's passes come from its own commits only, never from a timer that
+    // would read the endpoints afresh anyway.
+    const a = await startTestServer({ storage, config: { nodeId: "node-a", dispatcherPollIntervalMs: 60_000 } });
+    cleanup.push(() => a.stop());
+    const rx = await startReceiver(() => ({ status: 200 }));
+    cleanup.push(() => rx.close());
+    const { webhook } = await a.webhooks().createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    for (let i = 0; i < 3; i++) {
+      const res = await callJson(a.url, "Publish", { event: memoryCreated(`before-${i}`) });
+      expect(res.status).toBe(200);
+      await rx.waitFor(i + 1); // one at a time: each is routed from what node A remembers
+    }
+    const db = new pg.Client({ connectionString: storage.databaseUrl });
+    await db.connect();
+    try {
+      await db.query(`UPDATE tidings_webhooks SET patterns = '["file.changed"]' WHERE id = $1`, [webhook!.id]);
+    } finally {
+      await db.end();
+    }
+    const skipped = await callJson(a.url, "Publish", { event: memoryCreated("after-change") });
+    expect(skipped.status).toBe(200);
+    const routed = await callJson(a.url, "Publish", { event: { type: "file.changed", source: "pm", data: { file_path: "/tmp/x", change_type: "modified", size: 1 } } });
+    expect(routed.status).toBe(200);
+    const requests = await rx.waitFor(4, 10_000);
+    await new Promise((r) => setTimeout(r, 500)); // a wrongly routed memory.created would arrive by now
+    expect(rx.requests.map((r) => r.headers["webhook-id"])).not.toContain(skipped.body.id);
+    expect(requests[3]!.headers["webhook-id"]).toBe(routed.body.id);
+  });
 });

@@ -104,6 +104,8 @@ export class DeliveryDispatcher {
   #heldTotal = 0;
   /** New events may be unrouted. */
   #routeWanted = true;
+  /** Events may have been committed that this node did not commit itself (see DeliveryRouter.routeOnce's onlyKnown). */
+  #foreignEvents = true;
   /** Due work may be waiting for a claim. */
   #claimWanted = true;
   /** The last claim took everything it could: ask the database when the next retry is due. */
@@ -140,6 +142,7 @@ export class DeliveryDispatcher {
   wake = (): void => {
     this.#routeWanted = true;
     this.#claimWanted = true;
+    this.#foreignEvents = true;
     this.#passes.run();
   };
 
@@ -149,6 +152,7 @@ export class DeliveryDispatcher {
    */
   eventsArrived = (committed?: readonly StoredEvent[]): void => {
     if (committed && committed.length > 0) this.#remember(committed);
+    else this.#foreignEvents = true;
     this.#routeWanted = true;
     this.#passes.run();
   };
@@ -166,10 +170,11 @@ export class DeliveryDispatcher {
     const first = this.#recent[0];
     if (first === undefined) return undefined;
     const from = Number(after + 1n - first.sequence);
-    if (from < 0 || from >= this.#recent.length) return undefined;
+    if (from === this.#recent.length) return [];
+    if (from < 0 || from > this.#recent.length) return undefined;
     const out: StoredEvent[] = [];
     for (let i = from; i < this.#recent.length && out.length < limit && this.#recent[i]!.sequence <= upTo; i++) out.push(this.#recent[i]!);
-    return out.length > 0 ? out : undefined;
+    return out;
   };
 
   /** An endpoint was created or changed on this node: route and claim again at once. */
@@ -203,6 +208,8 @@ export class DeliveryDispatcher {
   async #pass(): Promise<void> {
     if (this.#routeWanted) {
       this.#routeWanted = false;
+      let onlyKnown = !this.#foreignEvents;
+      this.#foreignEvents = false;
       while (!this.#passes.stopped) {
         const room = this.#capacity - this.#heldTotal;
         if (room <= 0) {
@@ -225,7 +232,9 @@ export class DeliveryDispatcher {
         };
         const leasedAt = performance.now();
         // Read about as many events as there is room for, so a backlog is routed as it is sent.
-        const routed = await this.router.routeOnce(budget, Math.max(minRouteRead, room), this.#known);
+        const routed = await this.router.routeOnce(budget, Math.max(minRouteRead, room), this.#known, onlyKnown);
+        // Whatever was foreign has been read now; later foreign events raise the flag again.
+        onlyKnown = true;
         if (routed.unleased > 0) this.#claimWanted = true;
         for (const r of routed.leased) {
           const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) };

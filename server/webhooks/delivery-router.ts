@@ -16,7 +16,6 @@ export interface EndpointRow {
   patterns: string[];
   attributes: Record<string, string>;
   filter: string;
-  /** As text: the version of the endpoint's matcher. */
   updated_at: string;
   from_sequence: string;
   url: string;
@@ -56,7 +55,10 @@ export interface RoutedDelivery {
   event: StoredEvent;
 }
 
-/** Events after `after` up to `upTo` (at most `limit`) that are in memory, in order from after + 1; undefined when that one is not. */
+/**
+ * Events after `after` up to `upTo` (at most `limit`) that are in memory, in order from after + 1;
+ * [] when `after` is the last event in memory; undefined when memory does not reach `after`.
+ */
 export type KnownEvents = (after: bigint, upTo: bigint, limit: number) => StoredEvent[] | undefined;
 
 export interface RouteResult {
@@ -88,6 +90,8 @@ export class DeliveryRouter {
    * from_sequence, so nothing is missed meanwhile.
    */
   #noEndpointsUntil = 0;
+  /** What the router's last successful pass on this node left: valid until the guarded insert says otherwise. */
+  #state: RouterState | undefined;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -111,42 +115,66 @@ export class DeliveryRouter {
    * has room for. `known` may supply the events from memory (this node's own commits), which
    * saves reading them back.
    *
-   * Two statements and no lock held between them: the first reads the cursor, the head and the
-   * enabled endpoints in one snapshot; the second inserts the deliveries and moves the cursor
-   * only if it has not moved meanwhile (another node routed those events: it inserts nothing).
-   * The endpoints are read in the same snapshot as the head, so an endpoint created before an
-   * event committed is always seen with that event.
+   * No lock is held between statements. The state (cursor, head, enabled endpoints) is read in
+   * one snapshot; the deliveries are inserted and the cursor moved in one statement, which does
+   * nothing if the cursor moved meanwhile (another node routed those events) or the enabled
+   * endpoints changed (their fingerprint: ids, versions, health). So an endpoint created before
+   * an event committed is always routed that event. When the node routed last and the events
+   * are in memory, the state read is skipped: the guarded statement alone tells whether the
+   * remembered state still holds, and the pass is one statement instead of two.
    */
-  async routeOnce(budget?: LeaseBudget, limit = this.batchSize, known?: KnownEvents): Promise<RouteResult> {
+  async routeOnce(budget?: LeaseBudget, limit = this.batchSize, known?: KnownEvents, onlyKnown = false): Promise<RouteResult> {
     if (this.idle) return nothingRouted;
-    const state = await sql<{ last_sequence: string; head: string; webhooks: EndpointRow[] }>`
+    const readLimit = Math.max(1, Math.min(limit, this.batchSize));
+    const remembered = this.#state;
+    if (remembered && known) {
+      const events = known(remembered.last, maxSequence, readLimit);
+      // Routed up to the last event in memory and past the head the last read saw, and every
+      // event since is one of this node's own: nothing new, and nothing to read.
+      if (events?.length === 0 && onlyKnown && remembered.last >= remembered.head) return nothingRouted;
+      if (events && events.length > 0) {
+        const routed = await this.#route(remembered, events, budget);
+        if (routed) return routed;
+      }
+    }
+    this.#state = undefined;
+    const state = await this.#readState();
+    if (!state || state.head < state.last) return nothingRouted;
+    if (state.webhooks.length > 0) this.#state = state;
+    if (state.head === state.last) return nothingRouted;
+    if (state.webhooks.length === 0) {
+      this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
+      // Nobody to deliver to: skip ahead instead of reading every event.
+      await this.#insert([], state, state.head, "");
+      return nothingRouted;
+    }
+    const inMemory = known?.(state.last, state.head, readLimit);
+    const events = inMemory?.length ? inMemory : await new EventReader(this.db, this.catalog).readRange(state.last, state.head, readLimit);
+    if (events.length === 0) return nothingRouted;
+    return (await this.#route(state, events, budget)) ?? nothingRouted;
+  }
+
+  async #readState(): Promise<RouterState | undefined> {
+    const res = await sql<{ last_sequence: string; head: string; webhooks: EndpointRow[]; fingerprint: string }>`
       SELECT r.last_sequence::text, h.last_sequence::text AS head,
         (SELECT coalesce(json_agg(w), '[]'::json) FROM (
           SELECT id, patterns, attributes, "filter", updated_at::text AS updated_at, from_sequence::text AS from_sequence,
                  url, headers, secrets, retry_policy, timeout_ms, batch_max_events, batch_max_wait_ms, rate_limit, ordered,
                  content_mode, max_consecutive_failures, max_failing_ms,
                  (consecutive_failures > 0 OR failing_since IS NOT NULL) AS failing
-          FROM tidings_webhooks WHERE enabled ORDER BY id) w) AS webhooks
+          FROM tidings_webhooks WHERE enabled ORDER BY id) w) AS webhooks,
+        ${endpointsFingerprint} AS fingerprint
       FROM tidings_webhook_router r CROSS JOIN tidings_log_head h
       WHERE r.id = 1`.execute(this.db);
-    const row = state.rows[0];
-    if (!row) return nothingRouted;
-    const last = BigInt(row.last_sequence);
-    const head = BigInt(row.head);
-    if (head <= last) return nothingRouted;
-    const webhooks = row.webhooks;
-    if (webhooks.length === 0) {
-      this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
-      // Nobody to deliver to: skip ahead instead of reading every event.
-      await this.#insert([], last, head, "");
-      return nothingRouted;
-    }
-    const readLimit = Math.max(1, Math.min(limit, this.batchSize));
-    const events = known?.(last, head, readLimit) ?? (await new EventReader(this.db, this.catalog).readRange(last, head, readLimit));
-    if (events.length === 0) return nothingRouted;
+    const row = res.rows[0];
+    return row && { last: BigInt(row.last_sequence), head: BigInt(row.head), webhooks: row.webhooks, fingerprint: row.fingerprint };
+  }
+
+  /** Routes `events` (which follow state.last) as of `state`; undefined when the state no longer holds. */
+  async #route(state: RouterState, events: StoredEvent[], budget: LeaseBudget | undefined): Promise<RouteResult | undefined> {
     const rows: NewDelivery[] = [];
     const leased: RoutedDelivery[] = [];
-    for (const w of webhooks) {
+    for (const w of state.webhooks) {
       const matcher = this.#matcherFor(w);
       const from = BigInt(w.from_sequence);
       // Batching, ordered and rate-limited endpoints are sent by the claim, which knows their rules.
@@ -160,23 +188,26 @@ export class DeliveryRouter {
         if (token) leased.push({ id, leaseToken: token, endpoint: w, event });
       }
     }
-    if (!(await this.#insert(rows, last, events[events.length - 1]!.sequence, budget?.nodeId ?? ""))) return nothingRouted;
-    if (webhooks.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(webhooks);
+    const routedTo = events[events.length - 1]!.sequence;
+    if (!(await this.#insert(rows, state, routedTo, budget?.nodeId ?? ""))) return undefined;
+    this.#state = { ...state, last: routedTo };
+    if (state.webhooks.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(state.webhooks);
     if (rows.length > 0) this.logger.debug("deliveries routed", { events: events.length, deliveries: rows.length, leased: leased.length });
     return { looked: events.length, leased, unleased: rows.length - leased.length };
   }
 
   /**
-   * The deliveries and the cursor in one statement, if the cursor is still at `from`; false when
-   * another node moved it first. A leased delivery counts its attempt now, as a claim would:
-   * attempts is the number of attempts started or about to start.
+   * The deliveries and the cursor in one statement, if the cursor is still at state.last and the
+   * enabled endpoints still have state's fingerprint; false otherwise (another node routed, or
+   * an endpoint changed). A leased delivery counts its attempt now, as a claim would: attempts
+   * is the number of attempts started or about to start.
    */
-  async #insert(rows: NewDelivery[], from: bigint, routedTo: bigint, nodeId: string): Promise<boolean> {
+  async #insert(rows: NewDelivery[], state: RouterState, routedTo: bigint, nodeId: string): Promise<boolean> {
     const col = <V>(pick: (r: NewDelivery) => V) => rows.map(pick);
     const res = await sql<{ moved: number }>`
       WITH moved AS (
         UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()}
-        WHERE id = 1 AND last_sequence = ${from.toString()}
+        WHERE id = 1 AND last_sequence = ${state.last.toString()} AND ${endpointsFingerprint} = ${state.fingerprint}
         RETURNING 1
       ), inserted AS (
         INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
@@ -215,7 +246,8 @@ export class DeliveryRouter {
   }
 
   #matcherFor(w: EndpointRow): EventMatcher {
-    const version = w.updated_at;
+    // Keyed by what the matcher is made of, not by updated_at: two changes can share a millisecond.
+    const version = JSON.stringify([w.patterns, w.attributes, w.filter]);
     const cached = this.#matchers.get(w.id);
     if (cached?.version === version) return cached.matcher;
     // Filters were checked when the endpoint was saved, so compiling cannot fail here.
@@ -228,6 +260,27 @@ export class DeliveryRouter {
     return matcher;
   }
 }
+
+/** The router's view: its cursor, the head, and the enabled endpoints with their fingerprint. */
+interface RouterState {
+  last: bigint;
+  head: bigint;
+  webhooks: EndpointRow[];
+  fingerprint: string;
+}
+
+/** Larger than any sequence: "as far as the events in memory go". */
+const maxSequence = 2n ** 63n - 1n;
+
+/**
+ * Changes whenever anything the router or a sender reads of the enabled endpoints does (one is
+ * created, deleted, enabled, disabled or updated, a secret rotated, the health flag flips), even
+ * twice within the same millisecond; compared in the routing statement itself.
+ */
+const endpointsFingerprint = sql<string>`(SELECT md5(coalesce(string_agg(row(
+    id, updated_at, patterns, attributes, "filter", from_sequence, url, headers, secrets, retry_policy, timeout_ms,
+    batch_max_events, batch_max_wait_ms, rate_limit, ordered, content_mode, max_consecutive_failures, max_failing_ms,
+    consecutive_failures > 0 OR failing_since IS NOT NULL)::text, ',' ORDER BY id), '')) FROM tidings_webhooks WHERE enabled)`;
 
 interface NewDelivery {
   id: string;
