@@ -275,20 +275,27 @@ export class DeliveryDispatcher {
   /** Starts ready requests while there are free slots, per endpoint and in all. */
   #pump(): void {
     if (this.#passes.stopped) return;
+    const tooLate: Claimed[] = [];
     for (const [webhookId, queue] of this.#ready) {
-      if (this.#inFlight.size >= this.options.maxInFlight) return;
+      if (this.#inFlight.size >= this.options.maxInFlight) break;
       const limit = queue[0]!.group[0]!.endpoint.ordered ? 1 : this.options.maxInFlightPerEndpoint;
       while (queue.length > 0 && this.#inFlight.size < this.options.maxInFlight && (this.#sending.get(webhookId) ?? 0) < limit) {
         const ready = queue.shift()!;
         if (performance.now() > ready.sendBy) {
-          // Waited so long that the request could outlive its lease: let the lease expire and the delivery be claimed again.
-          this.logger.warn("a leased delivery waited too long for a request slot; it will be sent again when its lease expires", { webhook: webhookId, delivery: ready.group[0]!.id });
+          // Waited so long that the request could outlive its lease: give the lease back, so
+          // that a claim (here or on another node) sends it with a fresh one.
+          tooLate.push(...ready.group);
           this.#release(webhookId);
           continue;
         }
         this.#send(ready);
       }
       if (queue.length === 0) this.#ready.delete(webhookId);
+    }
+    if (tooLate.length > 0) {
+      this.logger.warn("leased deliveries waited too long for a request slot; their leases are given back", { deliveries: tooLate.length });
+      this.#claimWanted = true;
+      void this.#giveBack(tooLate).then(() => this.#passes.run());
     }
   }
 
@@ -314,9 +321,17 @@ export class DeliveryDispatcher {
 
   /** Gives back leases of deliveries that were never started (on stop), so any node can send them at once. */
   async #releaseReady(): Promise<void> {
-    const groups = [...this.#ready.values()].flat();
+    const claimed = [...this.#ready.values()].flat().flatMap((g) => g.group);
     this.#ready.clear();
-    const claimed = groups.flatMap((g) => g.group);
+    await this.#giveBack(claimed);
+  }
+
+  /**
+   * Ends leases of deliveries whose requests never started, and takes back the attempt each
+   * lease counted: no attempt was made. Fenced by the lease token like every completion. If it
+   * fails, the leases simply run out.
+   */
+  async #giveBack(claimed: readonly Claimed[]): Promise<void> {
     if (claimed.length === 0) return;
     try {
       await sql`
@@ -325,7 +340,7 @@ export class DeliveryDispatcher {
         FROM unnest(${claimed.map((c) => c.id)}::text[], ${claimed.map((c) => c.leaseToken)}::text[]) AS c(id, token)
         WHERE d.id = c.id AND d.lease_token = c.token AND d.status = 1`.execute(this.db);
     } catch (err) {
-      this.logger.warn("could not release leased deliveries on stop; they will be sent when their leases expire", { err, deliveries: claimed.length });
+      this.logger.warn("could not give back leased deliveries; they will be sent when their leases expire", { err, deliveries: claimed.length });
     }
   }
 
