@@ -22,7 +22,8 @@ type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 /** A service and its implementation, as given to the Connect router. */
 export interface ServiceRegistration {
   service: DescService;
-  // biome-ignore lint: any service's implementation
+  // Any service's implementation, as ConnectRouter.service takes it.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   impl: Partial<ServiceImpl<any>>;
 }
 
