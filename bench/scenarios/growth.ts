@@ -147,7 +147,8 @@ async function readerSql(url: string, read: (reader: EventReader) => Promise<unk
   } finally {
     await db.destroy();
   }
-  const q = captured.find((c) => c.sql.includes('from "tidings_events"'));
+  // The page's own query, not the planner estimate a time window asks for first (EXPLAIN).
+  const q = captured.find((c) => c.sql.includes('from "tidings_events"') && !/^\s*explain/i.test(c.sql));
   if (!q) throw new Error("the reader issued no query on tidings_events");
   return q;
 }
@@ -192,12 +193,14 @@ async function explain(pool: pg.Pool, name: string, q: { sql: string; parameters
 }
 
 /**
- * Index-backed: the log is read through an index (no Seq Scan), and the index finds the rows:
- * an index scan that reads the log in sequence order and throws away whatever does not match
- * (an index scan too, in EXPLAIN's words) reads a part of the log that grows with it. So at
- * most `maxFilteredPerRow` rows read and discarded per row returned.
+ * Index-backed: the log is read through an index (no Seq Scan), and the index finds the rows.
+ * An index scan that reads the log in sequence order and throws away whatever does not match
+ * (an index scan too, in EXPLAIN's words) reads a part of the log that grows with it. So either
+ * a column the read filters on bounds the index scan (Index Cond: what it reads is the window,
+ * whatever the log's size), or at most `maxFilteredPerRow` rows are read and discarded per row
+ * returned.
  */
-const indexBacked = (c: PlanCheck) => c.indexes.length > 0 && !c.seqScan && c.rowsRemoved <= maxFilteredPerRow * Math.max(1, c.rowsReturned);
+const indexBacked = (c: PlanCheck) => c.indexes.length > 0 && !c.seqScan && (c.bounded || c.rowsRemoved <= maxFilteredPerRow * Math.max(1, c.rowsReturned));
 
 function describePlan(c: PlanCheck): string {
   const how = c.seqScan ? "Seq Scan" : c.indexes.join(" + ") || "no index";
@@ -209,7 +212,7 @@ function indexGoal(goal: string, checks: ReadonlyArray<{ label: string; check: P
   return {
     goal,
     measured: checks.map(({ label, check }) => `${label}: ${describePlan(check)}`).join("; "),
-    target: `index scan, ≤ ${maxFilteredPerRow} rows discarded per row`,
+    target: `index scan bounded by the filter, or ≤ ${maxFilteredPerRow} rows discarded per row`,
     pass: checks.length > 0 && checks.every(({ check }) => indexBacked(check)),
   };
 }
@@ -371,7 +374,7 @@ export const growthScenario: Scenario = {
         `The "${sizeLabel(0)}" case holds just the ${formatNumber(window)} events a catch-up stream reads (seeded), plus what the publish runs added. Every size also grows by the events its publish runs add.`,
         `Catch-up: Subscribe with after_sequence at a random point at least ${formatNumber(window)} events before the head, read ${formatNumber(window)} events (protobuf payloads), close, repeat for ${phaseMs / 1000} s; the rate includes opening each stream. ListEvents: one client, back to back after one warm-up call, page_size ${pageSize}, protobuf payloads, windows starting at the time of a random seeded event; ${listPhaseMs / 1000} s or ${list.maxOps} calls (the 1-day window and start_time: at least ${slow.minOps}, at most ${slow.maxOps} calls).`,
         "Server, load generator and PostgreSQL share the machine (2 cores), and other benchmarks may run at the same time: rates are noisy.",
-        `Index-backed (the two plan goals): no Seq Scan of tidings_events, and the index scans read and discard at most ${maxFilteredPerRow} rows per row returned. An Index Scan of the primary key that filters on time is an index scan in EXPLAIN's words, but it reads the log in sequence order up to the window: work that grows with the log. The plans below are for the SQL a real EventReader issues (captured from its query log), run with EXPLAIN (ANALYZE, BUFFERS) after each size's measurements with the server stopped (in full below for the largest log).`,
+        `Index-backed (the two plan goals): no Seq Scan of tidings_events, and either a column the read filters on bounds the index scan (in its Index Cond, so it reads the window, whatever the log's size) or the scans read and discard at most ${maxFilteredPerRow} rows per row returned. An Index Scan of the primary key that only filters on time is an index scan in EXPLAIN's words, but it reads the log in sequence order up to the window: work that grows with the log. A small time window is read through the time index and sorted (EventReader asks the planner how many events the window holds first). The plans below are for the SQL a real EventReader issues (captured from its query log), run with EXPLAIN (ANALYZE, BUFFERS) after each size's measurements with the server stopped (in full below for the largest log).`,
       );
       for (const c of [typePlan, hourPlan, dayPlan, ...extraPlans]) {
         notes.push(`Plan, ${c.name}, on ${head.toLocaleString("en-US")} events:\n\n    ${c.sql}\n    -- parameters: ${fmtParams(c.parameters)}\n${c.plan.split("\n").map((l) => `    ${l}`).join("\n")}\n`);
