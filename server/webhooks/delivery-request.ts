@@ -52,7 +52,9 @@ function cloudEvent(event: StoredEvent, catalog: EventCatalog): JsonObject {
 }
 
 /**
- * Builds the signed request for one event or a batch. An endpoint with batching gets every
+ * Builds the signed request for one event or a batch. A single event's body is rendered once per
+ * node and content mode (StoredEvent.rendered), and only signed per endpoint: to ten endpoints,
+ * the same event was converted to JSON ten times. An endpoint with batching gets every
  * request in the batch form, however many events it holds, so its receiver parses one shape:
  * Standard mode sends {"type": "tidings.batch", "data": {"events": [...]}}, CloudEvents modes a
  * JSON array (application/cloudevents-batch+json; binary mode has no batch form in CloudEvents).
@@ -72,18 +74,20 @@ export function buildDeliveryRequest(target: RequestTarget, events: readonly Sto
         extra["ce-time"] = single.time.toISOString();
         if (single.subject) extra["ce-subject"] = single.subject;
         extra["ce-tidingssequence"] = single.sequence.toString();
-        body = JSON.stringify(payloadJson(single, catalog));
+        body = single.rendered("webhook-body-data", () => JSON.stringify(payloadJson(single, catalog)));
         break;
       }
     // falls through: a batch goes as structured CloudEvents
     case ContentMode.CLOUDEVENTS_STRUCTURED:
       contentType = single ? "application/cloudevents+json" : "application/cloudevents-batch+json";
-      body = JSON.stringify(single ? cloudEvent(single, catalog) : events.map((e) => cloudEvent(e, catalog)));
+      body = single
+        ? single.rendered("webhook-body-cloudevent", () => JSON.stringify(cloudEvent(single, catalog)))
+        : JSON.stringify(events.map((e) => cloudEvent(e, catalog)));
       break;
     default:
-      body = JSON.stringify(single
-        ? standardPayload(single, catalog)
-        : { type: "tidings.batch", timestamp: now.toISOString(), data: { events: events.map((e) => standardPayload(e, catalog)) } });
+      body = single
+        ? single.rendered("webhook-body-standard", () => JSON.stringify(standardPayload(single, catalog)))
+        : JSON.stringify({ type: "tidings.batch", timestamp: now.toISOString(), data: { events: events.map((e) => standardPayload(e, catalog)) } });
   }
   return signed(target, messageId, body, contentType, extra, now);
 }
