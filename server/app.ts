@@ -1,5 +1,6 @@
 import type http from "node:http";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import type { Kysely } from "kysely";
 import type http2 from "node:http2";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
@@ -17,6 +18,7 @@ import { createEventService, type StreamStats } from "./rpc/event-service.js";
 import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
+import { healthRoutes } from "./health/health-routes.js";
 import { ingestHandler } from "./ingest/ingest-route.js";
 import { openapiHandler } from "./openapi/openapi-route.js";
 import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
@@ -126,12 +128,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     requiredFields: requiredRequestFields,
     logger,
   });
+  const health = healthRoutes({ db: database.db as Kysely<unknown>, logger });
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
-    if (req.url === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ status: "ok" }));
-      return;
-    }
+    if (health(req, res)) return;
     if (openapi(req, res)) return;
     if (ingest(req, res)) return;
     void connectHandler(req, res);
