@@ -13,12 +13,13 @@ import { RegisteredTypeStore } from "./catalog/registration/registered-type-stor
 import { addReflection } from "./reflection/reflection-service.js";
 import { requiredRequestFields } from "./rpc/required-fields.js";
 import { createConnectHandler } from "./transport/connect-handler.js";
-import { errorMappingInterceptor } from "./rpc/errors.js";
+import { codeName, errorMappingInterceptor } from "./rpc/errors.js";
 import { createEventService, type StreamStats } from "./rpc/event-service.js";
 import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
 import { healthRoutes } from "./health/health-routes.js";
+import { ServerMetrics } from "./observability/metrics.js";
 import { ingestHandler } from "./ingest/ingest-route.js";
 import { openapiHandler } from "./openapi/openapi-route.js";
 import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
@@ -73,10 +74,18 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, recentEvents: 10_000, recentBytes: 64 * 1024 * 1024, logger });
   await tail.start();
   let committedHere = 0n;
+  const streams: StreamStats = { active: 0, fallbacks: 0, cursors: new Set() };
+  const metrics = new ServerMetrics({
+    db: database.db,
+    activeStreams: () => streams.active,
+    streamLags: () => [...streams.cursors].map((cursor) => Number(tail.position - cursor())),
+    pool: () => database.poolStats(),
+  }, logger);
   const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head, written) => {
     if (head > committedHere) committedHere = head;
     // One StoredEvent per event for both: they cache the decoded payload and its renderings.
     const events = reader.fromCommitted(written);
+    for (const e of events) metrics.published.inc({ type: e.type });
     tail.offerCommitted(events);
     dispatcher.eventsArrived(events);
   }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
@@ -88,7 +97,13 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     maxInFlightPerEndpoint: config.dispatcherMaxInFlightPerEndpoint,
     leaseMarginMs: config.deliveryLeaseMarginMs,
     pollIntervalMs: config.dispatcherPollIntervalMs,
-  }, logger.child({ component: "dispatcher" }));
+  }, logger.child({ component: "dispatcher" }), {
+    attempt: (outcome, seconds, deliveries) => {
+      metrics.deliveries.inc({ outcome }, deliveries);
+      metrics.attemptSeconds.observe({ outcome }, seconds);
+    },
+    takeover: () => metrics.leaseTakeovers.inc(),
+  });
   // New events (committed here, or rung in by another node): stream them and route them.
   const newEvents = () => {
     tail.wake();
@@ -107,13 +122,20 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     else onRing(head);
   });
   dispatcher.start();
-  const streams: StreamStats = { active: 0, fallbacks: 0 };
   const shutdown = new AbortController();
 
   const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
   const connectHandler = createConnectHandler({
     services: [
-      { service: EventService, impl: createEventService({ catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams }) },
+      { service: EventService, impl: createEventService({
+        catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams,
+        metrics: {
+          publishCall: (method, seconds, refusedCode) => {
+            metrics.publishSeconds.observe({ method }, seconds);
+            if (refusedCode !== undefined) metrics.rejected.inc({ method, code: codeName(refusedCode) });
+          },
+        },
+      }) },
       { service: WebhookService, impl: createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged }) },
     ],
     routes: (router) => addReflection(router, [EventService, WebhookService], () => catalog.files),
@@ -129,8 +151,10 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     logger,
   });
   const health = healthRoutes({ db: database.db as Kysely<unknown>, logger });
+  const metricsRoute = metrics.route();
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     if (health(req, res)) return;
+    if (metricsRoute(req, res)) return;
     if (openapi(req, res)) return;
     if (ingest(req, res)) return;
     void connectHandler(req, res);

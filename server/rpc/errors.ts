@@ -31,6 +31,18 @@ function isTransientDatabaseError(err: unknown): boolean {
   return /Connection terminated|connection.*(closed|ended)|timeout exceeded when trying to connect/i.test(message);
 }
 
+/** A Connect code as it is written on the wire: "invalid_argument", "resource_exhausted", … */
+export function codeName(code: Code): string {
+  return Code[code].replace(/[A-Z]/g, (c, i) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
+}
+
+/** The Connect code an error will be answered with (see toConnectError), without logging it. */
+export function connectCodeOf(err: unknown): Code {
+  if (err instanceof ConnectError) return err.code;
+  if (err instanceof AppendQueueClosedError || isTransientDatabaseError(err)) return Code.Unavailable;
+  return Code.Internal;
+}
+
 /**
  * Errors are mapped at the edge: ours pass through, an unreachable database or a shutdown
  * becomes `unavailable` (retryable), and anything else is a bug: `internal`, with the cause

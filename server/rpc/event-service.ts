@@ -36,13 +36,21 @@ import { createEventMatcher, type EventMatcher } from "../filtering/event-matche
 import { parseTypePattern, type TypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
-import { fieldError, invalidArgument } from "./errors.js";
+import { connectCodeOf, fieldError, invalidArgument } from "./errors.js";
 import { binaryEventResponse, prepareEvent, toApiEvent, withFreshCatalog } from "./event-envelope.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.js";
 
 export interface StreamStats {
   active: number;
   fallbacks: number;
+  /** Each open stream's cursor, for its lag behind the head (/metrics). */
+  cursors: Set<() => bigint>;
+}
+
+/** What the event service reports to /metrics. */
+export interface PublishMetrics {
+  /** A Publish or PublishBatch call answered: how long it took, and its Connect code when refused. */
+  publishCall(method: "Publish" | "PublishBatch", seconds: number, refusedCode?: Code): void;
 }
 
 export interface EventServiceDeps {
@@ -57,6 +65,7 @@ export interface EventServiceDeps {
   shutdownSignal: AbortSignal;
   /** Counts open Subscribe streams, and live subscribers moved back to the log for being slow. */
   streams: StreamStats;
+  metrics?: PublishMetrics;
 }
 
 const defaultPageSize = 100;
@@ -76,38 +85,54 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     }
   };
 
-  return {
-    async publish(req: PublishRequest) {
-      const prepared = await withFreshCatalog(catalog, () => prepareEvent(req.event, req.idempotencyKey, "event", catalog, deps.config.maxPayloadBytes, "idempotency_key"));
-      if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
-      const [result] = await append([prepared.event], (_i, field) => field);
-      return toPublishResponse(result!);
-    },
+  const publish = async (req: PublishRequest) => {
+    const prepared = await withFreshCatalog(catalog, () => prepareEvent(req.event, req.idempotencyKey, "event", catalog, deps.config.maxPayloadBytes, "idempotency_key"));
+    if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
+    const [result] = await append([prepared.event], (_i, field) => field);
+    return toPublishResponse(result!);
+  };
 
-    async publishBatch(req: PublishBatchRequest) {
-      if (req.entries.length === 0) throw invalidArgument("entries", "must hold at least one event");
-      if (req.entries.length > deps.config.maxBatchEntries) {
-        throw fieldError(Code.ResourceExhausted, [{ field: "entries", description: `holds ${req.entries.length} events, more than the limit of ${deps.config.maxBatchEntries}` }]);
-      }
-      const prepared = await withFreshCatalog(catalog, () => {
-        const violations: FieldViolation[] = [];
-        let tooLarge = false;
-        const events: NewEvent[] = [];
-        req.entries.forEach((entry, i) => {
-          const one = prepareEvent(entry.event, entry.idempotencyKey, `entries[${i}].event`, catalog, deps.config.maxPayloadBytes, `entries[${i}].idempotency_key`);
-          if (one.ok) events.push(one.event);
-          else {
-            violations.push(...one.violations);
-            tooLarge ||= one.tooLarge;
-          }
-        });
-        return { ok: violations.length === 0, violations, tooLarge, events };
+  const publishBatch = async (req: PublishBatchRequest) => {
+    if (req.entries.length === 0) throw invalidArgument("entries", "must hold at least one event");
+    if (req.entries.length > deps.config.maxBatchEntries) {
+      throw fieldError(Code.ResourceExhausted, [{ field: "entries", description: `holds ${req.entries.length} events, more than the limit of ${deps.config.maxBatchEntries}` }]);
+    }
+    const prepared = await withFreshCatalog(catalog, () => {
+      const violations: FieldViolation[] = [];
+      let tooLarge = false;
+      const events: NewEvent[] = [];
+      req.entries.forEach((entry, i) => {
+        const one = prepareEvent(entry.event, entry.idempotencyKey, `entries[${i}].event`, catalog, deps.config.maxPayloadBytes, `entries[${i}].idempotency_key`);
+        if (one.ok) events.push(one.event);
+        else {
+          violations.push(...one.violations);
+          tooLarge ||= one.tooLarge;
+        }
       });
-      if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
-      const events = prepared.events;
-      const results = await append(events, (i, field) => `entries[${i}].${field}`);
-      return { results: results.map(toPublishResponse) };
-    },
+      return { ok: violations.length === 0, violations, tooLarge, events };
+    });
+    if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
+    const events = prepared.events;
+    const results = await append(events, (i, field) => `entries[${i}].${field}`);
+    return { results: results.map(toPublishResponse) };
+  };
+
+  /** Runs a publish call and reports its time and, when refused, its code. */
+  const measured = async <T>(method: "Publish" | "PublishBatch", call: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      const result = await call();
+      deps.metrics?.publishCall(method, (performance.now() - started) / 1000);
+      return result;
+    } catch (err) {
+      deps.metrics?.publishCall(method, (performance.now() - started) / 1000, connectCodeOf(err));
+      throw err;
+    }
+  };
+
+  return {
+    publish: (req: PublishRequest) => measured("Publish", () => publish(req)),
+    publishBatch: (req: PublishBatchRequest) => measured("PublishBatch", () => publishBatch(req)),
 
     async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
       const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog);
@@ -134,7 +159,9 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       // gRPC, gRPC-Web and Connect streams in protobuf binary get the event encoded once per node.
       const binary = !/json/i.test(ctx.requestHeader.get("content-type") ?? "");
       let last = cursor;
+      const position = () => last;
       deps.streams.active++;
+      deps.streams.cursors.add(position);
       try {
         for await (const item of items) {
           last = item.cursor;
@@ -146,6 +173,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         }
       } finally {
         deps.streams.active--;
+        deps.streams.cursors.delete(position);
       }
       if (deps.shutdownSignal.aborted && !ctx.signal.aborted) {
         throw new ConnectError(`the server is shutting down; resume with after_sequence=${last}`, Code.Unavailable);

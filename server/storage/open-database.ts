@@ -13,6 +13,8 @@ export interface DatabaseHandle {
   kind: "postgres" | "pglite";
   /** Rings when another node (or this one) commits events. */
   doorbell: Doorbell;
+  /** The PostgreSQL pool's connections now; undefined for PGlite, which has none. */
+  poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -47,6 +49,7 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
     db,
     kind: "postgres",
     doorbell,
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async close() {
       await doorbell.close();
       await db.destroy();
@@ -63,6 +66,7 @@ async function openPGlite(options: OpenDatabaseOptions): Promise<DatabaseHandle>
     kind: "pglite",
     // PGlite belongs to this process alone: every commit is local and wakes readers directly.
     doorbell: silentDoorbell,
+    poolStats: () => undefined,
     async close() {
       await db.destroy();
       await pglite.close();

@@ -5,7 +5,7 @@ import { Code, ConnectError, type ConnectRouterOptions, type ContextValues, crea
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { checkJsonMessage, type FieldViolation } from "../catalog/payload-validation.js";
 import type { Logger } from "../logging/logger.js";
-import { fieldError } from "../rpc/errors.js";
+import { codeName, fieldError } from "../rpc/errors.js";
 import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
 import { createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
 
@@ -106,8 +106,4 @@ function writeConnectError(res: NodeResponse, err: ConnectError): void {
     : { type: d.type, value: Buffer.from(d.value).toString("base64").replace(/=+$/, "") }));
   res.writeHead(status, { "content-type": "application/json" });
   res.end(JSON.stringify({ code: codeName(err.code), message: err.rawMessage, ...(details.length > 0 ? { details } : {}) }));
-}
-
-function codeName(code: Code): string {
-  return Code[code].replace(/[A-Z]/g, (c, i) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }

@@ -26,6 +26,14 @@ export interface DispatcherOptions {
   pollIntervalMs: number;
 }
 
+/** What the dispatcher reports to /metrics. */
+export interface DispatcherMetrics {
+  /** An attempt ended: success, failure (to be retried) or dead_letter; how long its request took. */
+  attempt(outcome: "success" | "failure" | "dead_letter", seconds: number, deliveries: number): void;
+  /** A delivery was taken over after another node's lease ran out mid-attempt. */
+  takeover(): void;
+}
+
 /** Things the dispatcher reports, published as Tidings' own events. */
 export interface DispatcherEvents {
   deadLettered(d: { deliveryId: string; webhookId: string; eventId: string; eventType: string; attempts: number; lastStatusCode: number; lastError: string; url: string }): void;
@@ -132,6 +140,7 @@ export class DeliveryDispatcher {
     private readonly events: DispatcherEvents,
     private readonly options: DispatcherOptions,
     private readonly logger: Logger,
+    private readonly metrics?: DispatcherMetrics,
   ) {}
 
   start(): void {
@@ -454,6 +463,7 @@ export class DeliveryDispatcher {
         const endpoint = toEndpoint(row.webhook_id, row);
         if (row.lease_owner !== null) {
           // The previous holder's lease ran out mid-attempt (crashed or stopped): record that.
+          this.metrics?.takeover();
           await this.#recordAttempt(trx, row.id, row.webhook_id, row.attempts, {
             startedAt: new Date(), durationMs: 0, statusCode: 0, responseExcerpt: "", retryAfterMs: undefined,
             error: `no result: the lease of node ${row.lease_owner} expired during the attempt`,
@@ -522,6 +532,7 @@ export class DeliveryDispatcher {
     if (this.#abandoned) return;
     if (outcome.statusCode >= 200 && outcome.statusCode < 300) {
       await this.#completeSuccess(group, outcome);
+      this.metrics?.attempt("success", outcome.durationMs / 1000, group.length);
       return;
     }
     const reports: Report[] = [];
@@ -591,9 +602,11 @@ export class DeliveryDispatcher {
       }
       recorded++;
       await this.#recordAttempt(trx, c.id, c.webhookId, c.attempts, outcome);
+      const kind = success ? "success" : gone || c.attempts >= endpoint.retryPolicy.maxAttempts ? "dead_letter" : "failure";
+      reports.push(() => this.metrics?.attempt(kind, outcome.durationMs / 1000, 1));
       if (success) {
         await trx.updateTable("tidings_deliveries").set({ status: deliveryStatus.succeeded }).where("id", "=", c.id).execute();
-      } else if (gone || c.attempts >= endpoint.retryPolicy.maxAttempts) {
+      } else if (kind === "dead_letter") {
         await this.#deadLetter(trx, c.id, endpoint, c.attempts, outcome.statusCode, outcome.error, reports);
       } else {
         const delay = retryDelayMs(endpoint.retryPolicy, c.attempts, outcome.retryAfterMs);

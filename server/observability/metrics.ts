@@ -1,0 +1,143 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import { type Kysely, sql } from "kysely";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Logger } from "../logging/logger.js";
+import type { Database } from "../storage/schema.js";
+import { deliveryStatus } from "../storage/schema.js";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** What the metrics read when they are scraped, rather than count as things happen. */
+export interface MetricSources {
+  db: Kysely<Database>;
+  /** Subscribe streams open on this node. */
+  activeStreams(): number;
+  /** How far behind the log's head each open stream's cursor is, in events. */
+  streamLags(): Iterable<number>;
+  /** The database pool: connections open, idle, and callers waiting for one (PostgreSQL only). */
+  pool(): { total: number; idle: number; waiting: number } | undefined;
+}
+
+/**
+ * The server's Prometheus metrics, in a registry of its own (no global state): counters and
+ * histograms the code records into as things happen, and gauges read at scrape time. Node's
+ * process metrics (CPU, memory, event-loop lag, GC) come with them.
+ */
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly published: Counter<"type">;
+  readonly rejected: Counter<"method" | "code">;
+  readonly publishSeconds: Histogram<"method">;
+  readonly deliveries: Counter<"outcome">;
+  readonly attemptSeconds: Histogram<"outcome">;
+  readonly leaseTakeovers: Counter;
+
+  constructor(sources: MetricSources, logger: Logger) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "tidings_" });
+    this.published = new Counter({ name: "tidings_events_published_total", help: "Events committed to the log, by type", labelNames: ["type"], registers });
+    this.rejected = new Counter({ name: "tidings_publish_rejected_total", help: "Publish calls refused, by method and Connect code", labelNames: ["method", "code"], registers });
+    this.publishSeconds = new Histogram({
+      name: "tidings_publish_duration_seconds",
+      help: "Publish calls from the request to the committed answer, by method",
+      labelNames: ["method"],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.deliveries = new Counter({
+      name: "tidings_webhook_attempts_total",
+      help: "Webhook delivery attempts finished on this node, by outcome: success, failure (retried), dead_letter",
+      labelNames: ["outcome"],
+      registers,
+    });
+    this.attemptSeconds = new Histogram({
+      name: "tidings_webhook_attempt_duration_seconds",
+      help: "Webhook requests from sending to the answer (or the timeout), by outcome",
+      labelNames: ["outcome"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.leaseTakeovers = new Counter({ name: "tidings_webhook_lease_takeovers_total", help: "Deliveries this node took over after another node's lease expired mid-attempt", registers });
+    new Gauge({
+      name: "tidings_streams_active",
+      help: "Subscribe streams open on this node",
+      registers,
+      collect() {
+        this.set(sources.activeStreams());
+      },
+    });
+    new Gauge({
+      name: "tidings_stream_lag_events",
+      help: "Events between the log's head and an open stream's cursor: the largest, and the sum over streams",
+      labelNames: ["of"],
+      registers,
+      collect() {
+        let max = 0;
+        let sum = 0;
+        for (const lag of sources.streamLags()) {
+          max = Math.max(max, lag);
+          sum += lag;
+        }
+        this.set({ of: "max" }, max);
+        this.set({ of: "sum" }, sum);
+      },
+    });
+    // Read from the database at scrape time: shared by every node, so any node's scrape tells.
+    new Gauge({
+      name: "tidings_webhook_deliveries",
+      help: "Webhook deliveries in the database by status: pending (the queue), succeeded, dead (dead letters)",
+      labelNames: ["status"],
+      registers,
+      async collect() {
+        try {
+          const rows = await sql<{ status: number; n: string }>`SELECT status, count(*) AS n FROM tidings_deliveries GROUP BY status`.execute(sources.db);
+          const byStatus = new Map(rows.rows.map((r) => [Number(r.status), Number(r.n)]));
+          this.set({ status: "pending" }, byStatus.get(deliveryStatus.pending) ?? 0);
+          this.set({ status: "succeeded" }, byStatus.get(deliveryStatus.succeeded) ?? 0);
+          this.set({ status: "dead" }, byStatus.get(deliveryStatus.dead) ?? 0);
+        } catch (err) {
+          logger.warn("could not count deliveries for /metrics", { err });
+        }
+      },
+    });
+    new Gauge({
+      name: "tidings_db_pool_connections",
+      help: "The PostgreSQL pool: connections open (total), idle, and callers waiting for one",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const pool = sources.pool();
+        if (!pool) return;
+        this.set({ state: "total" }, pool.total);
+        this.set({ state: "idle" }, pool.idle);
+        this.set({ state: "waiting" }, pool.waiting);
+      },
+    });
+  }
+
+  /** GET /metrics in the Prometheus text format; false for any other path. */
+  route(): (req: NodeRequest, res: NodeResponse) => boolean {
+    return (req, res) => {
+      if ((req.url ?? "").split("?", 1)[0] !== "/metrics") return false;
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
+        res.end(JSON.stringify({ status: "method_not_allowed" }));
+        return true;
+      }
+      void this.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": this.registry.contentType, "cache-control": "no-store" });
+          if (req.method === "HEAD") res.end();
+          else res.end(text);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { "content-type": "text/plain" });
+          res.end(`metrics failed: ${(err as Error).message}\n`);
+        },
+      );
+      return true;
+    };
+  }
+}
