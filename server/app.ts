@@ -19,6 +19,8 @@ import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
 import { healthRoutes } from "./health/health-routes.js";
+import { CoalescingRunner } from "./concurrency/coalescing-runner.js";
+import { RetentionSweeper } from "./retention/retention-sweeper.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { ingestHandler } from "./ingest/ingest-route.js";
 import { openapiHandler } from "./openapi/openapi-route.js";
@@ -122,6 +124,21 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     else onRing(head);
   });
   dispatcher.start();
+  const retention = new RetentionSweeper(database.db, {
+    eventsMs: config.eventRetentionHours * 3_600_000,
+    deliveriesMs: config.deliveryRetentionHours * 3_600_000,
+    deadLettersMs: config.deadLetterRetentionHours * 3_600_000,
+    batchSize: 1000,
+  }, logger.child({ component: "retention" }));
+  const sweeps = new CoalescingRunner(
+    async () => {
+      await retention.sweepOnce(new Date(), () => sweeps.stopped);
+    },
+    (err) => logger.warn("retention sweep failed; trying again at the next interval", { err }),
+  );
+  const sweepTimer = setInterval(sweeps.run, config.retentionIntervalMs);
+  sweepTimer.unref();
+  sweeps.run();
   const shutdown = new AbortController();
 
   const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
@@ -164,6 +181,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   try {
     port = await transport.listen(config.port, config.host);
   } catch (err) {
+    clearInterval(sweepTimer);
+    await sweeps.stop();
     await dispatcher.stop();
     await tail.stop();
     await agent.close();
@@ -186,6 +205,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
         shutdown.abort();
         // Requests in flight finish and are recorded (their reports may still publish events),
         // or are abandoned to their leases after the grace period.
+        clearInterval(sweepTimer);
+        await sweeps.stop();
         await dispatcher.stop(config.shutdownGraceMs);
         await appendQueue.close();
         await transport.close(config.shutdownGraceMs);

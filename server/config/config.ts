@@ -44,6 +44,14 @@ export interface ServerConfig {
   dispatcherPollIntervalMs: number;
   /** Shared secrets of POST /ingest/{source}, by source name. */
   ingestSecrets: Record<string, string>;
+  /** Events recorded longer ago are removed; 0 keeps every event. */
+  eventRetentionHours: number;
+  /** Succeeded deliveries and their attempts are removed this long after they finished; 0 keeps them. */
+  deliveryRetentionHours: number;
+  /** Dead letters and their attempts are removed this long after they died; 0 keeps them. */
+  deadLetterRetentionHours: number;
+  /** How often each node sweeps for rows past their retention. */
+  retentionIntervalMs: number;
 }
 
 export const defaultConfig: ServerConfig = {
@@ -68,6 +76,10 @@ export const defaultConfig: ServerConfig = {
   deliveryLeaseMarginMs: 30_000,
   dispatcherPollIntervalMs: 1000,
   ingestSecrets: {},
+  eventRetentionHours: 0,
+  deliveryRetentionHours: 720,
+  deadLetterRetentionHours: 2160,
+  retentionIntervalMs: 60_000,
 };
 
 /** One row of the configuration table: flag, environment variable, how to parse. */
@@ -101,6 +113,10 @@ export const settings: readonly Setting[] = [
   { key: "deliveryLeaseMarginMs", flag: "delivery-lease-margin-ms", env: "TIDINGS_DELIVERY_LEASE_MARGIN_MS", kind: "int", help: "Lease = endpoint timeout + this margin" },
   { key: "dispatcherPollIntervalMs", flag: "dispatcher-poll-interval-ms", env: "TIDINGS_DISPATCHER_POLL_INTERVAL_MS", kind: "int", help: "Dispatcher poll interval for due deliveries" },
   { key: "ingestSecrets", flag: "ingest-secrets", env: "TIDINGS_INGEST_SECRETS", kind: "map", help: "source=secret pairs, comma-separated, for POST /ingest/{source}" },
+  { key: "eventRetentionHours", flag: "event-retention-hours", env: "TIDINGS_EVENT_RETENTION_HOURS", kind: "int", help: "Remove events recorded longer ago; 0 keeps every event" },
+  { key: "deliveryRetentionHours", flag: "delivery-retention-hours", env: "TIDINGS_DELIVERY_RETENTION_HOURS", kind: "int", help: "Remove succeeded deliveries and their attempts this long after; 0 keeps them" },
+  { key: "deadLetterRetentionHours", flag: "dead-letter-retention-hours", env: "TIDINGS_DEAD_LETTER_RETENTION_HOURS", kind: "int", help: "Remove dead letters and their attempts this long after; 0 keeps them" },
+  { key: "retentionIntervalMs", flag: "retention-interval-ms", env: "TIDINGS_RETENTION_INTERVAL_MS", kind: "int", help: "How often each node sweeps for rows past their retention" },
 ];
 
 const logLevels: readonly LogLevel[] = ["debug", "info", "warn", "error"];
@@ -143,6 +159,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     throw new ConfigError(`--log-level / TIDINGS_LOG_LEVEL: expected one of ${logLevels.join(", ")}, got "${result.logLevel}"`);
   }
   if (result.port > 65535) throw new ConfigError(`--port / TIDINGS_PORT: ${result.port} is not a port`);
+  if (result.retentionIntervalMs < 1000) throw new ConfigError(`--retention-interval-ms / TIDINGS_RETENTION_INTERVAL_MS: at least 1000, got ${result.retentionIntervalMs}`);
   if (!result.nodeId) result.nodeId = `${hostname()}-${process.pid}`;
   return result;
 }

@@ -4,6 +4,7 @@ import { eventLogMigration } from "./0001-event-log.js";
 import { webhooksMigration } from "./0002-webhooks.js";
 import { registeredTypesMigration } from "./0003-registered-types.js";
 import { deliveryClaimOrderMigration } from "./0004-delivery-claim-order.js";
+import { deliveryRetentionMigration } from "./0005-delivery-retention.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -11,6 +12,7 @@ export const migrations: Record<string, Migration> = {
   "0002-webhooks": webhooksMigration,
   "0003-registered-types": registeredTypesMigration,
   "0004-delivery-claim-order": deliveryClaimOrderMigration,
+  "0005-delivery-retention": deliveryRetentionMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
