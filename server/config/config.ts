@@ -44,6 +44,12 @@ export interface ServerConfig {
   dispatcherPollIntervalMs: number;
   /** Shared secrets of POST /ingest/{source}, by source name. */
   ingestSecrets: Record<string, string>;
+  /** Most characters of a CEL filter (Subscribe, ListEvents, webhooks). */
+  maxFilterLength: number;
+  /** Most terms (parsed nodes) of a CEL filter: it runs on every event, so its size bounds the work. */
+  maxFilterTerms: number;
+  /** Most comprehensions (all, exists, map, filter) nested in one another in a CEL filter. */
+  maxFilterNesting: number;
   /** Events recorded longer ago are removed; 0 keeps every event. */
   eventRetentionHours: number;
   /** Succeeded deliveries and their attempts are removed this long after they finished; 0 keeps them. */
@@ -76,6 +82,9 @@ export const defaultConfig: ServerConfig = {
   deliveryLeaseMarginMs: 30_000,
   dispatcherPollIntervalMs: 1000,
   ingestSecrets: {},
+  maxFilterLength: 4096,
+  maxFilterTerms: 256,
+  maxFilterNesting: 2,
   eventRetentionHours: 0,
   deliveryRetentionHours: 720,
   deadLetterRetentionHours: 2160,
@@ -113,6 +122,9 @@ export const settings: readonly Setting[] = [
   { key: "deliveryLeaseMarginMs", flag: "delivery-lease-margin-ms", env: "TIDINGS_DELIVERY_LEASE_MARGIN_MS", kind: "int", help: "Lease = endpoint timeout + this margin" },
   { key: "dispatcherPollIntervalMs", flag: "dispatcher-poll-interval-ms", env: "TIDINGS_DISPATCHER_POLL_INTERVAL_MS", kind: "int", help: "Dispatcher poll interval for due deliveries" },
   { key: "ingestSecrets", flag: "ingest-secrets", env: "TIDINGS_INGEST_SECRETS", kind: "map", help: "source=secret pairs, comma-separated, for POST /ingest/{source}" },
+  { key: "maxFilterLength", flag: "max-filter-length", env: "TIDINGS_MAX_FILTER_LENGTH", kind: "int", help: "Most characters of a CEL filter" },
+  { key: "maxFilterTerms", flag: "max-filter-terms", env: "TIDINGS_MAX_FILTER_TERMS", kind: "int", help: "Most terms of a CEL filter (it runs on every event)" },
+  { key: "maxFilterNesting", flag: "max-filter-nesting", env: "TIDINGS_MAX_FILTER_NESTING", kind: "int", help: "Most nested comprehensions (all, exists, map, filter) in a CEL filter" },
   { key: "eventRetentionHours", flag: "event-retention-hours", env: "TIDINGS_EVENT_RETENTION_HOURS", kind: "int", help: "Remove events recorded longer ago; 0 keeps every event" },
   { key: "deliveryRetentionHours", flag: "delivery-retention-hours", env: "TIDINGS_DELIVERY_RETENTION_HOURS", kind: "int", help: "Remove succeeded deliveries and their attempts this long after; 0 keeps them" },
   { key: "deadLetterRetentionHours", flag: "dead-letter-retention-hours", env: "TIDINGS_DEAD_LETTER_RETENTION_HOURS", kind: "int", help: "Remove dead letters and their attempts this long after; 0 keeps them" },

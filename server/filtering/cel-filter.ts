@@ -30,21 +30,42 @@ const variables = {
   data: CelScalar.DYN,
 } as const;
 
-/** Most characters a filter expression may have. */
-export const maxFilterLength = 4096;
+/**
+ * What a filter may cost. A filter runs on every event of a stream or an endpoint, so its size
+ * bounds the work per event: CEL has no loops but comprehensions (all, exists, map, filter)
+ * over the event's lists and maps, and those are bounded by their nesting.
+ */
+export interface FilterLimits {
+  /** Most characters. */
+  maxLength: number;
+  /** Most nodes in the parsed expression. */
+  maxNodes: number;
+  /** Most comprehensions nested in one another. */
+  maxComprehensionDepth: number;
+}
+
+export const defaultFilterLimits: FilterLimits = { maxLength: 4096, maxNodes: 256, maxComprehensionDepth: 2 };
+
+/** For filters that were checked when they were saved: a limit lowered since must not break them. */
+export const savedFilterLimits: FilterLimits = { maxLength: Number.POSITIVE_INFINITY, maxNodes: Number.POSITIVE_INFINITY, maxComprehensionDepth: Number.POSITIVE_INFINITY };
 
 /**
  * Compiles a CEL expression over the event. A runtime error (say, a missing attribute key or a
  * payload field of another type) or a non-boolean result counts as "no match": one odd event
  * never breaks a stream.
  */
-export function compileFilter(expression: string, registry: Registry): EventFilter {
-  if (expression.length > maxFilterLength) throw new FilterError(`is longer than ${maxFilterLength} characters`);
+export function compileFilter(expression: string, registry: Registry, limits: FilterLimits = defaultFilterLimits): EventFilter {
+  if (expression.length > limits.maxLength) throw new FilterError(`is longer than ${limits.maxLength} characters`);
   let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse(expression);
   } catch (err) {
     throw new FilterError(`is not valid CEL: ${(err as Error).message}`);
+  }
+  const size = sizeOf(parsed.expr);
+  if (size.nodes > limits.maxNodes) throw new FilterError(`has ${size.nodes} terms, more than the limit of ${limits.maxNodes}`);
+  if (size.depth > limits.maxComprehensionDepth) {
+    throw new FilterError(`nests ${size.depth} comprehensions (all, exists, map, filter), more than the limit of ${limits.maxComprehensionDepth}`);
   }
   const unknown = [...identifiers(parsed.expr)].filter((name) => !(name in variables));
   if (unknown.length > 0) {
@@ -71,6 +92,38 @@ export function compileFilter(expression: string, registry: Registry): EventFilt
       return false; // e.g. a payload that no longer decodes: no match, and the stream goes on
     }
   };
+}
+
+/** Nodes of an expression, and how deeply its comprehensions nest. */
+function sizeOf(expr: Expr | undefined): { nodes: number; depth: number } {
+  if (!expr) return { nodes: 0, depth: 0 };
+  const k = expr.exprKind;
+  const children: Array<Expr | undefined> = [];
+  switch (k.case) {
+    case "selectExpr":
+      children.push(k.value.operand);
+      break;
+    case "callExpr":
+      children.push(k.value.target, ...k.value.args);
+      break;
+    case "listExpr":
+      children.push(...k.value.elements);
+      break;
+    case "structExpr":
+      for (const e of k.value.entries) children.push(e.keyKind.case === "mapKey" ? e.keyKind.value : undefined, e.value);
+      break;
+    case "comprehensionExpr":
+      children.push(k.value.iterRange, k.value.accuInit, k.value.loopCondition, k.value.loopStep, k.value.result);
+      break;
+  }
+  let nodes = 1;
+  let depth = 0;
+  for (const child of children) {
+    const s = sizeOf(child);
+    nodes += s.nodes;
+    depth = Math.max(depth, s.depth);
+  }
+  return { nodes, depth: depth + (k.case === "comprehensionExpr" ? 1 : 0) };
 }
 
 /** The free identifiers of an expression (variables, not fields selected from them). */

@@ -31,7 +31,7 @@ import type { FieldViolation } from "../catalog/payload-validation.js";
 import type { ServerConfig } from "../config/config.js";
 import { type AppendQueue, AppendConflictError, type AppendResult, type NewEvent } from "../event-log/append-queue.js";
 import type { EventReader } from "../event-log/event-reader.js";
-import { compileFilter, FilterError, type EventFilter } from "../filtering/cel-filter.js";
+import { compileFilter, FilterError, type EventFilter, type FilterLimits } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, type TypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import type { LogTail } from "../streaming/log-tail.js";
@@ -60,7 +60,7 @@ export interface EventServiceDeps {
   reader: EventReader;
   appendQueue: AppendQueue;
   tail: LogTail;
-  config: Pick<ServerConfig, "maxPayloadBytes" | "maxBatchEntries" | "subscriberBufferEvents" | "heartbeatIntervalMs">;
+  config: Pick<ServerConfig, "maxPayloadBytes" | "maxBatchEntries" | "subscriberBufferEvents" | "heartbeatIntervalMs" | "maxFilterLength" | "maxFilterTerms" | "maxFilterNesting">;
   /** Aborts when the server shuts down: streams end with `unavailable` so clients resume elsewhere. */
   shutdownSignal: AbortSignal;
   /** Counts open Subscribe streams, and live subscribers moved back to the log for being slow. */
@@ -76,6 +76,7 @@ const heartbeatBounds = { minMs: 1000, maxMs: 300_000 };
 export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof EventService> {
   const { catalog, reader } = deps;
 
+  const filterLimits: FilterLimits = { maxLength: deps.config.maxFilterLength, maxNodes: deps.config.maxFilterTerms, maxComprehensionDepth: deps.config.maxFilterNesting };
   const append = async (events: NewEvent[], pathOf: (index: number, field: string) => string): Promise<AppendResult[]> => {
     try {
       return await deps.appendQueue.append(events);
@@ -135,7 +136,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     publishBatch: (req: PublishBatchRequest) => measured("PublishBatch", () => publishBatch(req)),
 
     async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
-      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog);
+      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog, filterLimits);
       let heartbeatMs = deps.config.heartbeatIntervalMs;
       if (req.heartbeatInterval) {
         heartbeatMs = durationMs(req.heartbeatInterval);
@@ -188,7 +189,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     },
 
     async listEvents(req: ListEventsRequest) {
-      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog);
+      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog, filterLimits);
       const pageSize = pageSizeOf(req.pageSize, defaultPageSize, maxPageSize);
       const startTime = req.startTime ? timestampDate(req.startTime) : undefined;
       const endTime = req.endTime ? timestampDate(req.endTime) : undefined;
@@ -295,12 +296,12 @@ function parsePatterns(sources: readonly string[]): TypePattern[] {
   return patterns;
 }
 
-function buildMatcher(patternSources: readonly string[], attributes: Record<string, string>, filter: string, catalog: EventCatalog): EventMatcher {
+function buildMatcher(patternSources: readonly string[], attributes: Record<string, string>, filter: string, catalog: EventCatalog, limits: FilterLimits): EventMatcher {
   const patterns = parsePatterns(patternSources);
   let compiled: EventFilter | undefined;
   if (filter !== "") {
     try {
-      compiled = compileFilter(filter, catalog.registry);
+      compiled = compileFilter(filter, catalog.registry, limits);
     } catch (err) {
       if (err instanceof FilterError) throw invalidArgument("filter", err.message);
       throw err;

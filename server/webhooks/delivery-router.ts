@@ -3,7 +3,7 @@ import { type Kysely, sql } from "kysely";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
-import { compileFilter } from "../filtering/cel-filter.js";
+import { compileFilter, savedFilterLimits } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
@@ -254,7 +254,7 @@ export class DeliveryRouter {
     const matcher = createEventMatcher(
       w.patterns.map(parseTypePattern),
       w.attributes,
-      w.filter ? compileFilter(w.filter, this.catalog.registry) : undefined,
+      w.filter ? compileFilter(w.filter, this.catalog.registry, savedFilterLimits) : undefined,
     );
     this.#matchers.set(w.id, { version, matcher });
     return matcher;

@@ -3,7 +3,7 @@ import type { Registry } from "@bufbuild/protobuf";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { ContentMode, type Webhook } from "../../gen/tidings/v1/webhook_pb.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
-import { compileFilter, FilterError } from "../filtering/cel-filter.js";
+import { compileFilter, FilterError, type FilterLimits } from "../filtering/cel-filter.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import type { StoredRetryPolicy } from "../storage/schema.js";
 import type { AddressPolicy } from "./http/address-policy.js";
@@ -53,6 +53,7 @@ const day = 24 * 3_600_000;
 export interface InputContext {
   registry: Registry;
   addressPolicy: AddressPolicy;
+  filterLimits: FilterLimits;
 }
 
 /**
@@ -100,7 +101,7 @@ export function readWebhookInput(
   if (has("filter")) {
     if (w.filter !== "") {
       try {
-        compileFilter(w.filter, ctx.registry);
+        compileFilter(w.filter, ctx.registry, ctx.filterLimits);
       } catch (err) {
         if (!(err instanceof FilterError)) throw err;
         v("filter", err.message);

@@ -16,7 +16,7 @@ import type { EventCatalog } from "../catalog/catalog.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
 import { EventReader } from "../event-log/event-reader.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
-import { compileFilter } from "../filtering/cel-filter.js";
+import { compileFilter, type FilterLimits, savedFilterLimits } from "../filtering/cel-filter.js";
 import { createEventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import { fieldError, invalidArgument } from "../rpc/errors.js";
@@ -45,6 +45,8 @@ export interface WebhookServiceDeps {
   wakeDispatcher(): void;
   /** An endpoint was created, changed or deleted here: the router must look again at once. */
   endpointsChanged(): void;
+  /** What a new or changed endpoint's filter may cost. */
+  filterLimits: FilterLimits;
 }
 
 const idPattern = /^[a-z]+_[0-9a-f-]{36}$/;
@@ -54,7 +56,7 @@ type WebhookRow = Selectable<WebhooksTable>;
 
 export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<typeof WebhookService> {
   const { db, catalog } = deps;
-  const inputContext = { registry: catalog.registry, addressPolicy: deps.addressPolicy };
+  const inputContext = { registry: catalog.registry, addressPolicy: deps.addressPolicy, filterLimits: deps.filterLimits };
 
   const findWebhook = async (id: string, field = "id"): Promise<WebhookRow> => {
     if (!id) throw invalidArgument(field, "is required");
@@ -285,7 +287,7 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       const matcher = req.ignoreFilters
         ? undefined
         : createEventMatcher(webhook.patterns.map(parseTypePattern), webhook.attributes,
-            webhook.filter ? compileFilter(webhook.filter, catalog.registry) : undefined);
+            webhook.filter ? compileFilter(webhook.filter, catalog.registry, savedFilterLimits) : undefined);
       const reader = new EventReader(db, catalog);
       let scheduled = 0;
       for (let after = bounds.after; ;) {
