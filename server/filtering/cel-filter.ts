@@ -56,6 +56,8 @@ export const savedFilterLimits: FilterLimits = { maxLength: Number.POSITIVE_INFI
  */
 export function compileFilter(expression: string, registry: Registry, limits: FilterLimits = defaultFilterLimits): EventFilter {
   if (expression.length > limits.maxLength) throw new FilterError(`is longer than ${limits.maxLength} characters`);
+  // A webhook's filter is stored as text, which PostgreSQL cannot hold with U+0000 in it.
+  if (expression.includes("\0")) throw new FilterError("must not contain the NUL character (U+0000)");
   let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse(expression);

@@ -40,6 +40,9 @@ export async function withFreshCatalog<T extends { ok: boolean; tooLarge?: boole
   return catalog.revision !== revision ? check() : first;
 }
 
+/** PostgreSQL text cannot hold U+0000 (found by fuzzing: it was answered `internal`). */
+const nulRefused = "must not contain the NUL character (U+0000)";
+
 /**
  * Checks a published event against the envelope rules and its type's schema, and turns it
  * into a row. Collects every violation, with paths under `path` ("event", "entries[3].event").
@@ -64,18 +67,23 @@ export function prepareEvent(
   else if (!entry) v("type", `unknown event type "${event.type}"; ListEventTypes lists the catalog`);
   if (!event.source) v("source", "is required");
   else if (event.source.length > envelopeLimits.sourceLength) v("source", `is longer than ${envelopeLimits.sourceLength} characters`);
+  else if (event.source.includes("\0")) v("source", nulRefused);
   if (event.id.length > envelopeLimits.idLength) v("id", `is longer than ${envelopeLimits.idLength} characters`);
   else if (controlCharacters.test(event.id)) v("id", "must not contain control characters");
   if (event.subject.length > envelopeLimits.subjectLength) v("subject", `is longer than ${envelopeLimits.subjectLength} characters`);
+  else if (event.subject.includes("\0")) v("subject", nulRefused);
   if (event.sequence !== 0n) v("sequence", "is assigned by the server; leave it unset");
   const attributeKeys = Object.keys(event.attributes);
   if (attributeKeys.length > envelopeLimits.attributes) v("attributes", `has more than ${envelopeLimits.attributes} entries`);
   for (const key of attributeKeys) {
     if (!attributeKeyPattern.test(key)) v(`attributes["${key}"]`, "key must be 1-64 characters of [a-z0-9_.-], starting with a letter, digit or _");
     else if (event.attributes[key]!.length > envelopeLimits.attributeValueLength) v(`attributes["${key}"]`, `value is longer than ${envelopeLimits.attributeValueLength} characters`);
+    else if (event.attributes[key]!.includes("\0")) v(`attributes["${key}"]`, nulRefused);
   }
   if (idempotencyKey.length > envelopeLimits.idempotencyKeyLength) {
     violations.push({ field: keyPath, description: `is longer than ${envelopeLimits.idempotencyKeyLength} characters` });
+  } else if (idempotencyKey.includes("\0")) {
+    violations.push({ field: keyPath, description: nulRefused });
   }
 
   let message: Message | undefined;

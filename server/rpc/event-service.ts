@@ -298,6 +298,10 @@ function parsePatterns(sources: readonly string[]): TypePattern[] {
 
 function buildMatcher(patternSources: readonly string[], attributes: Record<string, string>, filter: string, catalog: EventCatalog, limits: FilterLimits): EventMatcher {
   const patterns = parsePatterns(patternSources);
+  // Attributes are matched in SQL as jsonb, which cannot hold U+0000 (found by fuzzing: internal).
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key.includes("\0") || value.includes("\0")) throw invalidArgument(`attributes["${key.replace(/\0/g, "\\u0000")}"]`, "must not contain the NUL character (U+0000)");
+  }
   let compiled: EventFilter | undefined;
   if (filter !== "") {
     try {

@@ -77,6 +77,7 @@ export function readWebhookInput(
   }
   if (has("description")) {
     if (w.description.length > 1024) v("description", "is longer than 1024 characters");
+    else if (w.description.includes("\0")) v("description", "must not contain the NUL character (U+0000)");
     out.description = w.description;
   }
   if (has("patterns")) {
@@ -95,6 +96,7 @@ export function readWebhookInput(
     for (const [k, value] of Object.entries(w.attributes)) {
       if (!attributeKey.test(k)) v(`attributes["${k}"]`, "key must be 1-64 characters of [a-z0-9_.-]");
       else if (value.length > 1024) v(`attributes["${k}"]`, "value is longer than 1024 characters");
+      else if (value.includes("\0")) v(`attributes["${k}"]`, "must not contain the NUL character (U+0000)");
     }
     out.attributes = { ...w.attributes };
   }
