@@ -14,13 +14,15 @@ export interface Received {
   at: number;
 }
 
-/** How to answer: a status, headers, a body, after a delay; or never (hang). */
+/** How to answer: a status, headers, a body, after a delay; or never (hang); or by resetting the connection; or with bytes that are not HTTP. */
 export interface Answer {
   status?: number;
   headers?: Record<string, string>;
   body?: string;
   delayMs?: number;
   hang?: boolean;
+  reset?: boolean;
+  garbage?: boolean;
 }
 
 export type Responder = (req: Received, index: number) => Answer;
@@ -51,6 +53,14 @@ export async function startReceiver(responder: Responder = () => ({ status: 200 
     const a = answer(received, requests.length - 1);
     if (a.hang) {
       hanging.add(res);
+      return;
+    }
+    if (a.reset) {
+      req.socket.resetAndDestroy();
+      return;
+    }
+    if (a.garbage) {
+      req.socket.end("HTTP/1.1 2OO 0K\r\nContent-Length: banana\r\n\r\n\u0000\u00ff{not http");
       return;
     }
     if (a.delayMs) await new Promise((r) => setTimeout(r, a.delayMs));
