@@ -28,7 +28,8 @@ function isTransientDatabaseError(err: unknown): boolean {
   if (/^(08|53|57P)/.test(code) || code === "40001" || code === "40P01") return true;
   if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND"].includes(code)) return true;
   const message = typeof e?.message === "string" ? e.message : "";
-  return /Connection terminated|connection.*(closed|ended)|timeout exceeded when trying to connect/i.test(message);
+  // "not currently accepting connections": the database refuses new sessions (ALLOW_CONNECTIONS false, SQLSTATE 55000).
+  return /Connection terminated|connection.*(closed|ended)|timeout exceeded when trying to connect|not currently accepting connections/i.test(message);
 }
 
 /** A Connect code as it is written on the wire: "invalid_argument", "resource_exhausted", … */

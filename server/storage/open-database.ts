@@ -43,6 +43,10 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
   // An idle client that loses its server emits 'error' on the pool; without a listener the
   // process would crash. The next query gets a fresh connection.
   pool.on("error", (err) => options.logger.warn("idle database connection failed", { err }));
+  // A client checked out of the pool has no listener of the pool's: if its connection dies
+  // mid-query (a database restart), the query fails and the client also emits 'error', which,
+  // unheard, would crash the process (found by the fault suite). The pool drops the client.
+  pool.on("connect", (client) => client.on("error", (err) => options.logger.warn("database connection failed", { err })));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const doorbell = await pgDoorbell(url, options.logger);
   return {
