@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DeliveryStatus } from "../../sdk/index.js";
 import { type Answer, type Receiver, startReceiver } from "../helpers/receiver.js";
 import { callJson, eventually, startTestServer, type TestServer } from "../helpers/test-server.js";
+import { reportFault } from "./report.js";
 
 let t: TestServer;
 const receivers: Receiver[] = [];
@@ -74,6 +75,7 @@ describe("receivers that misbehave", () => {
     }
     const healthy = await t.webhooks().listDeliveries({ webhookId: hooks.get("healthy")!.id, pageSize: 50 });
     expect(healthy.deliveries.every((d) => d.status === DeliveryStatus.SUCCEEDED && d.attempts === 1)).toBe(true);
+    reportFault({ scenario: "misbehaving receivers", load: `${events} events to 5 endpoints`, faults: "receivers that hang, reset, answer garbage, answer slowly", lost: events - hooks.get("healthy")!.rx.requests.length, notes: `healthy endpoint done in ${healthyMs} ms; ${3 * events} deliveries dead-lettered after ${maxAttempts} attempts` });
     process.stdout.write(`\nbad receivers: the healthy endpoint had all ${events} events in ${healthyMs} ms beside a hanging, a resetting, a garbage-answering and a slow one; ${3 * events} deliveries to the broken ones dead-lettered after ${maxAttempts} attempts each, every attempt recorded\n`);
   });
 });

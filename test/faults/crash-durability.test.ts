@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createTestStorage, needsPostgres, type TestStorage } from "../helpers/database.js";
 import { spawnServer } from "../helpers/server-process.js";
 import { callJson } from "../helpers/test-server.js";
+import { reportFault } from "./report.js";
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
@@ -71,6 +72,7 @@ describe.runIf(needsPostgres("SIGKILL during a publish storm"))("SIGKILL during 
       }
       const after = (await db.query<{ n: string; keys: string }>("SELECT count(*) AS n, count(DISTINCT idempotency_key) AS keys FROM tidings_events WHERE source = 'storm'")).rows[0]!;
       expect(Number(after.n)).toBe(Number(after.keys));
+      reportFault({ scenario: "SIGKILL during a publish storm", load: "16 publishers (Publish and PublishBatch)", faults: "SIGKILL, restart", lost: [...acknowledged.keys()].filter((k) => !byKey.has(k)).length, notes: `${acknowledged.size} acknowledged before the kill, 0 stored twice` });
       process.stdout.write(`\ncrash durability: ${acknowledged.size} publishes acknowledged before SIGKILL, ${rows.length} events found after restart, 0 acknowledged lost, 0 stored twice; ${retriedKeys.length} retries after restart stored once\n`);
     } finally {
       await db.end();

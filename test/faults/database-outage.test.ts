@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createTidingsClient } from "../../sdk/index.js";
 import { needsPostgres } from "../helpers/database.js";
 import { callJson, startTestServer, type TestServer } from "../helpers/test-server.js";
+import { reportFault } from "./report.js";
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
@@ -99,6 +100,7 @@ describe.runIf(needsPostgres("a database outage under load"))("a database outage
       expect(codes.get("unavailable") ?? 0).toBeGreaterThan(0);
       expect(readyDuring).toBe(503);
       expect(readyAfter).toBe(200);
+      reportFault({ scenario: "database outage", load: "4 publishers, 1 subscriber", faults: "every connection cut and refused for 2 s", lost: [...acknowledged.keys()].filter((k) => !stored.some((r) => r.idempotency_key === k)).length, notes: `${codes.get("unavailable") ?? 0} unavailable answers, 0 internal` });
       process.stdout.write(`\ndatabase outage: ${before} publishes before it, ${acknowledged.size} acknowledged in all; during 2 s without the database: ${[...codes].map(([c, n]) => `${n} × ${c}`).join(", ")}; 0 lost, 0 stored twice; the subscriber resumed ${resumed} time(s) and saw all ${seen.length} events in order\n`);
     } finally {
       await db.end();

@@ -8,6 +8,7 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callJson, postJson, startTestServer, type TestServer } from "../helpers/test-server.js";
+import { reportFault } from "./report.js";
 
 let t: TestServer;
 const tried: Record<string, number> = {};
@@ -17,6 +18,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   const health = await fetch(`${t.url}/healthz`).then((r) => r.status, () => 0);
+  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook", faults: "random and one-field-at-a-time requests", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
   process.stdout.write(`\nfuzzing: ${Object.entries(tried).map(([k, n]) => `${k} ${n} (${accepted[k] ?? 0} accepted)`).join(", ")} inputs tried, none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}\n`);
   await t?.close();
 });
