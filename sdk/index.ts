@@ -6,9 +6,11 @@ import { type CallOptions, type Client, createClient as createConnectClient } fr
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
+import { AdminService } from "../gen/tidings/v1/admin_service_pb.js";
 import { type ClientOptions, pack, TidingsClient, type TransportFactory, type TransportKind } from "./client.js";
 
-export { EventService, WebhookService };
+export { AdminService, EventService, WebhookService };
+export * from "../gen/tidings/v1/admin_service_pb.js";
 export * from "../gen/tidings/v1/event_pb.js";
 export * from "../gen/tidings/v1/event_service_pb.js";
 export * from "../gen/tidings/v1/webhook_pb.js";
@@ -53,6 +55,11 @@ export function createTidingsClient(options: { baseUrl: string; transport?: Tran
 /** The raw generated WebhookService client: endpoints, deliveries, dead letters, replays, stats. */
 export function createWebhookClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof WebhookService> {
   return createConnectClient(WebhookService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
+}
+
+/** The raw generated AdminService client: GetStats. */
+export function createAdminClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof AdminService> {
+  return createConnectClient(AdminService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
 }
 
 type StreamCall<I, O> = (request: I, options?: CallOptions) => AsyncIterable<O>;

@@ -4,6 +4,8 @@ import type { Kysely } from "kysely";
 import type http2 from "node:http2";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
+import { AdminService } from "../gen/tidings/v1/admin_service_pb.js";
+import { createAdminService, emptyCounters } from "./admin/admin-service.js";
 import { type EventCatalog, loadCatalog } from "./catalog/catalog.js";
 import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
@@ -76,11 +78,13 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, recentEvents: 10_000, recentBytes: 64 * 1024 * 1024, logger });
   await tail.start();
   let committedHere = 0n;
-  const streams: StreamStats = { active: 0, fallbacks: 0, cursors: new Set() };
+  const streams: StreamStats = { active: 0, fallbacks: 0, open: new Map() };
+  const counters = emptyCounters();
+  const startedAt = new Date();
   const metrics = new ServerMetrics({
     db: database.db,
     activeStreams: () => streams.active,
-    streamLags: () => [...streams.cursors].map((cursor) => Number(tail.position - cursor())),
+    streamLags: () => [...streams.open.values()].map((s) => Number(tail.position - s.cursor())),
     pool: () => database.poolStats(),
   }, logger);
   const appendQueue = new AppendQueue(database.db, { maxEventsPerCommit: config.groupCommitMaxEvents, onCommitted: (head, written) => {
@@ -88,6 +92,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     // One StoredEvent per event for both: they cache the decoded payload and its renderings.
     const events = reader.fromCommitted(written);
     for (const e of events) metrics.published.inc({ type: e.type });
+    counters.eventsPublished += events.length;
     tail.offerCommitted(events);
     dispatcher.eventsArrived(events);
   }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
@@ -102,6 +107,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   }, logger.child({ component: "dispatcher" }), {
     attempt: (outcome, seconds, deliveries) => {
       metrics.deliveries.inc({ outcome }, deliveries);
+      if (outcome === "success") counters.deliveriesSucceeded += deliveries;
+      else if (outcome === "failure") counters.deliveryFailures += deliveries;
+      else counters.deliveriesDeadLettered += deliveries;
       metrics.attemptSeconds.observe({ outcome }, seconds);
     },
     takeover: () => metrics.leaseTakeovers.inc(),
@@ -149,14 +157,18 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
         metrics: {
           publishCall: (method, seconds, refusedCode) => {
             metrics.publishSeconds.observe({ method }, seconds);
-            if (refusedCode !== undefined) metrics.rejected.inc({ method, code: codeName(refusedCode) });
+            if (refusedCode !== undefined) {
+              metrics.rejected.inc({ method, code: codeName(refusedCode) });
+              counters.publishErrors++;
+            }
           },
         },
       }) },
       { service: WebhookService, impl: createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged,
         filterLimits: { maxLength: config.maxFilterLength, maxNodes: config.maxFilterTerms, maxComprehensionDepth: config.maxFilterNesting } }) },
+      { service: AdminService, impl: createAdminService({ db: database.db, nodeId: config.nodeId, startedAt, counters, streams, tail }) },
     ],
-    routes: (router) => addReflection(router, [EventService, WebhookService], () => catalog.files),
+    routes: (router) => addReflection(router, [EventService, WebhookService, AdminService], () => catalog.files),
     interceptors: [errorMappingInterceptor(logger)],
     // What connectNodeAdapter accepts by default: compressed requests from gRPC and Connect clients.
     acceptCompression: [compressionGzip, compressionBrotli],

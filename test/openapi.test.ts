@@ -9,6 +9,7 @@ import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import type { DescMessage } from "@bufbuild/protobuf";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
+import { AdminService } from "../gen/tidings/v1/admin_service_pb.js";
 import { loadCatalog } from "../server/catalog/catalog.js";
 import { startTestServer, type TestServer } from "./helpers/test-server.js";
 
@@ -33,7 +34,7 @@ describe("OpenAPI document", () => {
   });
 
   it("lists every unary method as POST, and read-only ones as GET too", () => {
-    for (const service of [EventService, WebhookService]) {
+    for (const service of [EventService, WebhookService, AdminService]) {
       for (const method of service.methods) {
         const item = doc.paths[`/${service.typeName}/${method.name}`];
         expect(item, `${service.typeName}/${method.name}`).toBeDefined();

@@ -19,7 +19,7 @@ describe("gRPC server reflection", () => {
       try {
         const services = await r.ask({ list_services: "*" });
         expect(services.list_services_response.service.map((s: { name: string }) => s.name)).toEqual(
-          expect.arrayContaining(["tidings.v1.EventService", "tidings.v1.WebhookService", `grpc.reflection.${version}.ServerReflection`]),
+          expect.arrayContaining(["tidings.v1.EventService", "tidings.v1.WebhookService", "tidings.v1.AdminService", `grpc.reflection.${version}.ServerReflection`]),
         );
 
         const eventService = decode(await r.ask({ file_containing_symbol: "tidings.v1.EventService" }));

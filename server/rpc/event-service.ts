@@ -31,6 +31,7 @@ import type { FieldViolation } from "../catalog/payload-validation.js";
 import type { ServerConfig } from "../config/config.js";
 import { type AppendQueue, AppendConflictError, type AppendResult, type NewEvent } from "../event-log/append-queue.js";
 import type { EventReader } from "../event-log/event-reader.js";
+import { uuidV7 } from "../event-log/uuid-v7.js";
 import { compileFilter, FilterError, type EventFilter, type FilterLimits } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, type TypePattern, TypePatternError } from "../filtering/type-pattern.js";
@@ -43,8 +44,20 @@ import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.j
 export interface StreamStats {
   active: number;
   fallbacks: number;
-  /** Each open stream's cursor, for its lag behind the head (/metrics). */
-  cursors: Set<() => bigint>;
+  /** Every open stream, by id (GetStats, /metrics). */
+  open: Map<string, OpenStream>;
+}
+
+/** An open Subscribe stream as GetStats and /metrics report it. */
+export interface OpenStream {
+  id: string;
+  patterns: readonly string[];
+  attributes: Readonly<Record<string, string>>;
+  filter: string;
+  openedAt: Date;
+  cursor(): bigint;
+  sent: number;
+  fallbacks: number;
 }
 
 /** What the event service reports to /metrics. */
@@ -146,6 +159,10 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       }
       const cursor = await startCursor(req, reader);
       const signal = AbortSignal.any([ctx.signal, deps.shutdownSignal]);
+      const stream: OpenStream = {
+        id: `sub_${uuidV7()}`, patterns: [...req.patterns], attributes: { ...req.attributes }, filter: req.filter, openedAt: new Date(),
+        cursor: () => last, sent: 0, fallbacks: 0,
+      };
       const items = runSubscription({
         reader,
         tail: deps.tail,
@@ -155,17 +172,20 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         heartbeatMs,
         pageSize: catchUpPageSize,
         signal,
-        onFallback: () => deps.streams.fallbacks++,
+        onFallback: () => {
+          deps.streams.fallbacks++;
+          stream.fallbacks++;
+        },
       });
       // gRPC, gRPC-Web and Connect streams in protobuf binary get the event encoded once per node.
       const binary = !/json/i.test(ctx.requestHeader.get("content-type") ?? "");
       let last = cursor;
-      const position = () => last;
       deps.streams.active++;
-      deps.streams.cursors.add(position);
+      deps.streams.open.set(stream.id, stream);
       try {
         for await (const item of items) {
           last = item.cursor;
+          if (item.kind === "event") stream.sent++;
           yield item.kind === "event"
             ? binary
               ? binaryEventResponse(item.event, req.payloadFormat, catalog, item.cursor)
@@ -174,7 +194,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         }
       } finally {
         deps.streams.active--;
-        deps.streams.cursors.delete(position);
+        deps.streams.open.delete(stream.id);
       }
       if (deps.shutdownSignal.aborted && !ctx.signal.aborted) {
         throw new ConnectError(`the server is shutting down; resume with after_sequence=${last}`, Code.Unavailable);
