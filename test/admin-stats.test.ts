@@ -61,7 +61,7 @@ describe("GetStats", () => {
         // A GET, as the README's curl line sends it.
         const viaGet = await fetch(`${t.url}/tidings.v1.AdminService/GetStats?encoding=json&message=%7B%7D`);
         expect(viaGet.status).toBe(200);
-        expect((await viaGet.json()).nodeId).toBe("stats-node");
+        expect(((await viaGet.json()) as { nodeId: string }).nodeId).toBe("stats-node");
 
         // Plain Connect JSON, as curl sends it.
         const json = await postJson(t.url, "/tidings.v1.AdminService/GetStats", {});
