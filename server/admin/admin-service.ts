@@ -5,6 +5,7 @@ import type { AdminService } from "../../gen/tidings/v1/admin_service_pb.js";
 import type { StreamStats } from "../rpc/event-service.js";
 import { type Database, deliveryStatus } from "../storage/schema.js";
 import type { LogTail } from "../streaming/log-tail.js";
+import { countDeliveries } from "../webhooks/delivery-counts.js";
 
 /** This node's counters since it started, kept by the code that does the work. */
 export interface NodeCounters {
@@ -31,10 +32,10 @@ export function createAdminService(deps: AdminServiceDeps): Partial<ServiceImpl<
   return {
     async getStats() {
       const [deliveries, head] = await Promise.all([
-        sql<{ status: number; n: string }>`SELECT status, count(*) AS n FROM tidings_deliveries WHERE status <> ${deliveryStatus.succeeded} GROUP BY status`.execute(deps.db),
+        countDeliveries(deps.db, [deliveryStatus.pending, deliveryStatus.dead]),
         sql<{ last_sequence: string }>`SELECT last_sequence FROM tidings_log_head WHERE id = 1`.execute(deps.db),
       ]);
-      const count = (status: number) => BigInt(deliveries.rows.find((r) => Number(r.status) === status)?.n ?? 0);
+      const count = (status: number) => BigInt(deliveries.get(status) ?? 0);
       const headSequence = BigInt(head.rows[0]?.last_sequence ?? 0);
       const c = deps.counters;
       return {

@@ -1,10 +1,11 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Logger } from "../logging/logger.js";
 import type { Database } from "../storage/schema.js";
 import { deliveryStatus } from "../storage/schema.js";
+import { countDeliveries } from "../webhooks/delivery-counts.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -92,11 +93,10 @@ export class ServerMetrics {
       registers,
       async collect() {
         try {
-          const rows = await sql<{ status: number; n: string }>`SELECT status, count(*) AS n FROM tidings_deliveries GROUP BY status`.execute(sources.db);
-          const byStatus = new Map(rows.rows.map((r) => [Number(r.status), Number(r.n)]));
-          this.set({ status: "pending" }, byStatus.get(deliveryStatus.pending) ?? 0);
-          this.set({ status: "succeeded" }, byStatus.get(deliveryStatus.succeeded) ?? 0);
-          this.set({ status: "dead" }, byStatus.get(deliveryStatus.dead) ?? 0);
+          const byStatus = await countDeliveries(sources.db, [deliveryStatus.pending, deliveryStatus.succeeded, deliveryStatus.dead]);
+          this.set({ status: "pending" }, byStatus.get(deliveryStatus.pending)!);
+          this.set({ status: "succeeded" }, byStatus.get(deliveryStatus.succeeded)!);
+          this.set({ status: "dead" }, byStatus.get(deliveryStatus.dead)!);
         } catch (err) {
           logger.warn("could not count deliveries for /metrics", { err });
         }
