@@ -2,6 +2,7 @@ import { celEnv, CelScalar, celUint, isCelError, mapType, parse, plan, type CelI
 import type { Message, Registry } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Expr } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
+import { nulRefused } from "../storage/schema.js";
 
 /** What a filter sees of an event. `data` is decoded only when the expression reads it. */
 export interface FilterInput {
@@ -57,7 +58,7 @@ export const savedFilterLimits: FilterLimits = { maxLength: Number.POSITIVE_INFI
 export function compileFilter(expression: string, registry: Registry, limits: FilterLimits = defaultFilterLimits): EventFilter {
   if (expression.length > limits.maxLength) throw new FilterError(`is longer than ${limits.maxLength} characters`);
   // A webhook's filter is stored as text, which PostgreSQL cannot hold with U+0000 in it.
-  if (expression.includes("\0")) throw new FilterError("must not contain the NUL character (U+0000)");
+  if (expression.includes("\0")) throw new FilterError(nulRefused);
   let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse(expression);

@@ -9,6 +9,7 @@ import { type FieldViolation, parseBinaryPayload, parseJsonPayload } from "../ca
 import type { NewEvent } from "../event-log/append-queue.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
+import { nulRefused } from "../storage/schema.js";
 
 /** Limits on the envelope; the payload limit is configurable. */
 export const envelopeLimits = {
@@ -39,9 +40,6 @@ export async function withFreshCatalog<T extends { ok: boolean; tooLarge?: boole
   await catalog.refreshIfStale();
   return catalog.revision !== revision ? check() : first;
 }
-
-/** PostgreSQL text cannot hold U+0000 (found by fuzzing: it was answered `internal`). */
-const nulRefused = "must not contain the NUL character (U+0000)";
 
 /**
  * Checks a published event against the envelope rules and its type's schema, and turns it

@@ -35,6 +35,7 @@ import { uuidV7 } from "../event-log/uuid-v7.js";
 import { compileFilter, FilterError, type EventFilter, type FilterLimits } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, type TypePattern, TypePatternError } from "../filtering/type-pattern.js";
+import { nulRefused } from "../storage/schema.js";
 import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
 import { connectCodeOf, fieldError, invalidArgument } from "./errors.js";
@@ -320,7 +321,7 @@ function buildMatcher(patternSources: readonly string[], attributes: Record<stri
   const patterns = parsePatterns(patternSources);
   // Attributes are matched in SQL as jsonb, which cannot hold U+0000 (found by fuzzing: internal).
   for (const [key, value] of Object.entries(attributes)) {
-    if (key.includes("\0") || value.includes("\0")) throw invalidArgument(`attributes["${key.replace(/\0/g, "\\u0000")}"]`, "must not contain the NUL character (U+0000)");
+    if (key.includes("\0") || value.includes("\0")) throw invalidArgument(`attributes["${key.replace(/\0/g, "\\u0000")}"]`, nulRefused);
   }
   let compiled: EventFilter | undefined;
   if (filter !== "") {

@@ -91,6 +91,12 @@ export interface WebhookRouterTable {
   last_sequence: ColumnType<string | bigint, never, string>;
 }
 
+/**
+ * PostgreSQL text and jsonb cannot hold U+0000, so every text a request stores or matches in SQL
+ * is refused with this when it carries one (payloads, stored as protobuf bytes, may).
+ */
+export const nulRefused = "must not contain the NUL character (U+0000)";
+
 /** Delivery status codes as stored; the API's DeliveryStatus enum uses the same numbers. */
 export const deliveryStatus = { pending: 1, succeeded: 2, dead: 3 } as const;
 

@@ -5,7 +5,7 @@ import { ContentMode, type Webhook } from "../../gen/tidings/v1/webhook_pb.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
 import { compileFilter, FilterError, type FilterLimits } from "../filtering/cel-filter.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
-import type { StoredRetryPolicy } from "../storage/schema.js";
+import { nulRefused, type StoredRetryPolicy } from "../storage/schema.js";
 import type { AddressPolicy } from "./http/address-policy.js";
 import { defaultRetryPolicy } from "./retry-policy.js";
 import { isWebhookSecret } from "./signing.js";
@@ -77,7 +77,7 @@ export function readWebhookInput(
   }
   if (has("description")) {
     if (w.description.length > 1024) v("description", "is longer than 1024 characters");
-    else if (w.description.includes("\0")) v("description", "must not contain the NUL character (U+0000)");
+    else if (w.description.includes("\0")) v("description", nulRefused);
     out.description = w.description;
   }
   if (has("patterns")) {
@@ -96,7 +96,7 @@ export function readWebhookInput(
     for (const [k, value] of Object.entries(w.attributes)) {
       if (!attributeKey.test(k)) v(`attributes["${k}"]`, "key must be 1-64 characters of [a-z0-9_.-]");
       else if (value.length > 1024) v(`attributes["${k}"]`, "value is longer than 1024 characters");
-      else if (value.includes("\0")) v(`attributes["${k}"]`, "must not contain the NUL character (U+0000)");
+      else if (value.includes("\0")) v(`attributes["${k}"]`, nulRefused);
     }
     out.attributes = { ...w.attributes };
   }
