@@ -29,7 +29,9 @@ function isTransientDatabaseError(err: unknown): boolean {
   if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND"].includes(code)) return true;
   const message = typeof e?.message === "string" ? e.message : "";
   // "not currently accepting connections": the database refuses new sessions (ALLOW_CONNECTIONS false, SQLSTATE 55000).
-  return /Connection terminated|connection.*(closed|ended)|timeout exceeded when trying to connect|not currently accepting connections/i.test(message);
+  // "not queryable": pg's answer on a client whose connection already died, e.g. to the ROLLBACK
+  // of a transaction that lost its connection mid-way.
+  return /Connection terminated|connection.*(closed|ended)|timeout exceeded when trying to connect|not currently accepting connections|connection error and is not queryable/i.test(message);
 }
 
 /** A Connect code as it is written on the wire: "invalid_argument", "resource_exhausted", … */
