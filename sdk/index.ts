@@ -2,7 +2,7 @@
  * Tidings for Node: the high-level client (`createClient`), the raw generated clients, and
  * webhook verification. Browsers import `sdk/browser.ts` instead (no Node built-ins).
  */
-import { type CallOptions, type Client, createClient as createConnectClient } from "@connectrpc/connect";
+import { type CallOptions, type Client, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
@@ -10,6 +10,7 @@ import { AdminService } from "../gen/tidings/v1/admin_service_pb.js";
 import { type ClientOptions, pack, TidingsClient, type TransportFactory, type TransportKind } from "./client.js";
 
 export { AdminService, EventService, WebhookService };
+export * from "../gen/tidings/v1/access_pb.js";
 export * from "../gen/tidings/v1/admin_service_pb.js";
 export * from "../gen/tidings/v1/event_pb.js";
 export * from "../gen/tidings/v1/event_service_pb.js";
@@ -43,23 +44,42 @@ export function createClient(options: ClientOptions): TidingsClient {
 /** Packs a catalog message for `Event.proto_data` (the same as `pack`). */
 export const packPayload = pack;
 
+/** Where the raw generated clients below connect, and with which API key. */
+export interface RawClientOptions {
+  baseUrl: string;
+  transport?: TransportKind;
+  /** An API key, sent as `Authorization: Bearer <token>`. */
+  token?: string;
+}
+
+function rawTransport(options: RawClientOptions) {
+  const { token } = options;
+  const interceptors: Interceptor[] = token
+    ? [(next) => (req) => {
+        req.header.set("authorization", `Bearer ${token}`);
+        return next(req);
+      }]
+    : [];
+  return nodeTransports(options.transport ?? "connect", options.baseUrl, interceptors);
+}
+
 /**
  * The raw generated EventService client, for code that wants the wire messages. Leaving a
  * `for await` over its `subscribe` (break, return, throw) cancels the stream on the server.
  */
-export function createTidingsClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof EventService> {
-  const client = createConnectClient(EventService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
+export function createTidingsClient(options: RawClientOptions): Client<typeof EventService> {
+  const client = createConnectClient(EventService, rawTransport(options));
   return { ...client, subscribe: cancelOnReturn(client.subscribe) };
 }
 
 /** The raw generated WebhookService client: endpoints, deliveries, dead letters, replays, stats. */
-export function createWebhookClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof WebhookService> {
-  return createConnectClient(WebhookService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
+export function createWebhookClient(options: RawClientOptions): Client<typeof WebhookService> {
+  return createConnectClient(WebhookService, rawTransport(options));
 }
 
-/** The raw generated AdminService client: GetStats. */
-export function createAdminClient(options: { baseUrl: string; transport?: TransportKind }): Client<typeof AdminService> {
-  return createConnectClient(AdminService, nodeTransports(options.transport ?? "connect", options.baseUrl, []));
+/** The raw generated AdminService client: GetStats and API keys. */
+export function createAdminClient(options: RawClientOptions): Client<typeof AdminService> {
+  return createConnectClient(AdminService, rawTransport(options));
 }
 
 type StreamCall<I, O> = (request: I, options?: CallOptions) => AsyncIterable<O>;

@@ -11,6 +11,9 @@ import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
 import { EventReader } from "./event-log/event-reader.js";
 import type { Logger } from "./logging/logger.js";
+import type { Database } from "./storage/schema.js";
+import type { Doorbell } from "./storage/doorbell.js";
+import type { SecurityReporterDeps } from "./auth/security-reporter.js";
 import { RegisteredTypeStore } from "./catalog/registration/registered-type-store.js";
 import { addReflection } from "./reflection/reflection-service.js";
 import { requiredRequestFields } from "./rpc/required-fields.js";
@@ -30,7 +33,17 @@ import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
 import { DeliveryRouter } from "./webhooks/delivery-router.js";
 import { createAddressPolicy } from "./webhooks/http/address-policy.js";
 import { createGuardedAgent } from "./webhooks/http/guarded-agent.js";
-import { createSystemEvents } from "./webhooks/system-events.js";
+import { createSystemEvents, systemPublisher } from "./webhooks/system-events.js";
+import { createContextValues } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { AccessRuleSchema, Scope } from "../gen/tidings/v1/access_pb.js";
+import { AccessGate, clientAddressKey } from "./auth/access-gate.js";
+import { ApiKeyStore } from "./auth/api-key-store.js";
+import { EventAccess } from "./auth/event-access.js";
+import { KeyLimiter } from "./auth/key-limits.js";
+import { KeyRing } from "./auth/key-ring.js";
+import { SecurityReporter } from "./auth/security-reporter.js";
+import { authModeOf } from "./config/config.js";
 import { createWebhookService } from "./webhooks/webhook-service.js";
 
 export interface RunningServer {
@@ -97,7 +110,12 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     dispatcher.eventsArrived(events);
   }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
-  const systemEvents = createSystemEvents(catalog, appendQueue, logger);
+  const publishSystemEvent = systemPublisher(catalog, appendQueue, logger);
+  const systemEvents = createSystemEvents(publishSystemEvent);
+  const auth = await startAuth(config, database.db, database.doorbell, logger.child({ component: "auth" }), {
+    publish: publishSystemEvent,
+    counted: (reason) => metrics.authFailures.inc({ reason }),
+  });
   const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger, 500, config.dispatcherPollIntervalMs), agent, systemEvents, {
     nodeId: config.nodeId,
     maxInFlight: config.dispatcherMaxInFlight,
@@ -153,7 +171,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const connectHandler = createConnectHandler({
     services: [
       { service: EventService, impl: createEventService({
-        catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams,
+        catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams, access: auth.eventAccess,
         metrics: {
           publishCall: (method, seconds, refusedCode) => {
             metrics.publishSeconds.observe({ method }, seconds);
@@ -166,10 +184,13 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       }) },
       { service: WebhookService, impl: createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged,
         filterLimits: { maxLength: config.maxFilterLength, maxNodes: config.maxFilterTerms, maxComprehensionDepth: config.maxFilterNesting } }) },
-      { service: AdminService, impl: createAdminService({ db: database.db, nodeId: config.nodeId, startedAt, counters, streams, tail }) },
+      { service: AdminService, impl: createAdminService({ db: database.db, nodeId: config.nodeId, startedAt, counters, streams, tail, keys: { store: auth.store, ring: auth.ring } }) },
     ],
     routes: (router) => addReflection(router, [EventService, WebhookService, AdminService], () => catalog.files),
-    interceptors: [errorMappingInterceptor(logger)],
+    // The error mapping is outermost, so a refusal by the gate passes through it unchanged.
+    interceptors: [errorMappingInterceptor(logger), auth.gate.interceptor()],
+    contextValues: (req) => createContextValues().set(clientAddressKey, req.socket?.remoteAddress ?? ""),
+    gate: auth.gate,
     // What connectNodeAdapter accepts by default: compressed requests from gRPC and Connect clients.
     acceptCompression: [compressionGzip, compressionBrotli],
     readMaxBytes: config.maxRequestBytes,
@@ -184,7 +205,10 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const metricsRoute = metrics.route();
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     if (health(req, res)) return;
-    if (metricsRoute(req, res)) return;
+    if (pathOf(req) === "/metrics") {
+      void auth.gate.allowHttp(req, res, adminOnly).then((ok) => ok && metricsRoute(req, res));
+      return;
+    }
     if (openapi(req, res)) return;
     if (ingest(req, res)) return;
     void connectHandler(req, res);
@@ -195,6 +219,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     port = await transport.listen(config.port, config.host);
   } catch (err) {
     clearInterval(sweepTimer);
+    auth.stop();
     await sweeps.stop();
     await dispatcher.stop();
     await tail.stop();
@@ -203,7 +228,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     throw err;
   }
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
-  logger.info("tidings listening", { url, database: database.kind, eventTypes: catalog.list().length });
+  logger.info("tidings listening", { url, database: database.kind, eventTypes: catalog.list().length, auth: auth.mode });
 
   let closing: Promise<void> | undefined;
   return {
@@ -219,6 +244,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
         // Requests in flight finish and are recorded (their reports may still publish events),
         // or are abandoned to their leases after the grace period.
         clearInterval(sweepTimer);
+        auth.stop();
         await sweeps.stop();
         await dispatcher.stop(config.shutdownGraceMs);
         await appendQueue.close();
@@ -234,3 +260,40 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   };
 }
 
+
+const adminOnly = create(AccessRuleSchema, { scope: Scope.ADMIN });
+
+function pathOf(req: { url?: string }): string {
+  return (req.url ?? "").split("?", 1)[0]!;
+}
+
+/** How often each node reloads its API keys when no NOTIFY says they changed. */
+const keyReloadIntervalMs = 10_000;
+
+/**
+ * Sets up authentication: in "keys" mode the first admin key, the key ring (followed through
+ * the doorbell and a timer) and the gate; in "open" mode a gate that lets everything through,
+ * said loudly in the log.
+ */
+async function startAuth(config: ServerConfig, db: Kysely<Database>, doorbell: Doorbell, logger: Logger, report: Pick<SecurityReporterDeps, "publish" | "counted">) {
+  const mode = authModeOf(config);
+  const store = new ApiKeyStore(db);
+  // At most 5 security events (and log lines) a second, 20 at once: a flood is counted, not echoed.
+  const reporter = new SecurityReporter({ ...report, logger, perSecond: 5, burst: 20 });
+  const eventAccess = new EventAccess(new KeyLimiter(reporter), reporter);
+  if (mode === "open") {
+    logger.warn("authentication is off (--auth open): every process on this machine may call every method; listening on loopback only", { host: config.host });
+    return { mode, store, ring: undefined, gate: new AccessGate(undefined, reporter), eventAccess, stop: () => {} };
+  }
+  const ensured = await store.ensureAdminKey(config.adminKey);
+  if (ensured.created) {
+    logger.warn("created the first admin API key; it is shown only this once, so store it now (tidings keys create makes more)", { adminKey: ensured.created });
+  }
+  if (ensured.configuredRevoked) logger.warn("the admin key given by --admin-key / TIDINGS_ADMIN_KEY is revoked and will be refused");
+  const ring = new KeyRing(store, { publishRate: config.keyPublishRate, publishBurst: config.keyPublishBurst, maxSubscriptions: config.keyMaxSubscriptions }, logger);
+  await ring.reload();
+  doorbell.onKeysChange(ring.refresh);
+  const timer = setInterval(ring.refresh, keyReloadIntervalMs);
+  timer.unref();
+  return { mode, store, ring, gate: new AccessGate(ring, reporter), eventAccess, stop: () => clearInterval(timer) };
+}

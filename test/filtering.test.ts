@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { create, createRegistry } from "@bufbuild/protobuf";
 import { file_tidings_events_memory_v1_memory, MemoryCreatedSchema } from "../gen/tidings/events/memory/v1/memory_pb.js";
 import { compileFilter, FilterError } from "../server/filtering/cel-filter.js";
-import { parseTypePattern, TypePatternError } from "../server/filtering/type-pattern.js";
+import { parseTypePattern, patternCovers, TypePatternError } from "../server/filtering/type-pattern.js";
 
 describe("type patterns", () => {
   const cases: Array<[string, string, boolean]> = [
@@ -24,7 +24,38 @@ describe("type patterns", () => {
   it.each(["", "memory.", ".memory", "**.created", "a.**.b", "Memory.*", "mem*", "a b"])("refuses %j", (pattern) => {
     expect(() => parseTypePattern(pattern)).toThrow(TypePatternError);
   });
+
+  // An API key's grant (outer) covers a requested pattern (inner) when every type the request
+  // can match, the grant matches too.
+  const covers: Array<[string, string, boolean]> = [
+    ["memory.*", "memory.created", true],
+    ["memory.*", "memory.*", true],
+    ["memory.*", "*.created", false],
+    ["memory.*", "memory.**", false],
+    ["memory.created", "memory.*", false],
+    ["memory.**", "memory.a.b", true],
+    ["memory.**", "memory.*", true],
+    ["memory.**", "memory.**", true],
+    ["memory.**", "memory", false],
+    ["memory.*.**", "memory.**", false],
+    ["memory.*.**", "memory.a.**", true],
+    ["**", "**", true],
+    ["**", "anything.at.all", true],
+    ["*", "**", false],
+    ["*.created", "memory.created", true],
+    ["*.created", "*.*", false],
+  ];
+  it.each(covers)("%s covers %s: %s", (outer, inner, expected) => {
+    expect(patternCovers(parseTypePattern(outer), parseTypePattern(inner))).toBe(expected);
+    // Checked against matching: a covered pattern's examples are matched by the grant.
+    if (expected) for (const type of examplesOf(inner)) expect(parseTypePattern(outer).matches(type)).toBe(true);
+  });
 });
+
+/** A few type names a pattern matches: each wildcard filled in with sample segments. */
+function examplesOf(pattern: string): string[] {
+  return ["x", "y_1"].flatMap((fill) => [pattern.replaceAll("**", `${fill}.z`).replaceAll("*", fill), pattern.replaceAll("**", fill).replaceAll("*", fill)]);
+}
 
 describe("CEL filters", () => {
   const registry = createRegistry(file_tidings_events_memory_v1_memory);

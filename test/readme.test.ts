@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildDescriptorSet } from "../cli/build-descriptor-set.js";
 import { defaultConfig, settings } from "../server/config/config.js";
+import { newApiKey } from "../server/auth/api-key.js";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { startReceiver } from "./helpers/receiver.js";
@@ -174,10 +175,31 @@ describe("README", () => {
     }
   });
 
+  it("API key examples work, against a server that requires keys", async () => {
+    const adminKey = newApiKey();
+    const keyed = await startTestServer({ config: { auth: "keys", adminKey } });
+    const env = { ...process.env, TIDINGS_TOKEN: adminKey };
+    try {
+      const [create, publish, refused, cli] = blocks(readme, "API keys", "sh");
+      const local = (command: string) => command.replaceAll("http://localhost:7233", keyed.url);
+      const created = JSON.parse((await run("bash", ["-c", local(create!)], { env })).stdout);
+      expect(created.key).toMatch(/^tid_/);
+      expect(created.apiKey).toMatchObject({ name: "alma publisher", publishRate: 100, grants: [{ scope: "SCOPE_PUBLISH", eventTypes: ["memory.*"] }] });
+      expect(JSON.parse((await run("bash", ["-c", local(publish!)], { env })).stdout).sequence).toBeDefined();
+      const shown = JSON.parse(refused!.match(/^# (\{.*)$/m)![1]!.replace(/, \.\.\.\}$/, "}"));
+      expect(JSON.parse((await run("bash", ["-c", local(refused!)], { env })).stdout)).toMatchObject(shown);
+      const { stdout } = await run("bash", ["-c", local(cli!)], { cwd: root, env, timeout: 30_000 });
+      expect(stdout).toContain("alma-reader");
+      expect(stdout).toContain("alma publisher");
+    } finally {
+      await keyed.close();
+    }
+  });
+
   it("the configuration table lists every setting with its default", () => {
     for (const s of settings) {
       const d: unknown = defaultConfig[s.key];
-      const shown = d === undefined ? "unset (PGlite)"
+      const shown = d === undefined ? (s.key === "databaseUrl" ? "unset (PGlite)" : "unset")
         : Array.isArray(d) ? (d.length ? `\`${d.join(",")}\`` : "empty")
         : typeof d === "object" ? "empty"
         : d === "" ? "host-pid"

@@ -6,6 +6,7 @@ import type { StreamStats } from "../rpc/event-service.js";
 import { type Database, deliveryStatus } from "../storage/schema.js";
 import type { LogTail } from "../streaming/log-tail.js";
 import { countDeliveries } from "../webhooks/delivery-counts.js";
+import { type ApiKeyDeps, apiKeyMethods } from "./api-keys.js";
 
 /** This node's counters since it started, kept by the code that does the work. */
 export interface NodeCounters {
@@ -25,11 +26,13 @@ export interface AdminServiceDeps {
   counters: Readonly<NodeCounters>;
   streams: StreamStats;
   tail: Pick<LogTail, "position">;
+  keys: ApiKeyDeps;
 }
 
-/** tidings.v1.AdminService: what a node and the shared database are doing. */
-export function createAdminService(deps: AdminServiceDeps): Partial<ServiceImpl<typeof AdminService>> {
+/** tidings.v1.AdminService: what a node and the shared database are doing, and the API keys. */
+export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof AdminService> {
   return {
+    ...apiKeyMethods(deps.keys),
     async getStats() {
       const [deliveries, head] = await Promise.all([
         countDeliveries(deps.db, [deliveryStatus.pending, deliveryStatus.dead]),

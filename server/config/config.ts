@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
+import { apiKeyPattern } from "../auth/api-key.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -58,6 +59,19 @@ export interface ServerConfig {
   deadLetterRetentionHours: number;
   /** How often each node sweeps for rows past their retention. */
   retentionIntervalMs: number;
+  /**
+   * "keys": every call needs an API key. "open": no checks, allowed only on a loopback host.
+   * "auto": open for the embedded database on loopback, keys otherwise. See {@link authModeOf}.
+   */
+  auth: "auto" | "keys" | "open";
+  /** An admin API key to store at start, e.g. from a secret manager; otherwise one is made at the first start. */
+  adminKey: string | undefined;
+  /** Events a second each key may publish on each node, unless the key says otherwise; 0: no limit. */
+  keyPublishRate: number;
+  /** Events a key may publish at once; 0: one second's worth of its rate. */
+  keyPublishBurst: number;
+  /** Subscribe streams each key may hold open on each node, unless the key says otherwise; 0: no limit. */
+  keyMaxSubscriptions: number;
 }
 
 export const defaultConfig: ServerConfig = {
@@ -89,6 +103,11 @@ export const defaultConfig: ServerConfig = {
   deliveryRetentionHours: 720,
   deadLetterRetentionHours: 2160,
   retentionIntervalMs: 60_000,
+  auth: "auto",
+  adminKey: undefined,
+  keyPublishRate: 0,
+  keyPublishBurst: 0,
+  keyMaxSubscriptions: 100,
 };
 
 /** One row of the configuration table: flag, environment variable, how to parse. */
@@ -129,9 +148,26 @@ export const settings: readonly Setting[] = [
   { key: "deliveryRetentionHours", flag: "delivery-retention-hours", env: "TIDINGS_DELIVERY_RETENTION_HOURS", kind: "int", help: "Remove succeeded deliveries and their attempts this long after; 0 keeps them" },
   { key: "deadLetterRetentionHours", flag: "dead-letter-retention-hours", env: "TIDINGS_DEAD_LETTER_RETENTION_HOURS", kind: "int", help: "Remove dead letters and their attempts this long after; 0 keeps them" },
   { key: "retentionIntervalMs", flag: "retention-interval-ms", env: "TIDINGS_RETENTION_INTERVAL_MS", kind: "int", help: "How often each node sweeps for rows past their retention" },
+  { key: "auth", flag: "auth", env: "TIDINGS_AUTH", kind: "string", help: "keys (every call needs an API key), open (no checks; loopback only) or auto (open for embedded PGlite on loopback, else keys)" },
+  { key: "adminKey", flag: "admin-key", env: "TIDINGS_ADMIN_KEY", kind: "string", help: "An admin API key (tid_…) to store at start; else one is made and printed at the first start" },
+  { key: "keyPublishRate", flag: "key-publish-rate", env: "TIDINGS_KEY_PUBLISH_RATE", kind: "int", help: "Events/s each API key may publish per node, unless the key sets its own; 0: no limit" },
+  { key: "keyPublishBurst", flag: "key-publish-burst", env: "TIDINGS_KEY_PUBLISH_BURST", kind: "int", help: "Events a key may publish at once; 0: one second of its rate" },
+  { key: "keyMaxSubscriptions", flag: "key-max-subscriptions", env: "TIDINGS_KEY_MAX_SUBSCRIPTIONS", kind: "int", help: "Subscribe streams each API key may hold open per node, unless the key sets its own; 0: no limit" },
 ];
 
 const logLevels: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+const authModes: ReadonlyArray<ServerConfig["auth"]> = ["auto", "keys", "open"];
+
+/** 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/** Whether calls need API keys: open only where nothing but this machine can call, and never by accident. */
+export function authModeOf(config: Pick<ServerConfig, "auth" | "databaseUrl" | "host">): "keys" | "open" {
+  if (config.auth !== "auto") return config.auth;
+  return config.databaseUrl === undefined && isLoopbackHost(config.host) ? "open" : "keys";
+}
 
 export class ConfigError extends Error {}
 
@@ -172,6 +208,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
   }
   if (result.port > 65535) throw new ConfigError(`--port / TIDINGS_PORT: ${result.port} is not a port`);
   if (result.retentionIntervalMs < 1000) throw new ConfigError(`--retention-interval-ms / TIDINGS_RETENTION_INTERVAL_MS: at least 1000, got ${result.retentionIntervalMs}`);
+  if (!authModes.includes(result.auth)) throw new ConfigError(`--auth / TIDINGS_AUTH: expected one of ${authModes.join(", ")}, got "${result.auth}"`);
+  if (result.auth === "open" && !isLoopbackHost(result.host)) {
+    throw new ConfigError(`--auth open runs without any authentication and is allowed only on a loopback host, not "${result.host}": use --auth keys`);
+  }
+  if (result.adminKey !== undefined && !apiKeyPattern.test(result.adminKey)) {
+    throw new ConfigError("--admin-key / TIDINGS_ADMIN_KEY: expected tid_ and 40 letters and digits (make one with: tidings keys generate)");
+  }
   if (!result.nodeId) result.nodeId = `${hostname()}-${process.pid}`;
   return result;
 }

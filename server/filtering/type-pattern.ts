@@ -28,8 +28,7 @@ export function parseTypePattern(source: string): TypePattern {
       );
     }
   });
-  const tail = segments[segments.length - 1] === "**";
-  const fixed = tail ? segments.slice(0, -1) : segments;
+  const { fixed, tail } = shapeOf(source);
   return {
     source,
     matches(type: string): boolean {
@@ -38,4 +37,27 @@ export function parseTypePattern(source: string): TypePattern {
       return fixed.every((seg, i) => seg === "*" || seg === parts[i]);
     },
   };
+}
+
+/**
+ * Whether every type `inner` matches is matched by `outer` too: "memory.*" covers
+ * "memory.created" and "memory.*", "memory.**" covers "memory.a.b", "**" covers everything,
+ * and "memory.created" covers only itself. Used to check a request against an API key's grant.
+ */
+export function patternCovers(outer: TypePattern, inner: TypePattern): boolean {
+  const o = shapeOf(outer.source);
+  const i = shapeOf(inner.source);
+  if (o.tail) {
+    // outer matches lengths > its fixed part; inner must never be shorter than that.
+    if (i.fixed.length < o.fixed.length + (i.tail ? 0 : 1)) return false;
+  } else if (i.tail || i.fixed.length !== o.fixed.length) {
+    return false;
+  }
+  return o.fixed.every((seg, k) => seg === "*" || seg === i.fixed[k]);
+}
+
+function shapeOf(source: string): { fixed: string[]; tail: boolean } {
+  const segments = source.split(".");
+  const tail = segments[segments.length - 1] === "**";
+  return { fixed: tail ? segments.slice(0, -1) : segments, tail };
 }

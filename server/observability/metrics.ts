@@ -34,6 +34,7 @@ export class ServerMetrics {
   readonly deliveries: Counter<"outcome">;
   readonly attemptSeconds: Histogram<"outcome">;
   readonly leaseTakeovers: Counter;
+  readonly authFailures: Counter<"reason">;
 
   constructor(sources: MetricSources, logger: Logger) {
     const registers = [this.registry];
@@ -61,6 +62,7 @@ export class ServerMetrics {
       registers,
     });
     this.leaseTakeovers = new Counter({ name: "tidings_webhook_lease_takeovers_total", help: "Deliveries this node took over after another node's lease expired mid-attempt", registers });
+    this.authFailures = new Counter({ name: "tidings_auth_failures_total", help: "Calls refused for their API key (unauthenticated or permission_denied), by reason", labelNames: ["reason"], registers });
     new Gauge({
       name: "tidings_streams_active",
       help: "Subscribe streams open on this node",

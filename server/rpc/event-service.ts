@@ -41,6 +41,7 @@ import { runSubscription } from "../streaming/subscription.js";
 import { connectCodeOf, fieldError, invalidArgument } from "./errors.js";
 import { binaryEventResponse, prepareEvent, toApiEvent, withFreshCatalog } from "./event-envelope.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.js";
+import type { EventAccess } from "../auth/event-access.js";
 
 export interface StreamStats {
   active: number;
@@ -80,6 +81,8 @@ export interface EventServiceDeps {
   /** Counts open Subscribe streams, and live subscribers moved back to the log for being slow. */
   streams: StreamStats;
   metrics?: PublishMetrics;
+  /** The caller's key: the types it may publish and read, its publish rate and its streams. */
+  access: EventAccess;
 }
 
 const defaultPageSize = 100;
@@ -100,18 +103,21 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     }
   };
 
-  const publish = async (req: PublishRequest) => {
+  const publish = async (req: PublishRequest, ctx: HandlerContext) => {
+    if (req.event) deps.access.checkPublishTypes(ctx, [{ type: req.event.type, field: "event.type" }]);
     const prepared = await withFreshCatalog(catalog, () => prepareEvent(req.event, req.idempotencyKey, "event", catalog, deps.config.maxPayloadBytes, "idempotency_key"));
     if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
+    deps.access.takePublish(ctx, 1, "event");
     const [result] = await append([prepared.event], (_i, field) => field);
     return toPublishResponse(result!);
   };
 
-  const publishBatch = async (req: PublishBatchRequest) => {
+  const publishBatch = async (req: PublishBatchRequest, ctx: HandlerContext) => {
     if (req.entries.length === 0) throw invalidArgument("entries", "must hold at least one event");
     if (req.entries.length > deps.config.maxBatchEntries) {
       throw fieldError(Code.ResourceExhausted, [{ field: "entries", description: `holds ${req.entries.length} events, more than the limit of ${deps.config.maxBatchEntries}` }]);
     }
+    deps.access.checkPublishTypes(ctx, req.entries.map((entry, i) => ({ type: entry.event?.type ?? "", field: `entries[${i}].event.type` })));
     const prepared = await withFreshCatalog(catalog, () => {
       const violations: FieldViolation[] = [];
       let tooLarge = false;
@@ -128,6 +134,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     });
     if (!prepared.ok) throw fieldError(prepared.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument, prepared.violations);
     const events = prepared.events;
+    deps.access.takePublish(ctx, events.length, "entries");
     const results = await append(events, (i, field) => `entries[${i}].${field}`);
     return { results: results.map(toPublishResponse) };
   };
@@ -146,11 +153,12 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
   };
 
   return {
-    publish: (req: PublishRequest) => measured("Publish", () => publish(req)),
-    publishBatch: (req: PublishBatchRequest) => measured("PublishBatch", () => publishBatch(req)),
+    publish: (req: PublishRequest, ctx: HandlerContext) => measured("Publish", () => publish(req, ctx)),
+    publishBatch: (req: PublishBatchRequest, ctx: HandlerContext) => measured("PublishBatch", () => publishBatch(req, ctx)),
 
     async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
-      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog, filterLimits);
+      const patterns = deps.access.readPatterns(ctx, req.patterns);
+      const matcher = buildMatcher(patterns, req.attributes, req.filter, catalog, filterLimits);
       let heartbeatMs = deps.config.heartbeatIntervalMs;
       if (req.heartbeatInterval) {
         heartbeatMs = durationMs(req.heartbeatInterval);
@@ -161,7 +169,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       const cursor = await startCursor(req, reader);
       const signal = AbortSignal.any([ctx.signal, deps.shutdownSignal]);
       const stream: OpenStream = {
-        id: `sub_${uuidV7()}`, patterns: [...req.patterns], attributes: { ...req.attributes }, filter: req.filter, openedAt: new Date(),
+        id: `sub_${uuidV7()}`, patterns: [...patterns], attributes: { ...req.attributes }, filter: req.filter, openedAt: new Date(),
         cursor: () => last, sent: 0, fallbacks: 0,
       };
       const items = runSubscription({
@@ -181,6 +189,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       // gRPC, gRPC-Web and Connect streams in protobuf binary get the event encoded once per node.
       const binary = !/json/i.test(ctx.requestHeader.get("content-type") ?? "");
       let last = cursor;
+      const releaseSlot = deps.access.openSubscription(ctx);
       deps.streams.active++;
       deps.streams.open.set(stream.id, stream);
       try {
@@ -196,21 +205,23 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       } finally {
         deps.streams.active--;
         deps.streams.open.delete(stream.id);
+        releaseSlot();
       }
       if (deps.shutdownSignal.aborted && !ctx.signal.aborted) {
         throw new ConnectError(`the server is shutting down; resume with after_sequence=${last}`, Code.Unavailable);
       }
     },
 
-    async getEvent(req) {
+    async getEvent(req, ctx) {
       if (!req.id) throw invalidArgument("id", "is required");
       const stored = await reader.getById(req.id);
       if (!stored) throw fieldError(Code.NotFound, [{ field: "id", description: `no event with id "${req.id}"` }]);
+      deps.access.checkReadType(ctx, stored.type, "id");
       return { event: toApiEvent(stored, req.payloadFormat, catalog) };
     },
 
-    async listEvents(req: ListEventsRequest) {
-      const matcher = buildMatcher(req.patterns, req.attributes, req.filter, catalog, filterLimits);
+    async listEvents(req: ListEventsRequest, ctx: HandlerContext) {
+      const matcher = buildMatcher(deps.access.readPatterns(ctx, req.patterns), req.attributes, req.filter, catalog, filterLimits);
       const pageSize = pageSizeOf(req.pageSize, defaultPageSize, maxPageSize);
       const startTime = req.startTime ? timestampDate(req.startTime) : undefined;
       const endTime = req.endTime ? timestampDate(req.endTime) : undefined;

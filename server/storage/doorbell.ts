@@ -5,6 +5,8 @@ import type { Logger } from "../logging/logger.js";
 export const eventsChannel = "tidings_events";
 /** The NOTIFY channel a registration of event types rings after committing. */
 export const catalogChannel = "tidings_catalog";
+/** The NOTIFY channel a change of API keys (create, revoke) rings after committing. */
+export const keysChannel = "tidings_api_keys";
 
 /**
  * A wake-up signal from other nodes. Notifications can be merged or lost (e.g. while the
@@ -15,12 +17,15 @@ export interface Doorbell {
   onRing(listener: (head?: bigint) => void): void;
   /** Another node (or this one) registered event types. Rung on reconnect too: one may have been missed. */
   onCatalogChange(listener: () => void): void;
+  /** API keys were created or revoked. Rung on reconnect too. */
+  onKeysChange(listener: () => void): void;
   close(): Promise<void>;
 }
 
 export const silentDoorbell: Doorbell = {
   onRing() {},
   onCatalogChange() {},
+  onKeysChange() {},
   async close() {},
 };
 
@@ -28,6 +33,7 @@ export const silentDoorbell: Doorbell = {
 export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell> {
   const listeners: Array<(head?: bigint) => void> = [];
   const catalogListeners: Array<() => void> = [];
+  const keysListeners: Array<() => void> = [];
   let client: pg.Client | undefined;
   let closed = false;
   let retryDelayMs = 100;
@@ -38,9 +44,14 @@ export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell>
     listeners.forEach((l) => l(head));
   };
   const ringCatalog = () => catalogListeners.forEach((l) => l());
+  const ringKeys = () => keysListeners.forEach((l) => l());
   const connect = async (): Promise<void> => {
     const c = new pg.Client({ connectionString: url });
-    c.on("notification", (n) => (n.channel === catalogChannel ? ringCatalog() : ring(n.payload)));
+    c.on("notification", (n) => {
+      if (n.channel === catalogChannel) ringCatalog();
+      else if (n.channel === keysChannel) ringKeys();
+      else ring(n.payload);
+    });
     c.on("error", (err) => {
       logger.warn("doorbell connection failed; readers fall back to polling", { err });
       scheduleReconnect(c);
@@ -49,11 +60,13 @@ export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell>
     await c.connect();
     await c.query(`LISTEN ${eventsChannel}`);
     await c.query(`LISTEN ${catalogChannel}`);
+    await c.query(`LISTEN ${keysChannel}`);
     client = c;
     retryDelayMs = 100;
     // Anything committed while we were not listening is picked up now.
     ring();
     ringCatalog();
+    ringKeys();
   };
   const scheduleReconnect = (failed: pg.Client) => {
     if (closed || client !== failed || retryTimer) return;
@@ -78,6 +91,9 @@ export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell>
     },
     onCatalogChange(listener) {
       catalogListeners.push(listener);
+    },
+    onKeysChange(listener) {
+      keysListeners.push(listener);
     },
     async close() {
       closed = true;

@@ -10,6 +10,7 @@ export interface Database {
   tidings_delivery_attempts: DeliveryAttemptsTable;
   tidings_registered_files: RegisteredFilesTable;
   tidings_catalog_head: CatalogHeadTable;
+  tidings_api_keys: ApiKeysTable;
 }
 
 /** The event log: one row per event, in sequence order. */
@@ -145,4 +146,26 @@ export interface RegisteredFilesTable {
 export interface CatalogHeadTable {
   id: ColumnType<number, never, never>;
   revision: ColumnType<string | bigint, never, bigint | string>;
+}
+
+/** A grant as stored: the scope's name ("publish", "webhooks:read", …) and its type patterns. */
+export interface StoredGrant {
+  scope: string;
+  event_types: string[];
+}
+
+/** An API key: its SHA-256 and what it may do, never the key itself. */
+export interface ApiKeysTable {
+  id: string;
+  name: string;
+  /** The key's first 12 characters, shown to tell keys apart. */
+  prefix: string;
+  key_hash: Uint8Array;
+  grants: ColumnType<StoredGrant[], string, string>;
+  /** Null: the server's default; 0: no limit. */
+  publish_rate: number | null;
+  publish_burst: number | null;
+  max_subscriptions: number | null;
+  created_at: ColumnType<Date, never, never>;
+  revoked_at: ColumnType<Date | null, never, Date | string | null>;
 }

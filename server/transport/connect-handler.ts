@@ -8,6 +8,8 @@ import type { Logger } from "../logging/logger.js";
 import { codeName, fieldError } from "../rpc/errors.js";
 import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
 import { createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
+import { type AccessGate, callerOf } from "../auth/access-gate.js";
+import { accessRuleOf } from "../auth/access-rules.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -22,6 +24,11 @@ export interface ConnectHandlerOptions extends ConnectRouterOptions {
   maxJsonBodyBytes: number;
   /** Required top-level fields per method name, to say what an empty body lacks. */
   requiredFields: Record<string, readonly string[]>;
+  /**
+   * The API key check, run before the JSON pre-check below (which answers before Connect's
+   * interceptors would): a caller without a valid key learns that, not what its body lacks.
+   */
+  gate?: AccessGate;
   logger: Logger;
 }
 
@@ -57,6 +64,14 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
     }
     let parsed: JsonValue | undefined;
     if (req.method === "POST" && handler.method.methodKind === "unary" && /^application\/json\b/.test(req.headers["content-type"] ?? "")) {
+      if (options.gate) {
+        try {
+          await options.gate.check(req.headers.authorization, accessRuleOf(handler.method), callerOf(req, `${handler.service.typeName}/${handler.method.name}`));
+        } catch (err) {
+          writeConnectError(res, err as ConnectError);
+          return;
+        }
+      }
       const checked = await readAndCheckJson(req as http.IncomingMessage, handler.method, options);
       if ("error" in checked) {
         writeConnectError(res, checked.error);
@@ -98,9 +113,12 @@ async function readAndCheckJson(req: http.IncomingMessage, method: DescMethod, o
   return { json };
 }
 
+/** The HTTP status of a Connect unary error (the Connect protocol's table, for the codes answered here). */
+const statusOf: Partial<Record<Code, number>> = { [Code.ResourceExhausted]: 429, [Code.Unauthenticated]: 401, [Code.PermissionDenied]: 403 };
+
 /** A Connect unary error response, as Connect writes it. */
 function writeConnectError(res: NodeResponse, err: ConnectError): void {
-  const status = err.code === Code.ResourceExhausted ? 429 : 400;
+  const status = statusOf[err.code] ?? 400;
   const details = err.details.map((d) => ("desc" in d
     ? { type: d.desc.typeName, value: Buffer.from(toBinary(d.desc, create(d.desc, d.value))).toString("base64").replace(/=+$/, ""), debug: toJson(d.desc, create(d.desc, d.value)) }
     : { type: d.type, value: Buffer.from(d.value).toString("base64").replace(/=+$/, "") }));

@@ -11,13 +11,15 @@ import type { WebhookLifecycleEvents } from "./webhook-service.js";
 /** The source of the events Tidings publishes about itself. */
 export const systemSource = "tidings";
 
+/** Publishes one of Tidings' own events; never throws. */
+export type SystemPublisher = (type: string, subject: string, data: JsonObject) => void;
+
 /**
- * Publishes Tidings' operational events (tidings.webhook.*, tidings.delivery.*) into its own
- * log, so they can be subscribed to and webhooked like any other. They go through the same
- * validation as a client's publish; a failure is logged, never thrown into the caller.
+ * Tidings' own events (operational and security ones) go through the same validation as a
+ * client's publish, with source "tidings"; a failure is logged, never thrown into the caller.
  */
-export function createSystemEvents(catalog: EventCatalog, appendQueue: AppendQueue, logger: Logger): WebhookLifecycleEvents & DispatcherEvents {
-  const publish = (type: string, subject: string, data: JsonObject) => {
+export function systemPublisher(catalog: EventCatalog, appendQueue: AppendQueue, logger: Logger): SystemPublisher {
+  return (type, subject, data) => {
     const event = create(EventSchema, { type, source: systemSource, subject, payload: { case: "data", value: data } });
     const prepared = prepareEvent(event, "", "event", catalog, Number.MAX_SAFE_INTEGER, "idempotency_key");
     if (!prepared.ok) {
@@ -26,6 +28,13 @@ export function createSystemEvents(catalog: EventCatalog, appendQueue: AppendQue
     }
     appendQueue.append([prepared.event]).catch((err) => logger.warn("could not publish an operational event", { type, err }));
   };
+}
+
+/**
+ * Publishes Tidings' operational events (tidings.webhook.*, tidings.delivery.*) into its own
+ * log, so they can be subscribed to and webhooked like any other.
+ */
+export function createSystemEvents(publish: SystemPublisher): WebhookLifecycleEvents & DispatcherEvents {
   const summary = (w: Webhook): JsonObject => ({ webhook_id: w.id, url: w.url, description: w.description, event_types: w.patterns });
   return {
     created: (w) => publish("tidings.webhook.created", w.id, summary(w)),

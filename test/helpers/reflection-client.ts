@@ -7,19 +7,27 @@ import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/p
 const protoRoot = fileURLToPath(new URL("../../node_modules/@grpc/reflection/build/proto", import.meta.url));
 
 /** A reflection client as grpcurl would use it: one bidi stream, one question at a time. */
-export function reflectionClient(address: string, version: "v1" | "v1alpha") {
+export function reflectionClient(address: string, version: "v1" | "v1alpha", headers: Record<string, string> = {}) {
   const def = protoLoader.loadSync(`grpc/reflection/${version}/reflection.proto`, { includeDirs: [protoRoot], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
   const pkg = grpc.loadPackageDefinition(def) as any;
   const Service = pkg.grpc.reflection[version].ServerReflection;
   const client = new Service(address, grpc.credentials.createInsecure());
-  const call = client.ServerReflectionInfo();
-  const pending: Array<(r: any) => void> = [];
-  call.on("data", (r: any) => pending.shift()?.(r));
-  call.on("error", () => {});
+  const metadata = new grpc.Metadata();
+  for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
+  const call = client.ServerReflectionInfo(metadata);
+  const pending: Array<{ resolve: (r: any) => void; reject: (err: unknown) => void }> = [];
+  let failed: unknown;
+  call.on("data", (r: any) => pending.shift()?.resolve(r));
+  // A failed stream (e.g. UNAUTHENTICATED) fails every question asked on it.
+  call.on("error", (err: unknown) => {
+    failed = err;
+    for (const p of pending.splice(0)) p.reject(err);
+  });
   return {
     ask(request: object): Promise<any> {
-      return new Promise((resolve) => {
-        pending.push(resolve);
+      if (failed) return Promise.reject(failed);
+      return new Promise((resolve, reject) => {
+        pending.push({ resolve, reject });
         call.write(request);
       });
     },

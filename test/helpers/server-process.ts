@@ -14,7 +14,9 @@ export interface ServerProcess {
 
 /** Runs `server/main.ts` as its own OS process, the way `npm start` does, and waits until it listens. */
 export async function spawnServer(args: string[], env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts", "--port", "0", ...args], {
+  // Open unless the test says otherwise: these suites test processes, not keys (see test/auth.test.ts).
+  const auth = args.includes("--auth") ? [] : ["--auth", "open"];
+  const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts", "--port", "0", ...auth, ...args], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -2,7 +2,7 @@ import { type Client } from "@connectrpc/connect";
 import { defaultConfig, type ServerConfig } from "../../server/config/config.js";
 import { silentLogger } from "../../server/logging/logger.js";
 import { type RunningServer, startServer, type StartOptions } from "../../server/app.js";
-import { createTidingsClient, createWebhookClient, type EventService, type TransportKind, type WebhookService } from "../../sdk/index.js";
+import { type AdminService, createAdminClient, createTidingsClient, createWebhookClient, type EventService, type TransportKind, type WebhookService } from "../../sdk/index.js";
 import { createTestStorage, type TestStorage } from "./database.js";
 
 export interface TestServer {
@@ -11,6 +11,7 @@ export interface TestServer {
   storage: TestStorage;
   client(transport?: TransportKind): Client<typeof EventService>;
   webhooks(): Client<typeof WebhookService>;
+  admin(): Client<typeof AdminService>;
   /** Stops the server (the storage stays, so it can be restarted on it). */
   stop(): Promise<void>;
   /** Starts a server again on the same storage. */
@@ -23,6 +24,8 @@ export interface TestServerOptions {
   config?: Partial<ServerConfig>;
   storage?: TestStorage;
   start?: Partial<StartOptions>;
+  /** The API key the clients above send (with `config.auth: "keys"`). */
+  token?: string;
 }
 
 /** A real server on a loopback port over a fresh database. */
@@ -40,6 +43,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
         // Test receivers listen on loopback, which webhooks may not reach by default.
         webhookAllowList: ["loopback"],
         dispatcherPollIntervalMs: 50,
+        // Most suites test something other than keys (test/auth.test.ts tests them), and the
+        // server would otherwise require keys whenever DATABASE_URL is set.
+        auth: "open",
         ...options.config,
       },
       { logger: silentLogger, ...options.start },
@@ -49,8 +55,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     server,
     url: server.url,
     storage,
-    client: (transport) => createTidingsClient({ baseUrl: t.url, transport }),
-    webhooks: () => createWebhookClient({ baseUrl: t.url }),
+    client: (transport) => createTidingsClient({ baseUrl: t.url, transport, token: options.token }),
+    webhooks: () => createWebhookClient({ baseUrl: t.url, token: options.token }),
+    admin: () => createAdminClient({ baseUrl: t.url, token: options.token }),
     stop: () => t.server.close(),
     async restart() {
       server = await boot();

@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Scope } from "./access_pb.js";
+import { file_tidings_v1_access } from "./access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file tidings/v1/admin_service.proto.
  */
 export const file_tidings_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch50aWRpbmdzL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCnRpZGluZ3MudjEiEQoPR2V0U3RhdHNSZXF1ZXN0IvUCChBHZXRTdGF0c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQZXZlbnRzX3B1Ymxpc2hlZBgDIAEoBBIWCg5wdWJsaXNoX2Vycm9ycxgEIAEoBBIcChRkZWxpdmVyaWVzX3N1Y2NlZWRlZBgFIAEoBBIZChFkZWxpdmVyeV9mYWlsdXJlcxgGIAEoBBIgChhkZWxpdmVyaWVzX2RlYWRfbGV0dGVyZWQYByABKAQSEgoKcXVldWVfc2l6ZRgIIAEoBBIUCgxkZWFkX2xldHRlcnMYCSABKAQSFQoNaGVhZF9zZXF1ZW5jZRgKIAEoBBIcChRhY3RpdmVfc3Vic2NyaXB0aW9ucxgLIAEoDRI0Cg1zdWJzY3JpcHRpb25zGAwgAygLMh0udGlkaW5ncy52MS5TdWJzY3JpcHRpb25TdGF0cyKrAgoRU3Vic2NyaXB0aW9uU3RhdHMSCgoCaWQYASABKAkSEAoIcGF0dGVybnMYAiADKAkSQQoKYXR0cmlidXRlcxgDIAMoCzItLnRpZGluZ3MudjEuU3Vic2NyaXB0aW9uU3RhdHMuQXR0cmlidXRlc0VudHJ5Eg4KBmZpbHRlchgEIAEoCRItCglvcGVuX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgGIAEoBBILCgNsYWcYByABKAQSEwoLZXZlbnRzX3NlbnQYCCABKAQSEQoJZmFsbGJhY2tzGAkgASgEGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBMloKDEFkbWluU2VydmljZRJKCghHZXRTdGF0cxIbLnRpZGluZ3MudjEuR2V0U3RhdHNSZXF1ZXN0GhwudGlkaW5ncy52MS5HZXRTdGF0c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch50aWRpbmdzL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCnRpZGluZ3MudjEiEQoPR2V0U3RhdHNSZXF1ZXN0IvUCChBHZXRTdGF0c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQZXZlbnRzX3B1Ymxpc2hlZBgDIAEoBBIWCg5wdWJsaXNoX2Vycm9ycxgEIAEoBBIcChRkZWxpdmVyaWVzX3N1Y2NlZWRlZBgFIAEoBBIZChFkZWxpdmVyeV9mYWlsdXJlcxgGIAEoBBIgChhkZWxpdmVyaWVzX2RlYWRfbGV0dGVyZWQYByABKAQSEgoKcXVldWVfc2l6ZRgIIAEoBBIUCgxkZWFkX2xldHRlcnMYCSABKAQSFQoNaGVhZF9zZXF1ZW5jZRgKIAEoBBIcChRhY3RpdmVfc3Vic2NyaXB0aW9ucxgLIAEoDRI0Cg1zdWJzY3JpcHRpb25zGAwgAygLMh0udGlkaW5ncy52MS5TdWJzY3JpcHRpb25TdGF0cyKrAgoRU3Vic2NyaXB0aW9uU3RhdHMSCgoCaWQYASABKAkSEAoIcGF0dGVybnMYAiADKAkSQQoKYXR0cmlidXRlcxgDIAMoCzItLnRpZGluZ3MudjEuU3Vic2NyaXB0aW9uU3RhdHMuQXR0cmlidXRlc0VudHJ5Eg4KBmZpbHRlchgEIAEoCRItCglvcGVuX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgGIAEoBBILCgNsYWcYByABKAQSEwoLZXZlbnRzX3NlbnQYCCABKAQSEQoJZmFsbGJhY2tzGAkgASgEGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj4KBUdyYW50EiAKBXNjb3BlGAEgASgOMhEudGlkaW5ncy52MS5TY29wZRITCgtldmVudF90eXBlcxgCIAMoCSLHAgoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGcHJlZml4GAMgASgJEiEKBmdyYW50cxgEIAMoCzIRLnRpZGluZ3MudjEuR3JhbnQSGQoMcHVibGlzaF9yYXRlGAUgASgNSACIAQESGgoNcHVibGlzaF9idXJzdBgGIAEoDUgBiAEBEh4KEW1heF9zdWJzY3JpcHRpb25zGAcgASgNSAKIAQESLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIPCg1fcHVibGlzaF9yYXRlQhAKDl9wdWJsaXNoX2J1cnN0QhQKEl9tYXhfc3Vic2NyaXB0aW9ucyLWAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJEiEKBmdyYW50cxgCIAMoCzIRLnRpZGluZ3MudjEuR3JhbnQSGQoMcHVibGlzaF9yYXRlGAMgASgNSACIAQESGgoNcHVibGlzaF9idXJzdBgEIAEoDUgBiAEBEh4KEW1heF9zdWJzY3JpcHRpb25zGAUgASgNSAKIAQFCDwoNX3B1Ymxpc2hfcmF0ZUIQCg5fcHVibGlzaF9idXJzdEIUChJfbWF4X3N1YnNjcmlwdGlvbnMiSAoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLnRpZGluZ3MudjEuQXBpS2V5EgsKA2tleRgCIAEoCSJRChJMaXN0QXBpS2V5c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSFAoMc2hvd19yZXZva2VkGAMgASgIIlQKE0xpc3RBcGlLZXlzUmVzcG9uc2USJAoIYXBpX2tleXMYASADKAsyEi50aWRpbmdzLnYxLkFwaUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI7ChRSZXZva2VBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIudGlkaW5ncy52MS5BcGlLZXky9AIKDEFkbWluU2VydmljZRJQCghHZXRTdGF0cxIbLnRpZGluZ3MudjEuR2V0U3RhdHNSZXF1ZXN0GhwudGlkaW5ncy52MS5HZXRTdGF0c1Jlc3BvbnNlIgmQAgHC8xgCCAUSWQoMQ3JlYXRlQXBpS2V5Eh8udGlkaW5ncy52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiAudGlkaW5ncy52MS5DcmVhdGVBcGlLZXlSZXNwb25zZSIGwvMYAggFElkKC0xpc3RBcGlLZXlzEh4udGlkaW5ncy52MS5MaXN0QXBpS2V5c1JlcXVlc3QaHy50aWRpbmdzLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2UiCZACAcLzGAIIBRJcCgxSZXZva2VBcGlLZXkSHy50aWRpbmdzLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIC50aWRpbmdzLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlIgmQAgLC8xgCCAViBnByb3RvMw", [file_google_protobuf_timestamp, file_tidings_v1_access]);
 
 /**
  * @generated from message tidings.v1.GetStatsRequest
@@ -185,7 +187,262 @@ export const SubscriptionStatsSchema: GenMessage<SubscriptionStats> = /*@__PURE_
   messageDesc(file_tidings_v1_admin_service, 2);
 
 /**
- * AdminService tells operators what a node and the shared database are doing.
+ * Grant gives a key one scope, for publish and subscribe optionally limited to event types.
+ *
+ * @generated from message tidings.v1.Grant
+ */
+export type Grant = Message<"tidings.v1.Grant"> & {
+  /**
+   * @generated from field: tidings.v1.Scope scope = 1;
+   */
+  scope: Scope;
+
+  /**
+   * Type patterns the grant is limited to ("memory.*", "risk.**"), for SCOPE_PUBLISH and
+   * SCOPE_SUBSCRIBE only. Empty: every type.
+   *
+   * @generated from field: repeated string event_types = 2;
+   */
+  eventTypes: string[];
+};
+
+/**
+ * Describes the message tidings.v1.Grant.
+ * Use `create(GrantSchema)` to create a new message.
+ */
+export const GrantSchema: GenMessage<Grant> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 3);
+
+/**
+ * ApiKey is a key's record. The key itself is shown only by CreateApiKey.
+ *
+ * @generated from message tidings.v1.ApiKey
+ */
+export type ApiKey = Message<"tidings.v1.ApiKey"> & {
+  /**
+   * "key_" and a UUIDv7.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * What the key is for, e.g. "billing publisher".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The key's first 12 characters ("tid_" and 8 more): enough to tell keys apart in logs and
+   * security events, not enough to use.
+   *
+   * @generated from field: string prefix = 3;
+   */
+  prefix: string;
+
+  /**
+   * @generated from field: repeated tidings.v1.Grant grants = 4;
+   */
+  grants: Grant[];
+
+  /**
+   * Events per second the key may publish on each node (a token bucket), and how many it may
+   * publish at once. Unset: the server's defaults (--key-publish-rate, --key-publish-burst).
+   * 0: no limit.
+   *
+   * @generated from field: optional uint32 publish_rate = 5;
+   */
+  publishRate?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 publish_burst = 6;
+   */
+  publishBurst?: number | undefined;
+
+  /**
+   * Subscribe streams the key may hold open on each node. Unset: the server's default
+   * (--key-max-subscriptions). 0: no limit.
+   *
+   * @generated from field: optional uint32 max_subscriptions = 7;
+   */
+  maxSubscriptions?: number | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Set once the key is revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 9;
+   */
+  revokeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message tidings.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 4);
+
+/**
+ * @generated from message tidings.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"tidings.v1.CreateApiKeyRequest"> & {
+  /**
+   * What the key is for; 1 to 200 characters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * At least one grant.
+   *
+   * @generated from field: repeated tidings.v1.Grant grants = 2;
+   */
+  grants: Grant[];
+
+  /**
+   * @generated from field: optional uint32 publish_rate = 3;
+   */
+  publishRate?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 publish_burst = 4;
+   */
+  publishBurst?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 max_subscriptions = 5;
+   */
+  maxSubscriptions?: number | undefined;
+};
+
+/**
+ * Describes the message tidings.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 5);
+
+/**
+ * @generated from message tidings.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"tidings.v1.CreateApiKeyResponse"> & {
+  /**
+   * @generated from field: tidings.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * The key: "tid_" and 40 letters and digits. Shown only here.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message tidings.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 6);
+
+/**
+ * @generated from message tidings.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"tidings.v1.ListApiKeysRequest"> & {
+  /**
+   * 1 to 1000; 100 when unset.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * List revoked keys too.
+   *
+   * @generated from field: bool show_revoked = 3;
+   */
+  showRevoked: boolean;
+};
+
+/**
+ * Describes the message tidings.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 7);
+
+/**
+ * @generated from message tidings.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"tidings.v1.ListApiKeysResponse"> & {
+  /**
+   * @generated from field: repeated tidings.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message tidings.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 8);
+
+/**
+ * @generated from message tidings.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"tidings.v1.RevokeApiKeyRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message tidings.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 9);
+
+/**
+ * @generated from message tidings.v1.RevokeApiKeyResponse
+ */
+export type RevokeApiKeyResponse = Message<"tidings.v1.RevokeApiKeyResponse"> & {
+  /**
+   * @generated from field: tidings.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tidings.v1.RevokeApiKeyResponse.
+ * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_tidings_v1_admin_service, 10);
+
+/**
+ * AdminService tells operators what a node and the shared database are doing, and manages
+ * the API keys clients authenticate with (`authorization: Bearer tid_…`).
  *
  * @generated from service tidings.v1.AdminService
  */
@@ -201,6 +458,38 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof GetStatsRequestSchema;
     output: typeof GetStatsResponseSchema;
+  },
+  /**
+   * CreateApiKey makes a key with the given grants. The response shows the key itself, once:
+   * the server keeps only its SHA-256 hash.
+   *
+   * @generated from rpc tidings.v1.AdminService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * ListApiKeys pages through the keys, oldest first (never the keys themselves).
+   *
+   * @generated from rpc tidings.v1.AdminService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * RevokeApiKey stops a key from authenticating, on every node. It cannot be undone.
+   * Revoking a revoked key changes nothing.
+   *
+   * @generated from rpc tidings.v1.AdminService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof RevokeApiKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tidings_v1_admin_service, 0);

@@ -5,6 +5,7 @@ import { webhooksMigration } from "./0002-webhooks.js";
 import { registeredTypesMigration } from "./0003-registered-types.js";
 import { deliveryClaimOrderMigration } from "./0004-delivery-claim-order.js";
 import { deliveryRetentionMigration } from "./0005-delivery-retention.js";
+import { apiKeysMigration } from "./0006-api-keys.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -13,6 +14,7 @@ export const migrations: Record<string, Migration> = {
   "0003-registered-types": registeredTypesMigration,
   "0004-delivery-claim-order": deliveryClaimOrderMigration,
   "0005-delivery-retention": deliveryRetentionMigration,
+  "0006-api-keys": apiKeysMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidings/events/security/v1/security.proto.
  */
 export const file_tidings_events_security_v1_security: GenFile = /*@__PURE__*/
-  fileDesc("Cil0aWRpbmdzL2V2ZW50cy9zZWN1cml0eS92MS9zZWN1cml0eS5wcm90bxIadGlkaW5ncy5ldmVudHMuc2VjdXJpdHkudjEiwAEKCkF1dGhGYWlsZWQSFgoGcmVhc29uGAEgASgJQgbC8xgCCAESDwoHdXNlcl9pZBgCIAEoCRISCgppcF9hZGRyZXNzGAMgASgJEhIKCnVzZXJfYWdlbnQYBCABKAkSDgoGbWV0aG9kGAUgASgJEhIKCmtleV9wcmVmaXgYBiABKAk6PcLzGDkKFHNlY3VyaXR5LmF1dGhfZmFpbGVkEiFBbiBhdXRoZW50aWNhdGlvbiBhdHRlbXB0IGZhaWxlZC4ihQIKElN1c3BpY2lvdXNBY3Rpdml0eRIdCg1hY3Rpdml0eV90eXBlGAEgASgJQgbC8xgCCAESDwoHdXNlcl9pZBgCIAEoCRISCgppcF9hZGRyZXNzGAMgASgJEikKCG1ldGFkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI5CghzZXZlcml0eRgFIAEoCUInwvMYIxIEaW5mbxIDbG93EgZtZWRpdW0SBGhpZ2gSCGNyaXRpY2FsOkXC8xhBChxzZWN1cml0eS5zdXNwaWNpb3VzX2FjdGl2aXR5EiFTdXNwaWNpb3VzIGFjdGl2aXR5IHdhcyBkZXRlY3RlZC5iBnByb3RvMw", [file_google_protobuf_struct, file_tidings_v1_options]);
+  fileDesc("Cil0aWRpbmdzL2V2ZW50cy9zZWN1cml0eS92MS9zZWN1cml0eS5wcm90bxIadGlkaW5ncy5ldmVudHMuc2VjdXJpdHkudjEi2wEKCkF1dGhGYWlsZWQSFgoGcmVhc29uGAEgASgJQgbC8xgCCAESDwoHdXNlcl9pZBgCIAEoCRISCgppcF9hZGRyZXNzGAMgASgJEhIKCnVzZXJfYWdlbnQYBCABKAkSDgoGbWV0aG9kGAUgASgJEhIKCmtleV9wcmVmaXgYBiABKAkSGQoRdW5yZXBvcnRlZF9iZWZvcmUYByABKA06PcLzGDkKFHNlY3VyaXR5LmF1dGhfZmFpbGVkEiFBbiBhdXRoZW50aWNhdGlvbiBhdHRlbXB0IGZhaWxlZC4ioAIKElN1c3BpY2lvdXNBY3Rpdml0eRIdCg1hY3Rpdml0eV90eXBlGAEgASgJQgbC8xgCCAESDwoHdXNlcl9pZBgCIAEoCRISCgppcF9hZGRyZXNzGAMgASgJEikKCG1ldGFkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI5CghzZXZlcml0eRgFIAEoCUInwvMYIxIEaW5mbxIDbG93EgZtZWRpdW0SBGhpZ2gSCGNyaXRpY2FsEhkKEXVucmVwb3J0ZWRfYmVmb3JlGAYgASgNOkXC8xhBChxzZWN1cml0eS5zdXNwaWNpb3VzX2FjdGl2aXR5EiFTdXNwaWNpb3VzIGFjdGl2aXR5IHdhcyBkZXRlY3RlZC5iBnByb3RvMw", [file_google_protobuf_struct, file_tidings_v1_options]);
 
 /**
  * AuthFailed is published when an authentication attempt fails.
@@ -63,6 +63,14 @@ export type AuthFailed = Message<"tidings.events.security.v1.AuthFailed"> & {
    * @generated from field: string key_prefix = 6;
    */
   keyPrefix: string;
+
+  /**
+   * Failures not published on their own just before this one: Tidings publishes at most a few
+   * of these events per second, and counts the rest here.
+   *
+   * @generated from field: uint32 unreported_before = 7;
+   */
+  unreportedBefore: number;
 };
 
 /**
@@ -112,6 +120,14 @@ export type SuspiciousActivity = Message<"tidings.events.security.v1.SuspiciousA
    * @generated from field: string severity = 5;
    */
   severity: string;
+
+  /**
+   * Occurrences not published on their own just before this one (Tidings' own reports are
+   * rate-limited).
+   *
+   * @generated from field: uint32 unreported_before = 6;
+   */
+  unreportedBefore: number;
 };
 
 /**
