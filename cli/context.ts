@@ -1,5 +1,6 @@
+import type { Client } from "@connectrpc/connect";
 import type { Command } from "commander";
-import { createClient, type TidingsClient } from "../sdk/index.js";
+import { type AdminService, createAdminClient, createClient, type TidingsClient } from "../sdk/index.js";
 
 /** Deadline of each unary call: long enough for a 500-event batch on a busy server. */
 const unaryTimeoutMs = 60_000;
@@ -15,11 +16,26 @@ export function globalsOf(command: Command): GlobalOptions {
   return { server: o.server, token: o.token || undefined };
 }
 
-/** Where the current command talks to, for error messages. */
-export const current = { server: "http://127.0.0.1:7233" };
+/** Where the current command talks to, and whether it sent an API key, for error messages. */
+export const current: { server: string; tokenGiven: boolean | undefined } = { server: "http://127.0.0.1:7233", tokenGiven: undefined };
 
 export function clientFor(command: Command): TidingsClient {
+  const g = use(command);
+  return createClient({ baseUrl: g.server, token: g.token, timeoutMs: unaryTimeoutMs, source: "tidings-cli" });
+}
+
+/** The generated AdminService client, with the API key of --token / TIDINGS_TOKEN; pass {@link unaryCall} to each call. */
+export function adminClientFor(command: Command): Client<typeof AdminService> {
+  const g = use(command);
+  return createAdminClient({ baseUrl: g.server, token: g.token });
+}
+
+/** Call options of the raw clients' unary calls: the CLI's deadline. */
+export const unaryCall = { timeoutMs: unaryTimeoutMs } as const;
+
+function use(command: Command): GlobalOptions {
   const g = globalsOf(command);
   current.server = g.server;
-  return createClient({ baseUrl: g.server, token: g.token, timeoutMs: unaryTimeoutMs, source: "tidings-cli" });
+  current.tokenGiven = g.token !== undefined;
+  return g;
 }

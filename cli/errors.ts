@@ -49,12 +49,15 @@ export function isUnreachable(err: unknown): boolean {
   return socketReason(err) !== undefined;
 }
 
-/** The one line (without the "tidings: " prefix) that describes a failure, and the exit code. */
-export function describeError(err: unknown, server: string): { message: string; exitCode: number } {
+/**
+ * The one line (without the "tidings: " prefix) that describes a failure, and the exit code.
+ * `tokenGiven` (whether the call carried an API key) sharpens the hint of an authentication refusal.
+ */
+export function describeError(err: unknown, server: string, tokenGiven?: boolean): { message: string; exitCode: number } {
   if (err instanceof CliError) return { message: err.message, exitCode: err.exitCode };
   const reason = socketReason(err);
   if (reason) return { message: `cannot reach the server at ${server} (${reason})`, exitCode: 1 };
-  if (err instanceof ConnectError) return { message: describeConnectError(err, server), exitCode: 1 };
+  if (err instanceof ConnectError) return { message: describeConnectError(err, server, tokenGiven), exitCode: 1 };
   const e = err as { code?: unknown; message?: unknown; path?: unknown };
   if (typeof e?.code === "string" && typeof e.message === "string" && /^E[A-Z]+$/.test(e.code)) {
     return { message: oneLine(e.message), exitCode: 1 }; // a file system error: "ENOENT: no such file or directory, open 'x'"
@@ -63,7 +66,7 @@ export function describeError(err: unknown, server: string): { message: string; 
 }
 
 /** `code_name: raw message`, the way the server said it; a few codes get a hint. */
-export function describeConnectError(err: ConnectError, server: string): string {
+export function describeConnectError(err: ConnectError, server: string, tokenGiven?: boolean): string {
   const raw = oneLine(err.rawMessage);
   switch (err.code) {
     case Code.Unavailable:
@@ -77,6 +80,11 @@ export function describeConnectError(err: ConnectError, server: string): string 
       break;
     case Code.Canceled:
       return "canceled";
+    // The server says what is wrong with the key; the hint says where the CLI took it from.
+    case Code.Unauthenticated:
+      return `unauthenticated: ${raw} (${tokenGiven === false ? "pass a key with --token <key> or set TIDINGS_TOKEN" : "check the key given with --token or TIDINGS_TOKEN"})`;
+    case Code.PermissionDenied:
+      return `permission_denied: ${raw} (${tokenGiven === false ? "pass a key with --token <key> or set TIDINGS_TOKEN" : "use a key that allows it, with --token or TIDINGS_TOKEN"})`;
   }
   return `${codeToString(err.code)}: ${raw}`;
 }

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import { registerEvents } from "./commands/events.js";
 import { registerExport } from "./commands/export.js";
+import { registerKeys } from "./commands/keys.js";
 import { registerPublish } from "./commands/publish.js";
 import { registerServe } from "./commands/serve.js";
 import { registerTail } from "./commands/tail.js";
@@ -17,7 +18,7 @@ export function buildProgram(): { program: Command; active: () => Command } {
   const program = new Command("tidings");
   let active: Command = program;
   program
-    .description("Tidings, the schema-first event hub: run the server, publish, tail, list, export.")
+    .description("Tidings, the schema-first event hub: run the server, publish, tail, list, export, manage API keys.")
     .version(version, "-V, --version", "print the version")
     .addOption(new Option("--server <url>", "the Tidings server").env("TIDINGS_SERVER").default("http://127.0.0.1:7233").argParser(serverUrl))
     .addOption(new Option("--token <key>", "API key, sent as Authorization: Bearer <key>").env("TIDINGS_TOKEN"))
@@ -43,6 +44,9 @@ Examples:
   $ tidings types push ./protos
   $ tidings export --format jsonl --output events.jsonl
   $ TIDINGS_SERVER=http://tidings.internal:7233 tidings tail
+  $ tidings keys create --name "billing publisher" --scope publish=billing.* --token "$ADMIN_KEY"
+  $ TIDINGS_TOKEN="$ADMIN_KEY" tidings keys list --all
+  $ tidings keys revoke key_0192f5c3-7d1e-7cc0-9a53-2b1c6f0e4a11 --token "$ADMIN_KEY"
 
 Exit codes: 0 ok, 1 failure (server refused, unreachable, ...), 2 usage error.`,
     );
@@ -52,6 +56,7 @@ Exit codes: 0 ok, 1 failure (server refused, unreachable, ...), 2 usage error.`,
   registerEvents(program, (sub) => (active = sub));
   registerTypes(program, (sub) => (active = sub));
   registerExport(program);
+  registerKeys(program, (sub) => (active = sub));
   return { program, active: () => active };
 }
 
@@ -69,7 +74,7 @@ export async function run(argv: string[]): Promise<number> {
       process.stderr.write(`tidings: ${oneLine(err.message.replace(/^error: /, ""))} (see "${path} --help")\n`);
       return 2;
     }
-    const { message, exitCode } = describeError(err, current.server);
+    const { message, exitCode } = describeError(err, current.server, current.tokenGiven);
     process.stderr.write(`tidings: ${message}\n`);
     if (process.env.TIDINGS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     return exitCode;

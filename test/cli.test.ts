@@ -457,7 +457,7 @@ describe("tidings serve", () => {
     const port = await freePort();
     const env = cliEnv();
     delete env.DATABASE_URL; // the flags below choose the storage
-    const args = ["serve", "--port", String(port), ...(storage.databaseUrl ? ["--database-url", storage.databaseUrl] : ["--data-dir", join(storage.dataDir, "data")]), "--poll-interval-ms", "200"];
+    const args = ["serve", "--port", String(port), ...(storage.databaseUrl ? ["--database-url", storage.databaseUrl] : ["--data-dir", join(storage.dataDir, "data")]), "--poll-interval-ms", "200", "--auth", "keys"];
     const server = start(args, { cleanEnv: env, timeoutMs: 55_000 });
     try {
       const url = `http://127.0.0.1:${port}`;
@@ -468,10 +468,17 @@ describe("tidings serve", () => {
       expect(health.status).toBe(200);
       expect(await health.json()).toEqual({ status: "ok" });
 
-      const pub = await cli(["publish", "memory.created", '{"memory_id": "served"}', "--server", url]);
+      // The first start on an empty database made an admin key and logged it once.
+      const keyLines = server.lines().map((l) => JSON.parse(l) as { adminKey?: string }).filter((l) => l.adminKey);
+      expect(keyLines).toHaveLength(1);
+      const token = keyLines[0]!.adminKey!;
+      const refused = await cli(["publish", "memory.created", '{"memory_id": "served"}', "--server", url]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("unauthenticated");
+      const pub = await cli(["publish", "memory.created", '{"memory_id": "served"}', "--server", url, "--token", token]);
       expect(pub.code, pub.stderr).toBe(0);
       const id = /^published (\S+)/.exec(pub.stdout)![1]!;
-      const got = await cli(["events", "get", id, "--json", "--server", url]);
+      const got = await cli(["events", "get", id, "--json", "--server", url, "--token", token]);
       expect(JSON.parse(got.stdout)).toMatchObject({ id, data: { memory_id: "served" } });
 
       const run = await server.kill("SIGTERM");

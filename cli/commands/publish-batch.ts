@@ -79,9 +79,9 @@ export async function publishBatchFile(client: TidingsClient, path: string, defa
     try {
       await sender.send(entries);
     } catch (err) {
-      if (!(err instanceof ServerGone)) throw err;
-      // The server is gone: stop, and say from where on nothing was published.
-      stopped = { line: err.line, message: describeError(err.cause, current.server).message };
+      if (!(err instanceof CannotContinue)) throw err;
+      // The server is gone or refuses the key: stop, and say from where on nothing was published.
+      stopped = { line: err.line, message: describeError(err.cause, current.server, current.tokenGiven).message };
     }
     tick();
   };
@@ -125,12 +125,20 @@ export async function publishBatchFile(client: TidingsClient, path: string, defa
 }
 
 /** The server could not be reached; lines from `line` on were not published. */
-class ServerGone extends Error {
+/**
+ * Nothing more can be published: the server cannot be reached, or it does not accept the key
+ * (every later line would be refused the same way).
+ */
+class CannotContinue extends Error {
   constructor(
     override readonly cause: unknown,
     readonly line: number,
   ) {
-    super("the server could not be reached");
+    super("the batch cannot continue");
+  }
+
+  static when(err: unknown, line: number): CannotContinue | undefined {
+    return isUnreachable(err) || ConnectError.from(err).code === Code.Unauthenticated ? new CannotContinue(err, line) : undefined;
   }
 }
 
@@ -160,13 +168,14 @@ class BatchSender {
         this.count(res.results);
         return;
       } catch (e) {
-        if (isUnreachable(e)) throw new ServerGone(e, remaining[0]!.line);
+        const stop = CannotContinue.when(e, remaining[0]!.line);
+        if (stop) throw stop;
         err = ConnectError.from(e);
       }
       if (!refusals.has(err.code)) {
         // Not a refusal (internal, unavailable, deadline): the batch may or may not be stored,
         // so it is not resent (that could publish it twice).
-        const message = describeError(err, current.server).message;
+        const message = describeError(err, current.server, current.tokenGiven).message;
         for (const e of remaining) this.fail(e.line, message);
         return;
       }
@@ -194,8 +203,9 @@ class BatchSender {
       const res = await this.client.events.publish(e.request);
       this.count([res]);
     } catch (err) {
-      if (isUnreachable(err)) throw new ServerGone(err, e.line);
-      this.fail(e.line, describeError(err, current.server).message);
+      const stop = CannotContinue.when(err, e.line);
+      if (stop) throw stop;
+      this.fail(e.line, describeError(err, current.server, current.tokenGiven).message);
     }
   }
 
