@@ -44,6 +44,7 @@ import { KeyLimiter } from "./auth/key-limits.js";
 import { KeyRing } from "./auth/key-ring.js";
 import { SecurityReporter } from "./auth/security-reporter.js";
 import { authModeOf } from "./config/config.js";
+import { filterLimitsOf } from "./filtering/cel-filter.js";
 import { createWebhookService } from "./webhooks/webhook-service.js";
 
 export interface RunningServer {
@@ -116,7 +117,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     publish: publishSystemEvent,
     counted: (reason) => metrics.authFailures.inc({ reason }),
   });
-  const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger, 500, config.dispatcherPollIntervalMs), agent, systemEvents, {
+  const dispatcher = new DeliveryDispatcher(database.db, catalog, new DeliveryRouter(database.db, catalog, logger, 500, config.dispatcherPollIntervalMs, filterLimitsOf(config)), agent, systemEvents, {
     nodeId: config.nodeId,
     maxInFlight: config.dispatcherMaxInFlight,
     maxInFlightPerEndpoint: config.dispatcherMaxInFlightPerEndpoint,
@@ -183,7 +184,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
         },
       }) },
       { service: WebhookService, impl: createWebhookService({ db: database.db, catalog, agent, addressPolicy, events: systemEvents, wakeDispatcher: dispatcher.wake, endpointsChanged: dispatcher.endpointsChanged,
-        filterLimits: { maxLength: config.maxFilterLength, maxNodes: config.maxFilterTerms, maxComprehensionDepth: config.maxFilterNesting } }) },
+        filterLimits: filterLimitsOf(config) }) },
       { service: AdminService, impl: createAdminService({ db: database.db, nodeId: config.nodeId, startedAt, counters, streams, tail, keys: { store: auth.store, ring: auth.ring } }) },
     ],
     routes: (router) => addReflection(router, [EventService, WebhookService, AdminService], () => catalog.files),

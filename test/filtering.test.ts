@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { create, createRegistry } from "@bufbuild/protobuf";
 import { file_tidings_events_memory_v1_memory, MemoryCreatedSchema } from "../gen/tidings/events/memory/v1/memory_pb.js";
-import { compileFilter, FilterError } from "../server/filtering/cel-filter.js";
+import { compileFilter, defaultFilterLimits, FilterError } from "../server/filtering/cel-filter.js";
 import { parseTypePattern, patternCovers, TypePatternError } from "../server/filtering/type-pattern.js";
 
 describe("type patterns", () => {
@@ -68,6 +68,36 @@ describe("CEL filters", () => {
     sequence: 7n,
     attributes: agent ? { agent } : ({} as Record<string, string>),
     data: () => create(MemoryCreatedSchema, { memoryId: "m", tier, ltpStrength: 0.8, tags: ["a", "b"] }),
+  });
+
+  const tagged = (n: number) => ({
+    ...event("hot"),
+    data: () => create(MemoryCreatedSchema, { memoryId: "m", tags: Array.from({ length: n }, (_, i) => `t${i}`) }),
+  });
+
+  it("counts comprehension steps: an evaluation that needs more than max_steps does not match", () => {
+    const limits = (maxSteps: number) => ({ ...defaultFilterLimits, maxSteps });
+    const last = 'data.tags.exists(t, t == "t99")'; // 100 steps to find the last tag
+    expect(compileFilter(last, registry, limits(100))(tagged(100))).toBe(true);
+    expect(compileFilter(last, registry, limits(99))(tagged(100))).toBe(false);
+    // all() that would be true, cut short, is not a match either.
+    expect(compileFilter('data.tags.all(t, t != "")', registry, limits(99))(tagged(100))).toBe(false);
+    expect(compileFilter('data.tags.all(t, t != "")', registry, limits(100))(tagged(100))).toBe(true);
+    // The budget is per evaluation: the same compiled filter matches again on a small event.
+    const f = compileFilter('data.tags.all(t, t != "")', registry, limits(50));
+    expect(f(tagged(100))).toBe(false);
+    expect(f(tagged(10))).toBe(true);
+  });
+
+  it("stops a quadratic filter early: nested comprehensions over a 3,000-element list (9M steps unbounded)", () => {
+    const f = compileFilter('data.tags.all(a, data.tags.all(b, a != "" || b != ""))', registry);
+    const started = performance.now();
+    expect(f(tagged(3000))).toBe(false);
+    // Unbounded this took 2.8 s on this machine; the default budget is 1,000 steps. The bound
+    // here is loose on purpose (a busy machine), and still far below the unbounded time.
+    expect(performance.now() - started).toBeLessThan(1000);
+    // A quadratic filter on a small list stays within the budget and matches as written.
+    expect(f(tagged(20))).toBe(true); // 20 + 20 × 20 steps
   });
 
   it("reads envelope, attributes and typed payload fields", () => {

@@ -1,7 +1,9 @@
-import { celEnv, CelScalar, celUint, isCelError, mapType, parse, plan, type CelInput } from "@bufbuild/cel";
+import { celEnv, celFunc, CelScalar, celUint, isCelError, mapType, parse, plan, type CelInput } from "@bufbuild/cel";
+import { create } from "@bufbuild/protobuf";
 import type { Message, Registry } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Expr } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
+import { type Expr, ExprSchema } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
+import type { ServerConfig } from "../config/config.js";
 import { nulRefused } from "../storage/schema.js";
 
 /** What a filter sees of an event. `data` is decoded only when the expression reads it. */
@@ -32,9 +34,10 @@ const variables = {
 } as const;
 
 /**
- * What a filter may cost. A filter runs on every event of a stream or an endpoint, so its size
- * bounds the work per event: CEL has no loops but comprehensions (all, exists, map, filter)
- * over the event's lists and maps, and those are bounded by their nesting.
+ * What a filter may cost. A filter runs on every event of a stream or an endpoint. Its size is
+ * checked once, when it is compiled. CEL has no loops but comprehensions (all, exists, map,
+ * filter) over the event's lists and maps, and two nested over the same list are quadratic in
+ * it (measured: 2.8 s for one 20 KB event), so each evaluation also has a budget of loop steps.
  */
 export interface FilterLimits {
   /** Most characters. */
@@ -43,12 +46,34 @@ export interface FilterLimits {
   maxNodes: number;
   /** Most comprehensions nested in one another. */
   maxComprehensionDepth: number;
+  /** Most comprehension steps in one evaluation; an event that needs more does not match. */
+  maxSteps: number;
 }
 
-export const defaultFilterLimits: FilterLimits = { maxLength: 4096, maxNodes: 256, maxComprehensionDepth: 2 };
+export const defaultFilterLimits: FilterLimits = { maxLength: 4096, maxNodes: 256, maxComprehensionDepth: 2, maxSteps: 1_000 };
+
+/**
+ * A backstop to the step budget: one step may itself take long (`x in list` is linear in the
+ * list), so an evaluation also stops once it has run this long. Time is checked from the 64th
+ * step on, at every step: a first evaluation runs cold code (measured: over 10 ms for two
+ * steps), and a small filter must not miss an event for that.
+ */
+const evaluationTimeLimitMs = 50;
+const stepsBeforeTimeChecks = 64;
+
+/** The function put into every comprehension's loop condition to count its steps. */
+const stepFunction = "tidings_step";
+
+/** The limits the server is configured with. */
+export function filterLimitsOf(c: Pick<ServerConfig, "maxFilterLength" | "maxFilterTerms" | "maxFilterNesting" | "maxFilterSteps">): FilterLimits {
+  return { maxLength: c.maxFilterLength, maxNodes: c.maxFilterTerms, maxComprehensionDepth: c.maxFilterNesting, maxSteps: c.maxFilterSteps };
+}
 
 /** For filters that were checked when they were saved: a limit lowered since must not break them. */
-export const savedFilterLimits: FilterLimits = { maxLength: Number.POSITIVE_INFINITY, maxNodes: Number.POSITIVE_INFINITY, maxComprehensionDepth: Number.POSITIVE_INFINITY };
+export function savedFilterLimits(current: FilterLimits): FilterLimits {
+  // The step budget is not a property of the text but of each evaluation: it always applies.
+  return { maxLength: Number.POSITIVE_INFINITY, maxNodes: Number.POSITIVE_INFINITY, maxComprehensionDepth: Number.POSITIVE_INFINITY, maxSteps: current.maxSteps };
+}
 
 /**
  * Compiles a CEL expression over the event. A runtime error (say, a missing attribute key or a
@@ -74,9 +99,21 @@ export function compileFilter(expression: string, registry: Registry, limits: Fi
   if (unknown.length > 0) {
     throw new FilterError(`refers to unknown variable "${unknown[0]}"; the variables are ${Object.keys(variables).join(", ")}`);
   }
-  const env = celEnv({ registry, variables });
-  const program = plan(env as never, parsed) as (ctx: Record<string, CelInput>) => unknown;
+  // Evaluation is synchronous, so one budget per compiled filter, reset before each run, is enough.
+  const budget = { steps: 0, startedAt: 0, exhausted: false };
+  const step = celFunc(stepFunction, [CelScalar.BOOL], CelScalar.BOOL, (going) => {
+    if (!going || budget.exhausted) return false;
+    budget.steps++;
+    if (budget.steps > limits.maxSteps || (budget.steps >= stepsBeforeTimeChecks && performance.now() - budget.startedAt > evaluationTimeLimitMs)) {
+      budget.exhausted = true;
+      return false;
+    }
+    return true;
+  });
   const readsData = identifiers(parsed.expr).has("data");
+  countComprehensionSteps(parsed.expr);
+  const env = celEnv({ registry, variables, funcs: [step] });
+  const program = plan(env as never, parsed) as (ctx: Record<string, CelInput>) => unknown;
   return (event) => {
     const bindings: Record<string, CelInput> = {
       id: event.id,
@@ -89,44 +126,79 @@ export function compileFilter(expression: string, registry: Registry, limits: Fi
     };
     try {
       if (readsData) bindings.data = event.data();
+      budget.steps = 0;
+      budget.exhausted = false;
+      budget.startedAt = performance.now();
       const result = program(bindings);
-      return !isCelError(result) && result === true;
+      // Out of budget, a comprehension stopped early and its result means nothing.
+      return !budget.exhausted && !isCelError(result) && result === true;
     } catch {
       return false; // e.g. a payload that no longer decodes: no match, and the stream goes on
     }
   };
 }
 
+/**
+ * Wraps the loop condition of every comprehension in `tidings_step(condition)`, which counts
+ * the step and stops the loop once the evaluation is out of budget. Runs after the size checks
+ * and identifiers() (which walk the expression as the user wrote it).
+ */
+function countComprehensionSteps(root: Expr | undefined): void {
+  let nextId = maxIdOf(root) + 1n;
+  const visit = (expr: Expr | undefined): void => {
+    if (!expr) return;
+    const k = expr.exprKind;
+    if (k.case === "comprehensionExpr") {
+      const c = k.value;
+      [c.iterRange, c.accuInit, c.loopCondition, c.loopStep, c.result].forEach(visit);
+      c.loopCondition = create(ExprSchema, { id: nextId++, exprKind: { case: "callExpr", value: { function: stepFunction, args: c.loopCondition ? [c.loopCondition] : [] } } });
+      return;
+    }
+    for (const child of childrenOf(expr)) visit(child);
+  };
+  visit(root);
+}
+
+function maxIdOf(expr: Expr | undefined): bigint {
+  if (!expr) return 0n;
+  let max = expr.id;
+  for (const child of childrenOf(expr)) {
+    const m = maxIdOf(child);
+    if (m > max) max = m;
+  }
+  return max;
+}
+
 /** Nodes of an expression, and how deeply its comprehensions nest. */
 function sizeOf(expr: Expr | undefined): { nodes: number; depth: number } {
   if (!expr) return { nodes: 0, depth: 0 };
-  const k = expr.exprKind;
-  const children: Array<Expr | undefined> = [];
-  switch (k.case) {
-    case "selectExpr":
-      children.push(k.value.operand);
-      break;
-    case "callExpr":
-      children.push(k.value.target, ...k.value.args);
-      break;
-    case "listExpr":
-      children.push(...k.value.elements);
-      break;
-    case "structExpr":
-      for (const e of k.value.entries) children.push(e.keyKind.case === "mapKey" ? e.keyKind.value : undefined, e.value);
-      break;
-    case "comprehensionExpr":
-      children.push(k.value.iterRange, k.value.accuInit, k.value.loopCondition, k.value.loopStep, k.value.result);
-      break;
-  }
   let nodes = 1;
   let depth = 0;
-  for (const child of children) {
+  for (const child of childrenOf(expr)) {
     const s = sizeOf(child);
     nodes += s.nodes;
     depth = Math.max(depth, s.depth);
   }
-  return { nodes, depth: depth + (k.case === "comprehensionExpr" ? 1 : 0) };
+  return { nodes, depth: depth + (expr.exprKind.case === "comprehensionExpr" ? 1 : 0) };
+}
+
+/** The direct subexpressions of an expression. */
+function childrenOf(expr: Expr): Array<Expr | undefined> {
+  const k = expr.exprKind;
+  switch (k.case) {
+    case "selectExpr":
+      return [k.value.operand];
+    case "callExpr":
+      return [k.value.target, ...k.value.args];
+    case "listExpr":
+      return [...k.value.elements];
+    case "structExpr":
+      return k.value.entries.flatMap((e) => [e.keyKind.case === "mapKey" ? e.keyKind.value : undefined, e.value]);
+    case "comprehensionExpr":
+      return [k.value.iterRange, k.value.accuInit, k.value.loopCondition, k.value.loopStep, k.value.result];
+    default:
+      return [];
+  }
 }
 
 /** The free identifiers of an expression (variables, not fields selected from them). */

@@ -32,7 +32,7 @@ import type { ServerConfig } from "../config/config.js";
 import { type AppendQueue, AppendConflictError, type AppendResult, type NewEvent } from "../event-log/append-queue.js";
 import type { EventReader } from "../event-log/event-reader.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
-import { compileFilter, FilterError, type EventFilter, type FilterLimits } from "../filtering/cel-filter.js";
+import { compileFilter, FilterError, type EventFilter, type FilterLimits, filterLimitsOf } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, type TypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import { nulRefused } from "../storage/schema.js";
@@ -75,7 +75,7 @@ export interface EventServiceDeps {
   reader: EventReader;
   appendQueue: AppendQueue;
   tail: LogTail;
-  config: Pick<ServerConfig, "maxPayloadBytes" | "maxBatchEntries" | "subscriberBufferEvents" | "heartbeatIntervalMs" | "maxFilterLength" | "maxFilterTerms" | "maxFilterNesting">;
+  config: Pick<ServerConfig, "maxPayloadBytes" | "maxBatchEntries" | "subscriberBufferEvents" | "heartbeatIntervalMs" | "maxFilterLength" | "maxFilterTerms" | "maxFilterNesting" | "maxFilterSteps">;
   /** Aborts when the server shuts down: streams end with `unavailable` so clients resume elsewhere. */
   shutdownSignal: AbortSignal;
   /** Counts open Subscribe streams, and live subscribers moved back to the log for being slow. */
@@ -93,7 +93,7 @@ const heartbeatBounds = { minMs: 1000, maxMs: 300_000 };
 export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof EventService> {
   const { catalog, reader } = deps;
 
-  const filterLimits: FilterLimits = { maxLength: deps.config.maxFilterLength, maxNodes: deps.config.maxFilterTerms, maxComprehensionDepth: deps.config.maxFilterNesting };
+  const filterLimits: FilterLimits = filterLimitsOf(deps.config);
   const append = async (events: NewEvent[], pathOf: (index: number, field: string) => string): Promise<AppendResult[]> => {
     try {
       return await deps.appendQueue.append(events);

@@ -3,7 +3,7 @@ import { type Kysely, sql } from "kysely";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
-import { compileFilter, savedFilterLimits } from "../filtering/cel-filter.js";
+import { compileFilter, defaultFilterLimits, type FilterLimits, savedFilterLimits } from "../filtering/cel-filter.js";
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
@@ -99,6 +99,8 @@ export class DeliveryRouter {
     private readonly logger: Logger,
     private readonly batchSize = 500,
     private readonly idleRecheckMs = 1_000,
+    /** The step budget of each filter evaluation (--max-filter-steps). */
+    private readonly filterLimits: FilterLimits = defaultFilterLimits,
   ) {}
 
   /** True while the router knows of no enabled endpoint: there can be nothing to deliver. */
@@ -254,7 +256,7 @@ export class DeliveryRouter {
     const matcher = createEventMatcher(
       w.patterns.map(parseTypePattern),
       w.attributes,
-      w.filter ? compileFilter(w.filter, this.catalog.registry, savedFilterLimits) : undefined,
+      w.filter ? compileFilter(w.filter, this.catalog.registry, savedFilterLimits(this.filterLimits)) : undefined,
     );
     this.#matchers.set(w.id, { version, matcher });
     return matcher;

@@ -287,7 +287,7 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       const matcher = req.ignoreFilters
         ? undefined
         : createEventMatcher(webhook.patterns.map(parseTypePattern), webhook.attributes,
-            webhook.filter ? compileFilter(webhook.filter, catalog.registry, savedFilterLimits) : undefined);
+            webhook.filter ? compileFilter(webhook.filter, catalog.registry, savedFilterLimits(deps.filterLimits)) : undefined);
       const reader = new EventReader(db, catalog);
       let scheduled = 0;
       for (let after = bounds.after; ;) {
