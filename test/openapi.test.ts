@@ -61,6 +61,21 @@ describe("OpenAPI document", () => {
     expect(doc.components.schemas["connect.Error"].properties.code.enum).toContain("invalid_argument");
   });
 
+  it("declares bearer API keys, and the scope each operation needs", () => {
+    expect(doc.components.securitySchemes.apiKey).toMatchObject({ type: "http", scheme: "bearer" });
+    expect(doc.security).toEqual([{ apiKey: [] }]);
+    const scopes = Object.fromEntries(Object.entries(doc.paths).map(([path, item]: [string, any]) => [path, item.post["x-tidings-scope"]]));
+    expect(scopes).toMatchObject({
+      "/tidings.v1.EventService/Publish": "publish",
+      "/tidings.v1.EventService/ListEvents": "subscribe",
+      "/tidings.v1.EventService/ListEventTypes": "any",
+      "/tidings.v1.WebhookService/ListWebhooks": "webhooks:read",
+      "/tidings.v1.WebhookService/CreateWebhook": "webhooks:write",
+      "/tidings.v1.AdminService/CreateApiKey": "admin",
+    });
+    expect(Object.values(scopes).every((s) => ["publish", "subscribe", "webhooks:read", "webhooks:write", "admin", "any"].includes(s as string))).toBe(true);
+  });
+
   it("has a schema for every catalog message, with its event type and required fields", async () => {
     const catalog = await loadCatalog();
     expect(catalog.list().length).toBeGreaterThan(10);

@@ -39,6 +39,7 @@ const servicePackagePrefix = "tidings.";
 const catalogDirectory = "tidings/events/";
 /** `(tidings.v1.event_type)` and `(tidings.v1.field)`, looked up by name in the request. */
 const eventTypeExtensionName = "tidings.v1.event_type";
+const accessExtensionName = "tidings.v1.access";
 const fieldRulesExtensionName = "tidings.v1.field";
 
 /** Connect error codes, as they appear in the JSON error body. */
@@ -90,6 +91,7 @@ export function buildDocument(request: CodeGeneratorRequest): JsonObject {
     fieldRules: registry.getExtension(fieldRulesExtensionName),
   };
   const builder = new SchemaBuilder(ext.eventType, ext.fieldRules);
+  const access = registry.getExtension(accessExtensionName);
 
   const services = toGenerate.filter((f) => f.proto.package.startsWith(servicePackagePrefix)).flatMap((f) => f.services);
   const paths: JsonObject = {};
@@ -97,7 +99,7 @@ export function buildDocument(request: CodeGeneratorRequest): JsonObject {
   for (const service of services) {
     tags.push({ name: service.typeName, description: comment(service) ?? service.name });
     for (const method of service.methods) {
-      paths[`/${service.typeName}/${method.name}`] = pathItem(service, method, builder);
+      paths[`/${service.typeName}/${method.name}`] = pathItem(service, method, builder, scopeOf(method, access));
     }
   }
   // The catalog: every message (nested ones too) of the event files, in file order.
@@ -121,9 +123,19 @@ export function buildDocument(request: CodeGeneratorRequest): JsonObject {
       license: { name: "Proprietary", identifier: "LicenseRef-Tidings" },
     },
     servers: [{ url: "http://127.0.0.1:7233", description: "A local server with the default configuration" }],
+    // Every method needs an API key unless the server runs open (--auth open, loopback only).
+    security: [{ apiKey: [] }],
     tags,
     paths,
     components: {
+      securitySchemes: {
+        apiKey: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "tid_ and 40 letters and digits",
+          description: "A Tidings API key. Each operation's `x-tidings-scope` names the scope it needs; admin keys may call everything.",
+        },
+      },
       schemas: { ...builder.schemas, "connect.Error": connectErrorSchema(), "connect.ErrorDetail": connectErrorDetailSchema() },
       responses: {
         ConnectError: {
@@ -135,7 +147,16 @@ export function buildDocument(request: CodeGeneratorRequest): JsonObject {
   };
 }
 
-function pathItem(service: DescService, method: DescMethod, builder: SchemaBuilder): JsonObject {
+/** The scope a method's `(tidings.v1.access)` rule names, as the API key docs write it. */
+function scopeOf(method: DescMethod, access: DescExtension | undefined): string {
+  if (!access || !hasOption(method as never, access)) return "none: no key may call it";
+  const rule = getOption(method as never, access) as unknown as { scope?: number; anyScope?: boolean };
+  if (rule.anyScope) return "any";
+  // The values of tidings.v1.Scope, in access.proto's numbering.
+  return ["unspecified", "publish", "subscribe", "webhooks:read", "webhooks:write", "admin"][rule.scope ?? 0] ?? "admin";
+}
+
+function pathItem(service: DescService, method: DescMethod, builder: SchemaBuilder, scope: string): JsonObject {
   const input = builder.ref(method.input);
   const output = builder.ref(method.output);
   const description = comment(method);
@@ -143,6 +164,7 @@ function pathItem(service: DescService, method: DescMethod, builder: SchemaBuild
     tags: [service.typeName],
     summary: `${service.name}.${method.name}`,
     ...(description ? { description } : {}),
+    "x-tidings-scope": scope,
   };
   if (method.methodKind !== "unary") {
     return {
