@@ -168,7 +168,10 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   sweeps.run();
   const shutdown = new AbortController();
 
-  const ingest = ingestHandler({ secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger });
+  const ingest = ingestHandler({
+    secrets: config.ingestSecrets, maxBodyBytes: config.maxRequestBytes, maxPayloadBytes: config.maxPayloadBytes, catalog, appendQueue, logger,
+    refused: (caller) => auth.reporter.authFailed("bad_ingest_signature", caller, { prefix: "" }),
+  });
   const connectHandler = createConnectHandler({
     services: [
       { service: EventService, impl: createEventService({
@@ -284,7 +287,7 @@ async function startAuth(config: ServerConfig, db: Kysely<Database>, doorbell: D
   const eventAccess = new EventAccess(new KeyLimiter(reporter), reporter);
   if (mode === "open") {
     logger.warn("authentication is off (--auth open): every process on this machine may call every method; listening on loopback only", { host: config.host });
-    return { mode, store, ring: undefined, gate: new AccessGate(undefined, reporter), eventAccess, stop: () => {} };
+    return { mode, store, ring: undefined, gate: new AccessGate(undefined, reporter), eventAccess, reporter, stop: () => {} };
   }
   const ensured = await store.ensureAdminKey(config.adminKey);
   if (ensured.created) {
@@ -296,5 +299,5 @@ async function startAuth(config: ServerConfig, db: Kysely<Database>, doorbell: D
   doorbell.onKeysChange(ring.refresh);
   const timer = setInterval(ring.refresh, keyReloadIntervalMs);
   timer.unref();
-  return { mode, store, ring, gate: new AccessGate(ring, reporter), eventAccess, stop: () => clearInterval(timer) };
+  return { mode, store, ring, gate: new AccessGate(ring, reporter), eventAccess, reporter, stop: () => clearInterval(timer) };
 }

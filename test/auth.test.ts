@@ -28,7 +28,7 @@ function recordingLogger(into: Array<Record<string, unknown>>, bindings: Record<
 
 beforeAll(async () => {
   logs = [];
-  t = await startTestServer({ config: { auth: "keys", adminKey }, token: adminKey, start: { logger: recordingLogger(logs) } });
+  t = await startTestServer({ config: { auth: "keys", adminKey, ingestSecrets: { pm: "ingest-secret" } }, token: adminKey, start: { logger: recordingLogger(logs) } });
 });
 afterAll(async () => {
   await t?.close();
@@ -306,6 +306,16 @@ describe("security events", () => {
     expect(limited.payload.case === "data" && limited.payload.value).toMatchObject({ severity: "low", metadata: { method: "tidings.v1.EventService/PublishBatch", limit: "publish_rate 1/s" } });
     // No log line anywhere holds a key that was presented.
     expect(JSON.stringify(logs)).not.toContain(bogus);
+  });
+
+  it("an incoming webhook with a bad signature is reported the same way", async () => {
+    const marker = `ingest-probe-${Date.now()}`;
+    const found = await eventually(async () => {
+      const res = await fetch(`${t.url}/ingest/pm`, { method: "POST", headers: { "content-type": "application/json", "x-webhook-signature": "sha256=00", "user-agent": marker }, body: "{}" });
+      expect(res.status).toBe(401);
+      return (await events(adminKey).listEvents({ patterns: ["security.auth_failed"], filter: `data.user_agent == "${marker}"` })).events[0];
+    }, 10_000, "the security event");
+    expect(found.payload.case === "data" && found.payload.value).toMatchObject({ reason: "bad_ingest_signature", method: "POST /ingest/pm" });
   });
 
   it("a flood of bad keys is counted in /metrics but published and logged only a few times a second", async () => {

@@ -3,7 +3,7 @@ import type { Logger } from "../logging/logger.js";
 import { TokenBucket } from "./token-bucket.js";
 
 /** Why a call was refused, as security events and metrics name it. */
-export type AuthFailureReason = "missing_key" | "malformed_key" | "unknown_key" | "revoked_key" | "missing_scope" | "type_not_granted" | "no_access_rule";
+export type AuthFailureReason = "missing_key" | "malformed_key" | "unknown_key" | "revoked_key" | "missing_scope" | "type_not_granted" | "no_access_rule" | "bad_ingest_signature";
 
 export interface CallerInfo {
   /** "tidings.v1.EventService/Publish", or an HTTP route such as "GET /metrics". */

@@ -9,6 +9,8 @@ import type { EventCatalog } from "../catalog/catalog.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
 import { type AppendQueue, AppendConflictError } from "../event-log/append-queue.js";
 import type { Logger } from "../logging/logger.js";
+import { callerOf } from "../auth/access-gate.js";
+import type { CallerInfo } from "../auth/security-reporter.js";
 import { prepareEvent, withFreshCatalog } from "../rpc/event-envelope.js";
 
 export interface IngestOptions {
@@ -19,6 +21,8 @@ export interface IngestOptions {
   catalog: EventCatalog;
   appendQueue: AppendQueue;
   logger: Logger;
+  /** A request whose signature does not verify: reported like any failed authentication. */
+  refused?(caller: CallerInfo): void;
 }
 
 const routePattern = /^\/ingest\/([A-Za-z0-9_.-]{1,64})\/?$/;
@@ -54,7 +58,10 @@ async function handle(source: string, req: http.IncomingMessage, res: http.Serve
     if (!secret) return reply(404, { code: "not_found", message: `no ingest source "${source}" is configured` });
     const body = await readRawBody(req, { limitBytes: o.maxBodyBytes });
     const problem = signatureProblem(body, req.headers, secret);
-    if (problem) return reply(401, { code: "unauthenticated", message: problem });
+    if (problem) {
+      o.refused?.(callerOf(req, `POST /ingest/${source}`));
+      return reply(401, { code: "unauthenticated", message: problem });
+    }
     let json: unknown;
     try {
       json = JSON.parse(body.toString("utf8"));
