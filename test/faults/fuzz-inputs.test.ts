@@ -3,10 +3,15 @@
  * type patterns, CEL filters and webhook URLs, each sent to a real server over the Connect
  * protocol with JSON, as curl would. Whatever the input, the answer is a success or a client
  * error with its Connect code; never `internal` (a bug), never a crash: the server still answers
- * at the end. A failure prints fast-check's seed and the smallest input that fails.
+ * at the end. And the `authorization` header, against a server that requires API keys, over
+ * Connect JSON and gRPC: whatever it holds, unless it is the admin key, the answer is
+ * unauthenticated. A failure prints fast-check's seed and the smallest input that fails.
  */
+import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newApiKey } from "../../server/auth/api-key.js";
+import { createTidingsClient } from "../../sdk/index.js";
 import { callJson, postJson, startTestServer, type TestServer } from "../helpers/test-server.js";
 import { reportFault } from "./report.js";
 
@@ -18,7 +23,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   const health = await fetch(`${t.url}/healthz`).then((r) => r.status, () => 0);
-  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook", faults: "random and one-field-at-a-time requests", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
+  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook; ListEventTypes on a server requiring API keys (Connect JSON and gRPC)", faults: "random and one-field-at-a-time requests; arbitrary authorization headers", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
   process.stdout.write(`\nfuzzing: ${Object.entries(tried).map(([k, n]) => `${k} ${n} (${accepted[k] ?? 0} accepted)`).join(", ")} inputs tried, none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}\n`);
   await t?.close();
 });
@@ -168,5 +173,86 @@ describe("fuzzing inputs: never internal, never a crash", () => {
   it("the server still answers", async () => {
     expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
     expect((await callJson(t.url, "Publish", { event: { type: "memory.created", source: "fuzz", data: { memory_id: "after" } } })).status).toBe(200);
+  });
+});
+
+describe("fuzzing the authorization header: unauthenticated unless it is the key", () => {
+  const adminKey = newApiKey();
+  const keyAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  let keyed: TestServer;
+  beforeAll(async () => {
+    keyed = await startTestServer({ config: { auth: "keys", adminKey } });
+  });
+  afterAll(async () => {
+    await keyed?.close();
+  });
+
+  // Only what HTTP lets a client send as a header value: visible ASCII, spaces and tabs. Node's
+  // fetch (undici) and http2 refuse values with NUL, CR or LF before they leave the client (or
+  // drop them), so such values would test the client, not the server. Both clients also trim
+  // leading and trailing spaces and tabs, as HTTP does.
+  const headerChar = fc.oneof({ weight: 20, arbitrary: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)) }, { weight: 1, arbitrary: fc.constant("\t") });
+  const text = (minLength: number, maxLength: number) => fc.string({ unit: headerChar, minLength, maxLength });
+  const blanks = (minLength: number) => fc.string({ unit: fc.constantFrom(" ", "\t"), minLength, maxLength: 4 });
+  const bearerCased = fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }).map((upper) => [..."bearer"].map((c, i) => (upper[i] ? c.toUpperCase() : c)).join(""));
+  const schemes = fc.oneof(bearerCased, fc.constantFrom("Bearer", "Basic", "Token", "Bearer:", "Bearer=", "Bearertid_", "", "tid_"), text(0, 10));
+  const randomKey = fc.string({ unit: fc.constantFrom(...keyAlphabet), minLength: 40, maxLength: 40 }).map((body) => `tid_${body}`);
+  // Near misses of the admin key: one character changed, cut short, one longer.
+  const nearAdminKey = fc.oneof(
+    fc.tuple(fc.nat(adminKey.length - 1), headerChar).filter(([i, c]) => adminKey[i] !== c && c !== "\t" && c !== " ").map(([i, c]) => adminKey.slice(0, i) + c + adminKey.slice(i + 1)),
+    fc.nat(adminKey.length - 1).map((n) => adminKey.slice(0, n)),
+    fc.constantFrom(...keyAlphabet).map((c) => adminKey + c),
+  );
+  const keys = fc.oneof(randomKey, nearAdminKey, text(40, 40).map((body) => `tid_${body}`));
+  /** The admin key as a client may present it ("bearer", any case, and the key, with any spaces or tabs around): the generator leaves it out. */
+  const presentsAdminKey = (value: string) => {
+    const words = value.split(/[ \t]+/).filter(Boolean);
+    return words.length === 2 && words[0]!.toLowerCase() === "bearer" && words[1] === adminKey;
+  };
+  const headerValues = fc
+    .oneof(
+      text(0, 100), // anything
+      text(0, 60).map((x) => `Bearer ${x}`),
+      text(40, 40).map((x) => `Bearer tid_${x}`),
+      randomKey.map((k) => `Bearer ${k}`), // well-formed, but no such key
+      fc.tuple(blanks(0), schemes, blanks(0), keys, blanks(0), fc.constantFrom("", "x", "tid_", ",", adminKey)).map((parts) => parts.join("")), // odd schemes, case, spacing, a word after
+      fc.tuple(schemes, blanks(1), fc.constantFrom(adminKey, `"${adminKey}"`, `${adminKey},`, `<${adminKey}>`, adminKey.toUpperCase(), adminKey.toLowerCase())).map((parts) => parts.join("")), // the key itself, under the wrong scheme or decorated
+      fc.tuple(fc.constantFrom("", "Bearer ", "Bearer tid_"), text(1_000, 8_000)).map(([p, x]) => p + x), // very long
+      fc.array(keys, { minLength: 2, maxLength: 200 }).map((ks) => `Bearer ${ks.join(" ")}`), // several keys, up to ~9 KB
+    )
+    .filter((v) => !presentsAdminKey(v));
+
+  const listEventTypes = "/tidings.v1.EventService/ListEventTypes";
+  const overJson = (authorization: string) =>
+    fetch(`${keyed.url}${listEventTypes}`, { method: "POST", headers: { "content-type": "application/json", authorization }, body: "{}" });
+
+  it("ListEventTypes over Connect JSON and over gRPC answers unauthenticated, and the server keeps answering", async () => {
+    const grpc = createTidingsClient({ baseUrl: keyed.url, transport: "grpc" });
+    await fc.assert(
+      fc.asyncProperty(headerValues, async (authorization) => {
+        tried["authorization (Connect JSON)"] = (tried["authorization (Connect JSON)"] ?? 0) + 1;
+        const res = await overJson(authorization);
+        const body = await res.text();
+        expect(res.status, body.slice(0, 300)).toBe(401);
+        expect(JSON.parse(body).code, body.slice(0, 300)).toBe("unauthenticated");
+
+        tried["authorization (gRPC)"] = (tried["authorization (gRPC)"] ?? 0) + 1;
+        const code = await grpc.listEventTypes({}, { headers: { authorization } }).then(
+          () => "ok",
+          (err: unknown) => {
+            const e = ConnectError.from(err);
+            return `${Code[e.code]}: ${e.rawMessage}`;
+          },
+        );
+        expect(code).toMatch(/^Unauthenticated: /);
+      }),
+      { numRuns: runs },
+    );
+    // The key itself still works, on both.
+    const ok = await overJson(`Bearer ${adminKey}`);
+    const okBody = await ok.text();
+    expect(ok.status, okBody.slice(0, 300)).toBe(200);
+    expect(JSON.parse(okBody).eventTypes.length).toBeGreaterThan(0);
+    expect((await grpc.listEventTypes({}, { headers: { authorization: `Bearer ${adminKey}` } })).eventTypes.length).toBeGreaterThan(0);
   });
 });
