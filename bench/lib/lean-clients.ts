@@ -15,7 +15,7 @@ export interface UnaryCaller {
 }
 
 /** gRPC unary calls: one HTTP/2 connection per client, length-prefixed messages, grpc-status in trailers. */
-export function grpcCaller(baseUrl: string, path: string, connections: number): UnaryCaller {
+export function grpcCaller(baseUrl: string, path: string, connections: number, headers: Record<string, string> = {}): UnaryCaller {
   const sessions = Array.from({ length: connections }, () => http2.connect(baseUrl));
   for (const s of sessions) s.on("error", () => {});
   return {
@@ -25,7 +25,7 @@ export function grpcCaller(baseUrl: string, path: string, connections: number): 
       frame.writeUInt32BE(body.length, 1);
       frame.set(body, 5);
       return new Promise((resolve, reject) => {
-        const req = sessions[worker % sessions.length]!.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers" });
+        const req = sessions[worker % sessions.length]!.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers", ...headers });
         const chunks: Buffer[] = [];
         let status: string | undefined;
         let httpStatus = 0;
@@ -52,11 +52,11 @@ export function grpcCaller(baseUrl: string, path: string, connections: number): 
 }
 
 /** Connect unary calls with binary bodies over HTTP/1.1: one keep-alive connection per client. */
-export function connectCaller(baseUrl: string, path: string, connections: number): UnaryCaller {
+export function connectCaller(baseUrl: string, path: string, connections: number, headers: Record<string, string> = {}): UnaryCaller {
   const pool = new Pool(baseUrl, { connections, pipelining: 1 });
   return {
     async call(_worker, body) {
-      const res = await pool.request({ method: "POST", path, headers: { "content-type": "application/proto", "connect-protocol-version": "1" }, body });
+      const res = await pool.request({ method: "POST", path, headers: { "content-type": "application/proto", "connect-protocol-version": "1", ...headers }, body });
       const bytes = new Uint8Array(await res.body.arrayBuffer());
       if (res.statusCode !== 200) throw new Error(`Connect call failed: HTTP ${res.statusCode}: ${Buffer.from(bytes).toString().slice(0, 200)}`);
       return bytes;

@@ -7,6 +7,7 @@ import { MemoryCreatedSchema } from "../../gen/tidings/events/memory/v1/memory_p
 import { EventSchema } from "../../gen/tidings/v1/event_pb.js";
 import { PublishBatchRequestSchema, PublishRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import { packPayload } from "../../sdk/index.js";
+import { newApiKey } from "../../server/auth/api-key.js";
 import { createScratchDatabase, type ScratchDatabase } from "../lib/database.js";
 import { connectCaller, grpcCaller } from "../lib/lean-clients.js";
 import { closedLoop, type ClosedLoopResult } from "../lib/load.js";
@@ -53,6 +54,10 @@ export const publishThroughputScenario: Scenario = {
   async run(ctx: BenchContext) {
     const { phaseMs, maxOps } = ctx.limits;
     const tidingsDb = await createScratchDatabase("publish");
+    // A second server that requires API keys, to show what checking a key costs a publish.
+    const keyedDb = await createScratchDatabase("publish_keyed");
+    const apiKey = newApiKey();
+    let keyed: TidingsProcess | undefined;
     const rawDb = await createScratchDatabase("publish_raw");
     let server: TidingsProcess | undefined;
     const pools: pg.Pool[] = [];
@@ -61,6 +66,7 @@ export const publishThroughputScenario: Scenario = {
     const notes: string[] = [];
     try {
       server = await startTidings(tidingsDb.url);
+      keyed = await startTidings(keyedDb.url, ["--auth", "keys", "--admin-key", apiKey]);
       const raw = await prepareRawTable(rawDb);
       const single = new pg.Pool({ connectionString: rawDb.url, max: rawSingleConnections });
       const multi = new pg.Pool({ connectionString: rawDb.url, max: batchWriters });
@@ -74,11 +80,13 @@ export const publishThroughputScenario: Scenario = {
       const publishBodies = Array.from({ length: 1024 }, (_, i) => toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: sampleEvent(i) })));
       const batchBodies = Array.from({ length: 64 }, (_, b) =>
         toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries: Array.from({ length: batchSize }, (_, i) => ({ event: sampleEvent(b * batchSize + i) })) })));
-      const unary = (clients: number, transport: "grpc" | "connect"): Case => ({
-        name: `unary Publish, ${clients} client${clients === 1 ? "" : "s"}, ${transport === "grpc" ? "gRPC" : "Connect"}`,
+      const unary = (clients: number, transport: "grpc" | "connect", withKey = false): Case => ({
+        name: `unary Publish, ${clients} client${clients === 1 ? "" : "s"}, ${transport === "grpc" ? "gRPC" : "Connect"}${withKey ? ", with an API key" : ""}`,
         role: "tidings",
         async run() {
-          const caller = (transport === "grpc" ? grpcCaller : connectCaller)(server!.url, "/tidings.v1.EventService/Publish", clients);
+          const target = withKey ? keyed! : server!;
+          const headers: Record<string, string> = withKey ? { authorization: `Bearer ${apiKey}` } : {};
+          const caller = (transport === "grpc" ? grpcCaller : connectCaller)(target.url, "/tidings.v1.EventService/Publish", clients, headers);
           let n = 0;
           try {
             return metricsOf(await closedLoop({ workers: clients, phaseMs, maxOps }, (w) => caller.call(w, publishBodies[n++ % publishBodies.length]!)), "events");
@@ -129,13 +137,16 @@ export const publishThroughputScenario: Scenario = {
             return natsAsyncPublish(js, `${natsStream}.events`, natsPayload, phaseMs, maxOps);
           },
         },
+        unary(64, "grpc", true),
       ];
       const results = await runCases(ctx, cases);
       const unaryBest = Math.max(...cases.filter((c) => c.name.startsWith("unary")).map((c) => medianOf(results, c.name, "events/s")));
       const batchRate = medianOf(results, cases[6]!.name, "events/s");
+      const keyedRatio = medianOf(results, cases[10]!.name, "events/s") / medianOf(results, cases[2]!.name, "events/s");
       notes.push(
         `Events are memory.created with a typed payload (proto_data), ${samplePayload.length} payload bytes; the raw limits insert rows of the same shape into a table with the same indexes as tidings_events.`,
         "Every write is a durable commit (synchronous_commit on) for Tidings and the raw limits alike; JetStream acknowledges after its file store accepted the message.",
+        `Checking an API key (--auth keys; the bench's other servers run --auth open, like the peers, which have no authentication): 64 gRPC clients publish at ${keyedRatio.toFixed(2)}× the rate of the open server, each server on its own database.`,
         "Load generator, server and PostgreSQL share the machine's cores. The load generator sends pre-encoded requests over node:http2 (gRPC) and undici (Connect, HTTP/1.1) so that it costs little; the SDK's client costs about 0.75 ms of CPU per call in Node.",
       );
       return {
@@ -151,10 +162,11 @@ export const publishThroughputScenario: Scenario = {
       };
     } finally {
       await server?.stop();
+      await keyed?.stop();
       for (const p of pools) await p.end().catch(() => {});
       await jetstreamManager(nats).then((m) => m.streams.delete(natsStream)).catch(() => {});
       await nats.close();
-      await dropAll([tidingsDb, rawDb]);
+      await dropAll([tidingsDb, rawDb, keyedDb]);
     }
   },
 };
