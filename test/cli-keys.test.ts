@@ -1,50 +1,11 @@
-import { spawn } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newApiKey } from "../server/auth/api-key.js";
 import { loadConfig } from "../server/config/config.js";
 import { startTestServer, type TestServer } from "./helpers/test-server.js";
-
-const root = fileURLToPath(new URL("../", import.meta.url));
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `node bin/tidings.js …` to completion, with no server, token or colours from the developer's shell. */
-function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const base: NodeJS.ProcessEnv = { ...process.env };
-  delete base.TIDINGS_SERVER;
-  delete base.TIDINGS_TOKEN;
-  delete base.FORCE_COLOR;
-  const child = spawn(process.execPath, ["bin/tidings.js", ...args], { cwd: root, env: { ...base, NO_COLOR: "1", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const killer = setTimeout(() => child.kill("SIGKILL"), 45_000);
-  return new Promise((resolve) =>
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stdout, stderr });
-    }),
-  );
-}
-
-/** Asserts that a failure was reported as one line, with no stack trace. */
-function expectOneLineError(run: Run, code: number, pattern: RegExp): void {
-  expect(run.code, `stderr: ${run.stderr}`).toBe(code);
-  const lines = run.stderr.trim().split("\n");
-  expect(lines, run.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^tidings: /);
-  expect(lines[0]).toMatch(pattern);
-  expect(run.stderr).not.toMatch(/\n\s+at /);
-}
+import { cli, expectOneLineError } from "./helpers/cli-process.js";
 
 /** The value of a "label  value" line of `keys create`. */
 function field(stdout: string, label: string): string {
@@ -92,7 +53,7 @@ describe("tidings keys", () => {
     const published = await cli(["publish", "memory.created", '{"memory_id": "m-1"}', "--server", t.url, "--token", key]);
     expect(published.code, published.stderr).toBe(0);
     expect(published.stdout).toMatch(/^published \S+ at sequence \d+$/m);
-    const listed = await cli(["events", "list", "memory.*", "--json", "--server", t.url], { TIDINGS_TOKEN: key });
+    const listed = await cli(["events", "list", "memory.*", "--json", "--server", t.url], { env: { TIDINGS_TOKEN: key } });
     expect(listed.code, listed.stderr).toBe(0);
     expect(listed.stdout).toContain('"memory_id":"m-1"');
 
@@ -132,7 +93,7 @@ describe("tidings keys", () => {
     const [denied, anonymous, fromEnv] = await Promise.all([
       cli(["keys", "list", "--server", t.url, "--token", publisher.key]),
       cli(["keys", "list", "--server", t.url]),
-      cli(["keys", "list", "--server", t.url], { TIDINGS_TOKEN: adminKey }),
+      cli(["keys", "list", "--server", t.url], { env: { TIDINGS_TOKEN: adminKey } }),
     ]);
     expectOneLineError(denied, 1, /^tidings: permission_denied: .*--token or TIDINGS_TOKEN/);
     expectOneLineError(anonymous, 1, /^tidings: unauthenticated: .*--token <key> or set TIDINGS_TOKEN/);
