@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newApiKey } from "../server/auth/api-key.js";
 import { startTestServer, type TestServer } from "./helpers/test-server.js";
 
 const run = promisify(execFile);
@@ -24,14 +25,15 @@ async function hasGrpcTools(): Promise<boolean> {
 }
 
 describe.runIf(await hasGrpcTools())("a Python client generated from proto/", () => {
+  const adminKey = newApiKey();
   let t: TestServer;
   let out: string;
   beforeAll(async () => {
-    t = await startTestServer();
+    t = await startTestServer({ config: { auth: "keys", adminKey } });
     out = await mkdtemp(join(tmpdir(), "tidings-python-"));
     // Generate the client the way a Python user would, from the .proto files alone.
     await run(python, ["-m", "grpc_tools.protoc", `-I${join(root, "proto")}`, `--python_out=${out}`, `--grpc_python_out=${out}`,
-      join(root, "proto/tidings/v1/event.proto"), join(root, "proto/tidings/v1/event_service.proto")]);
+      join(root, "proto/tidings/v1/event.proto"), join(root, "proto/tidings/v1/event_service.proto"), join(root, "proto/tidings/v1/access.proto")]);
     await mkdir(join(out, "tidings/v1"), { recursive: true });
     await writeFile(join(out, "tidings/__init__.py"), "");
     await writeFile(join(out, "tidings/v1/__init__.py"), "");
@@ -41,12 +43,13 @@ describe.runIf(await hasGrpcTools())("a Python client generated from proto/", ()
     await rm(out, { recursive: true, force: true });
   });
 
-  it("publishes, streams and gets precise errors over gRPC", async () => {
-    const { stdout } = await run(python, [join(root, "test/python/tidings_client.py"), new URL(t.url).host], {
+  it("authenticates with an API key, publishes, streams and gets precise errors over gRPC", async () => {
+    const { stdout } = await run(python, [join(root, "test/python/tidings_client.py"), new URL(t.url).host, adminKey], {
       env: { ...process.env, PYTHONPATH: out },
       timeout: 60_000,
     });
     const result = JSON.parse(stdout);
+    expect(result.without_key).toBe("UNAUTHENTICATED");
     expect(result.memory_types).toContain("memory.created");
     expect(result.first_message).toBe("heartbeat");
     expect(result.received).toMatchObject({

@@ -1,9 +1,10 @@
 """A Python gRPC client of Tidings, generated from proto/ with grpc_tools: the test runs it.
 
-Usage: python3 tidings_client.py HOST:PORT
-Subscribes to memory.* (server stream), publishes a memory.created event (payload as a
-google.protobuf.Struct), reads it back from the stream, tries an invalid publish, and prints
-what happened as one JSON object.
+Usage: python3 tidings_client.py HOST:PORT API_KEY
+Sends the API key as gRPC metadata (authorization: Bearer <key>) with every call, and makes one
+call without it. Subscribes to memory.* (server stream), publishes a memory.created event
+(payload as a google.protobuf.Struct), reads it back from the stream, tries an invalid publish,
+and prints what happened as one JSON object.
 """
 import json
 import queue
@@ -16,16 +17,23 @@ from google.protobuf import struct_pb2
 from tidings.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 
-def main(address: str) -> None:
+def main(address: str, api_key: str) -> None:
     channel = grpc.insecure_channel(address)
     events = event_service_pb2_grpc.EventServiceStub(channel)
+    auth = [("authorization", f"Bearer {api_key}")]
     result = {}
 
-    types = events.ListEventTypes(event_service_pb2.ListEventTypesRequest(patterns=["memory.*"]), timeout=10)
+    try:
+        events.ListEventTypes(event_service_pb2.ListEventTypesRequest(), timeout=10)
+        result["without_key"] = "OK"
+    except grpc.RpcError as err:
+        result["without_key"] = err.code().name
+
+    types = events.ListEventTypes(event_service_pb2.ListEventTypesRequest(patterns=["memory.*"]), timeout=10, metadata=auth)
     result["memory_types"] = [t.name for t in types.event_types]
 
     received: "queue.Queue" = queue.Queue()
-    stream = events.Subscribe(event_service_pb2.SubscribeRequest(patterns=["memory.*"]))
+    stream = events.Subscribe(event_service_pb2.SubscribeRequest(patterns=["memory.*"]), metadata=auth)
 
     def read() -> None:
         try:
@@ -42,7 +50,7 @@ def main(address: str) -> None:
     data.update({"memory_id": "py-1", "tier": "hot"})
     event = event_pb2.Event(type="memory.created", source="python/test", data=data)
     event.attributes["agent"] = "python"
-    published = events.Publish(event_service_pb2.PublishRequest(event=event), timeout=10)
+    published = events.Publish(event_service_pb2.PublishRequest(event=event), timeout=10, metadata=auth)
     result["published"] = {"id": published.id, "sequence": published.sequence}
 
     while True:
@@ -62,7 +70,7 @@ def main(address: str) -> None:
 
     try:
         bad = event_pb2.Event(type="no.such_type", source="python/test", data=data)
-        events.Publish(event_service_pb2.PublishRequest(event=bad), timeout=10)
+        events.Publish(event_service_pb2.PublishRequest(event=bad), timeout=10, metadata=auth)
         result["error"] = None
     except grpc.RpcError as err:
         result["error"] = {"code": err.code().name, "details": err.details()}
@@ -72,4 +80,4 @@ def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
