@@ -1,6 +1,5 @@
-import { type DescMethod, getOption, hasOption } from "@bufbuild/protobuf";
+import { create, type DescMethod, getOption, hasOption } from "@bufbuild/protobuf";
 import { access, type AccessRule, AccessRuleSchema } from "../../gen/tidings/v1/access_pb.js";
-import { create } from "@bufbuild/protobuf";
 
 /** gRPC server reflection has no rule of its own in our protos: any valid key may use it. */
 const reflectionServices = new Set(["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
