@@ -38,6 +38,7 @@ import { filterLimitsOf } from "./filtering/cel-filter.js";
 import { clientAddressKey } from "./auth/access-gate.js";
 import { startAuth } from "./auth/start-auth.js";
 import { createWebhookService } from "./webhooks/webhook-service.js";
+import { requestPath } from "./transport/request-path.js";
 
 export interface RunningServer {
   /** http://host:port */
@@ -201,7 +202,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   const metricsRoute = metrics.route();
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     if (health(req, res)) return;
-    if (pathOf(req) === "/metrics") {
+    if (requestPath(req) === "/metrics") {
       void auth.gate.allowHttp(req, res, adminOnly).then((ok) => ok && metricsRoute(req, res));
       return;
     }
@@ -257,7 +258,3 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
 }
 
 const adminOnly = create(AccessRuleSchema, { scope: Scope.ADMIN });
-
-function pathOf(req: { url?: string }): string {
-  return (req.url ?? "").split("?", 1)[0]!;
-}

@@ -8,6 +8,7 @@ import { accessRuleOf } from "./access-rules.js";
 import type { KeyRing } from "./key-ring.js";
 import { hasScope, openAccess, type Principal, principalKey, scopeNames } from "./principal.js";
 import type { AuthFailureReason, CallerInfo, SecurityReporter } from "./security-reporter.js";
+import { requestPath } from "../transport/request-path.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -76,7 +77,7 @@ export class AccessGate {
    */
   async allowHttp(req: NodeRequest, res: NodeResponse, rule: AccessRule): Promise<boolean> {
     try {
-      await this.check(req.headers.authorization, rule, callerOf(req, `${req.method} ${(req.url ?? "").split("?", 1)[0]}`));
+      await this.check(req.headers.authorization, rule, callerOf(req, `${req.method} ${requestPath(req)}`));
       return true;
     } catch (err) {
       const e = err as ConnectError;

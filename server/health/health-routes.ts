@@ -3,6 +3,7 @@ import type http2 from "node:http2";
 import { type Kysely, sql } from "kysely";
 import type { Logger } from "../logging/logger.js";
 import { migrations } from "../storage/migrations/index.js";
+import { requestPath } from "../transport/request-path.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -47,7 +48,7 @@ export function healthRoutes(options: HealthOptions) {
   };
 
   return (req: NodeRequest, res: NodeResponse): boolean => {
-    const path = (req.url ?? "").split("?", 1)[0];
+    const path = requestPath(req);
     if (path !== "/healthz" && path !== "/readyz") return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });

@@ -12,6 +12,7 @@ import type { Logger } from "../logging/logger.js";
 import { callerOf } from "../auth/access-gate.js";
 import type { CallerInfo } from "../auth/security-reporter.js";
 import { prepareEvent, withFreshCatalog } from "../rpc/event-envelope.js";
+import { requestPath } from "../transport/request-path.js";
 
 export interface IngestOptions {
   /** Shared secret per source name: a `whsec_` secret (Standard Webhooks) or any string (X-Webhook-Signature). */
@@ -39,7 +40,7 @@ const routePattern = /^\/ingest\/([A-Za-z0-9_.-]{1,64})\/?$/;
  */
 export function ingestHandler(options: IngestOptions) {
   return (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): boolean => {
-    const match = routePattern.exec((req.url ?? "").split("?")[0]!);
+    const match = routePattern.exec(requestPath(req));
     if (!match) return false;
     void handle(match[1]!, req as http.IncomingMessage, res as http.ServerResponse, options);
     return true;

@@ -6,6 +6,7 @@ import type { Logger } from "../logging/logger.js";
 import type { Database } from "../storage/schema.js";
 import { deliveryStatus } from "../storage/schema.js";
 import { countDeliveries } from "../webhooks/delivery-counts.js";
+import { requestPath } from "../transport/request-path.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -122,7 +123,7 @@ export class ServerMetrics {
   /** GET /metrics in the Prometheus text format; false for any other path. */
   route(): (req: NodeRequest, res: NodeResponse) => boolean {
     return (req, res) => {
-      if ((req.url ?? "").split("?", 1)[0] !== "/metrics") return false;
+      if (requestPath(req) !== "/metrics") return false;
       if (req.method !== "GET" && req.method !== "HEAD") {
         res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json" });
         res.end(JSON.stringify({ status: "method_not_allowed" }));

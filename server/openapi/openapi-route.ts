@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { buildDocsPage } from "./docs-page.js";
+import { requestPath } from "../transport/request-path.js";
 
 /** Where `buf generate` writes the OpenAPI document (tools/protoc-gen-openapi). */
 export const openapiDocumentPath = new URL("../../gen/openapi/tidings.openapi.json", import.meta.url);
@@ -22,7 +23,7 @@ export async function openapiHandler(documentPath: URL | string = openapiDocumen
     "/docs": { type: "text/html; charset=utf-8", body: docs },
   };
   return (req, res) => {
-    const path = (req.url ?? "").split("?")[0] ?? "";
+    const path = requestPath(req);
     const page = pages[path];
     if (!page || (req.method !== "GET" && req.method !== "HEAD")) return false;
     res.writeHead(200, { "content-type": page.type, "content-length": Buffer.byteLength(page.body), "cache-control": "no-cache" });

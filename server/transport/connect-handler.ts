@@ -10,6 +10,7 @@ import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify
 import { createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
 import { type AccessGate, callerOf } from "../auth/access-gate.js";
 import { accessRuleOf } from "../auth/access-rules.js";
+import { requestPath } from "./request-path.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -54,7 +55,7 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
   });
 
   return async (req: NodeRequest, res: NodeResponse): Promise<void> => {
-    const path = (req.url ?? "").split("?", 2)[0]!;
+    const path = requestPath(req);
     if (fastPath(path, req, res)) return;
     const handler = handlers.get(path);
     if (!handler) {
