@@ -2,7 +2,7 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import type { AccessRule } from "../../gen/tidings/v1/access_pb.js";
-import { codeName } from "../rpc/errors.js";
+import { writeConnectError } from "../transport/connect-error-response.js";
 import { apiKeyPattern, keyPrefixOf } from "./api-key.js";
 import { accessRuleOf } from "./access-rules.js";
 import type { KeyRing } from "./key-ring.js";
@@ -73,17 +73,16 @@ export class AccessGate {
 
   /**
    * The check for a plain HTTP route: true when the call may go on; otherwise the error is
-   * written (401 with `WWW-Authenticate: Bearer`, or 403) as a Connect-style JSON body.
+   * written as Connect writes it (401 with `WWW-Authenticate: Bearer`, 403, or 503 when the key
+   * could not be looked up).
    */
   async allowHttp(req: NodeRequest, res: NodeResponse, rule: AccessRule): Promise<boolean> {
     try {
       await this.check(req.headers.authorization, rule, callerOf(req, `${req.method} ${requestPath(req)}`));
       return true;
     } catch (err) {
-      const e = err as ConnectError;
-      const unauthenticated = e.code === Code.Unauthenticated;
-      res.writeHead(unauthenticated ? 401 : 403, { "content-type": "application/json", ...(unauthenticated ? { "www-authenticate": "Bearer" } : {}) });
-      res.end(JSON.stringify({ code: codeName(e.code), message: e.rawMessage }));
+      const e = ConnectError.from(err);
+      writeConnectError(res, e, e.code === Code.Unauthenticated ? { "www-authenticate": "Bearer" } : {});
       return false;
     }
   }

@@ -1,13 +1,14 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import { create, type DescMethod, type JsonValue, toBinary, toJson } from "@bufbuild/protobuf";
+import type { DescMethod, JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouterOptions, type ContextValues, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { checkJsonMessage, type FieldViolation } from "../catalog/payload-validation.js";
 import type { Logger } from "../logging/logger.js";
-import { codeName, fieldError } from "../rpc/errors.js";
+import { fieldError } from "../rpc/errors.js";
 import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
 import { createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
+import { writeConnectError } from "./connect-error-response.js";
 import { type AccessGate, callerOf } from "../auth/access-gate.js";
 import { accessRuleOf } from "../auth/access-rules.js";
 import { requestPath } from "./request-path.js";
@@ -69,7 +70,7 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
         try {
           await options.gate.check(req.headers.authorization, accessRuleOf(handler.method), callerOf(req, `${handler.service.typeName}/${handler.method.name}`));
         } catch (err) {
-          writeConnectError(res, err as ConnectError);
+          writeConnectError(res, ConnectError.from(err));
           return;
         }
       }
@@ -112,17 +113,4 @@ async function readAndCheckJson(req: http.IncomingMessage, method: DescMethod, o
   checkJsonMessage(method.input, json, "", violations);
   if (violations.length > 0) return { error: fieldError(Code.InvalidArgument, violations) };
   return { json };
-}
-
-/** The HTTP status of a Connect unary error (the Connect protocol's table, for the codes answered here). */
-const statusOf: Partial<Record<Code, number>> = { [Code.ResourceExhausted]: 429, [Code.Unauthenticated]: 401, [Code.PermissionDenied]: 403 };
-
-/** A Connect unary error response, as Connect writes it. */
-function writeConnectError(res: NodeResponse, err: ConnectError): void {
-  const status = statusOf[err.code] ?? 400;
-  const details = err.details.map((d) => ("desc" in d
-    ? { type: d.desc.typeName, value: Buffer.from(toBinary(d.desc, create(d.desc, d.value))).toString("base64").replace(/=+$/, ""), debug: toJson(d.desc, create(d.desc, d.value)) }
-    : { type: d.type, value: Buffer.from(d.value).toString("base64").replace(/=+$/, "") }));
-  res.writeHead(status, { "content-type": "application/json" });
-  res.end(JSON.stringify({ code: codeName(err.code), message: err.rawMessage, ...(details.length > 0 ? { details } : {}) }));
 }
