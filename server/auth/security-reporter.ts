@@ -32,8 +32,8 @@ export interface SecurityReporterDeps {
  */
 export class SecurityReporter {
   #bucket: TokenBucket;
-  #unreportedAuth = 0;
-  #unreportedLimits = 0;
+  /** Reports held back since the last one published, per kind. */
+  #unreported = { auth: 0, limits: 0 };
 
   constructor(private readonly deps: SecurityReporterDeps) {
     this.#bucket = new TokenBucket(deps.perSecond, deps.burst);
@@ -42,12 +42,8 @@ export class SecurityReporter {
   /** `key` is what is known of the key presented: its prefix, and its id once it was recognised. */
   authFailed(reason: AuthFailureReason, caller: CallerInfo, key: { prefix: string; id?: string }): void {
     this.deps.counted(reason);
-    if (this.#bucket.take() > 0) {
-      this.#unreportedAuth++;
-      return;
-    }
-    const unreportedBefore = this.#unreportedAuth;
-    this.#unreportedAuth = 0;
+    const unreportedBefore = this.#admit("auth");
+    if (unreportedBefore === undefined) return;
     this.deps.logger.warn("authentication failed", { reason, method: caller.method, address: caller.address, keyPrefix: key.prefix, keyId: key.id, unreportedBefore });
     this.deps.publish("security.auth_failed", caller.address, {
       reason,
@@ -61,12 +57,8 @@ export class SecurityReporter {
   }
 
   rateLimited(keyId: string, keyPrefix: string, caller: CallerInfo, limit: string): void {
-    if (this.#bucket.take() > 0) {
-      this.#unreportedLimits++;
-      return;
-    }
-    const unreportedBefore = this.#unreportedLimits;
-    this.#unreportedLimits = 0;
+    const unreportedBefore = this.#admit("limits");
+    if (unreportedBefore === undefined) return;
     this.deps.logger.warn("an API key went over its limit", { keyId, keyPrefix, limit, method: caller.method, address: caller.address, unreportedBefore });
     this.deps.publish("security.suspicious_activity", keyId, {
       activity_type: "rate_limit_exceeded",
@@ -75,5 +67,16 @@ export class SecurityReporter {
       severity: "low",
       unreported_before: unreportedBefore,
     });
+  }
+
+  /** How many reports of this kind were held back before this one, or undefined when this one is held back too. */
+  #admit(kind: "auth" | "limits"): number | undefined {
+    if (this.#bucket.take() > 0) {
+      this.#unreported[kind]++;
+      return undefined;
+    }
+    const before = this.#unreported[kind];
+    this.#unreported[kind] = 0;
+    return before;
   }
 }
