@@ -27,8 +27,9 @@ export class KeyLimiter {
     if (events > burst) {
       throw fieldError(Code.ResourceExhausted, [{ field, description: `holds ${events} events, more than this API key may publish at once (its burst is ${burst})` }]);
     }
+    // A key's limits never change (keys are not edited, and defaults are fixed per process).
     let bucket = this.#buckets.get(p.keyId);
-    if (!bucket || bucket.rate !== rate || bucket.burst !== burst) {
+    if (!bucket) {
       bucket = new TokenBucket(rate, burst);
       this.#buckets.set(p.keyId, bucket);
     }
