@@ -196,6 +196,12 @@ describe("WebhookService: bad input", () => {
       ["http://[::1/hook", "is not a valid URL"],
       ["//example.com/hook", "is not a valid URL"],
       [`https://example.com/${"a".repeat(2048)}`, "is longer than 2048 characters"],
+      ["https://example.com/\u0000", "must not contain the NUL character (U+0000)"],
+      ["\u0000https://example.com/hook", "must not contain the NUL character (U+0000)"],
+      ["https://exa\tmple.com/hook", "must not contain control characters"],
+      ["https://example.com/ho\nok", "must not contain control characters"],
+      [" https://example.com/hook", "must not begin or end with whitespace"],
+      ["https://example.com/hook ", "must not begin or end with whitespace"],
     ])("url %j", async (url, reason) => {
       await expectRefused("CreateWebhook", { webhook: { url } }, "invalid_argument", `webhook.url: ${reason}`);
     });

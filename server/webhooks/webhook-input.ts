@@ -164,6 +164,12 @@ export function secretProblem(secret: string): string | undefined {
 function urlProblem(raw: string, policy: AddressPolicy): string | undefined {
   if (raw === "") return "is required";
   if (raw.length > 2048) return "is longer than 2048 characters";
+  // The URL parser silently strips leading and trailing spaces and C0 controls and drops tabs
+  // and newlines inside, so what it parses is not what would be stored and shown; and
+  // PostgreSQL text cannot hold NUL at all.
+  if (raw.includes("\0")) return nulRefused;
+  if (/[\u0001-\u001f\u007f]/.test(raw)) return "must not contain control characters";
+  if (raw !== raw.trim()) return "must not begin or end with whitespace";
   let url: URL;
   try {
     url = new URL(raw);
