@@ -124,6 +124,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       else counters.deliveriesDeadLettered += deliveries;
       metrics.attemptSeconds.observe({ outcome }, seconds);
     },
+    delivered: (latencySeconds) => {
+      for (const seconds of latencySeconds) metrics.deliveryLatency.observe(seconds);
+    },
     takeover: () => metrics.leaseTakeovers.inc(),
   });
   // New events (committed here, or rung in by another node): stream them and route them.
@@ -170,10 +173,12 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
       { service: EventService, impl: createEventService({
         catalog, registeredTypes, reader, appendQueue, tail, config, shutdownSignal: shutdown.signal, streams, access: auth.eventAccess,
         metrics: {
-          publishCall: (method, seconds, refusedCode) => {
+          publishCall: (method, seconds, refused) => {
             metrics.publishSeconds.observe({ method }, seconds);
-            if (refusedCode !== undefined) {
-              metrics.rejected.inc({ method, code: codeName(refusedCode) });
+            if (refused !== undefined) {
+              const code = codeName(refused.code);
+              metrics.rejected.inc({ method, code });
+              for (const type of refused.types) metrics.rejectedEvents.inc({ type, code });
               counters.publishErrors++;
             }
           },

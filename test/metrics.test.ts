@@ -28,7 +28,7 @@ async function scrape(): Promise<{ contentType: string | null; samples: Map<stri
 }
 
 describe("/metrics", () => {
-  it("counts publishes by type and refusals by code, times the calls, and follows streams and webhook deliveries", async () => {
+  it("counts publishes by type and refusals by code and type, times the calls, and follows streams and webhook deliveries", async () => {
     const before = (await scrape()).samples;
     const published = (s: Map<string, number>) => s.get('tidings_events_published_total{type="memory.created"}') ?? 0;
 
@@ -36,13 +36,21 @@ describe("/metrics", () => {
     expect((await callJson(t.url, "Publish", { event: { type: "memory.created" } })).status).toBe(400); // no source
     const batch = await callJson(t.url, "PublishBatch", { entries: [{ event: memoryCreated("b1") }, { event: memoryCreated("b2") }] });
     expect(batch.status).toBe(200);
+    // A batch refused for one bad entry refuses (and counts) all of its events; a made-up type
+    // is counted as unknown, not under its own name.
+    const refusedBatch = await callJson(t.url, "PublishBatch", { entries: [{ event: memoryCreated("b3") }, { event: { type: "made.up", source: "x" } }] });
+    expect(refusedBatch.status).toBe(400);
 
     const { contentType, samples } = await scrape();
     expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
     expect(published(samples) - published(before)).toBe(5);
     expect((samples.get('tidings_publish_rejected_total{method="Publish",code="invalid_argument"}') ?? 0) - (before.get('tidings_publish_rejected_total{method="Publish",code="invalid_argument"}') ?? 0)).toBe(1);
+    const rejectedEvents = (s: Map<string, number>, labels: string) => s.get(`tidings_events_rejected_total{${labels}}`) ?? 0;
+    expect(rejectedEvents(samples, 'type="memory.created",code="invalid_argument"') - rejectedEvents(before, 'type="memory.created",code="invalid_argument"')).toBe(2);
+    expect(rejectedEvents(samples, 'type="unknown",code="invalid_argument"') - rejectedEvents(before, 'type="unknown",code="invalid_argument"')).toBe(1);
+    expect([...samples.keys()].some((k) => k.includes("made.up"))).toBe(false);
     expect((samples.get('tidings_publish_duration_seconds_count{method="Publish"}') ?? 0) - (before.get('tidings_publish_duration_seconds_count{method="Publish"}') ?? 0)).toBe(4);
-    expect((samples.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0) - (before.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0)).toBe(1);
+    expect((samples.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0) - (before.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0)).toBe(2);
     expect(samples.get("tidings_process_resident_memory_bytes")).toBeGreaterThan(0);
 
     // A stream: counted while open, with its lag behind the head.
@@ -69,6 +77,10 @@ describe("/metrics", () => {
         return (s.get('tidings_webhook_attempts_total{outcome="success"}') ?? 0) >= 1 ? s : undefined;
       }, 5_000, "a successful attempt in /metrics");
       expect(after.get('tidings_webhook_attempt_duration_seconds_count{outcome="success"}')).toBeGreaterThanOrEqual(1);
+      // From the delivery's creation to its success: on a healthy loopback receiver, well under 5 s.
+      expect(after.get("tidings_webhook_delivery_latency_seconds_count")).toBe(1);
+      expect(after.get('tidings_webhook_delivery_latency_seconds_bucket{le="5"}')).toBe(1);
+      expect(after.get("tidings_webhook_delivery_latency_seconds_sum")).toBeGreaterThan(0);
       expect(after.get('tidings_webhook_deliveries{status="succeeded"}')).toBeGreaterThanOrEqual(1);
       expect(after.get('tidings_webhook_deliveries{status="dead"}')).toBe(0);
       expect(after.has('tidings_webhook_deliveries{status="pending"}')).toBe(true);

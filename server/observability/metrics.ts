@@ -31,9 +31,11 @@ export class ServerMetrics {
   readonly registry = new Registry();
   readonly published: Counter<"type">;
   readonly rejected: Counter<"method" | "code">;
+  readonly rejectedEvents: Counter<"type" | "code">;
   readonly publishSeconds: Histogram<"method">;
   readonly deliveries: Counter<"outcome">;
   readonly attemptSeconds: Histogram<"outcome">;
+  readonly deliveryLatency: Histogram;
   readonly leaseTakeovers: Counter;
   readonly authFailures: Counter<"reason">;
 
@@ -42,6 +44,12 @@ export class ServerMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: "tidings_" });
     this.published = new Counter({ name: "tidings_events_published_total", help: "Events committed to the log, by type", labelNames: ["type"], registers });
     this.rejected = new Counter({ name: "tidings_publish_rejected_total", help: "Publish calls refused, by method and Connect code", labelNames: ["method", "code"], registers });
+    this.rejectedEvents = new Counter({
+      name: "tidings_events_rejected_total",
+      help: "Events refused by Publish and PublishBatch (every entry of a refused batch), by type (unknown for a type the catalog does not know) and Connect code",
+      labelNames: ["type", "code"],
+      registers,
+    });
     this.publishSeconds = new Histogram({
       name: "tidings_publish_duration_seconds",
       help: "Publish calls from the request to the committed answer, by method",
@@ -60,6 +68,12 @@ export class ServerMetrics {
       help: "Webhook requests from sending to the answer (or the timeout), by outcome",
       labelNames: ["outcome"],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.deliveryLatency = new Histogram({
+      name: "tidings_webhook_delivery_latency_seconds",
+      help: "Succeeded deliveries, from the delivery being created (its event routed to the endpoint, or a replay) to the success being recorded, retries included",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36_000, 86_400],
       registers,
     });
     this.leaseTakeovers = new Counter({ name: "tidings_webhook_lease_takeovers_total", help: "Deliveries this node took over after another node's lease expired mid-attempt", registers });

@@ -64,8 +64,11 @@ export interface OpenStream {
 
 /** What the event service reports to /metrics. */
 export interface PublishMetrics {
-  /** A Publish or PublishBatch call answered: how long it took, and its Connect code when refused. */
-  publishCall(method: "Publish" | "PublishBatch", seconds: number, refusedCode?: Code): void;
+  /**
+   * A Publish or PublishBatch call answered: how long it took and, when refused, its Connect
+   * code and the types of the events it refused (a refused batch stores none of its events).
+   */
+  publishCall(method: "Publish" | "PublishBatch", seconds: number, refused?: { code: Code; types: string[] }): void;
 }
 
 export interface EventServiceDeps {
@@ -139,22 +142,28 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     return { results: results.map(toPublishResponse) };
   };
 
-  /** Runs a publish call and reports its time and, when refused, its code. */
-  const measured = async <T>(method: "Publish" | "PublishBatch", call: () => Promise<T>): Promise<T> => {
+  /**
+   * Runs a publish call and reports its time and, when refused, its code and the refused
+   * events' types: a type the catalog does not know is reported as "unknown", so a client
+   * sending made-up types cannot grow the metric's label set without bound.
+   */
+  const measured = async <T>(method: "Publish" | "PublishBatch", types: () => string[], call: () => Promise<T>): Promise<T> => {
     const started = performance.now();
     try {
       const result = await call();
       deps.metrics?.publishCall(method, (performance.now() - started) / 1000);
       return result;
     } catch (err) {
-      deps.metrics?.publishCall(method, (performance.now() - started) / 1000, connectCodeOf(err));
+      const refusedTypes = types().map((type) => (catalog.get(type) ? type : "unknown"));
+      deps.metrics?.publishCall(method, (performance.now() - started) / 1000, { code: connectCodeOf(err), types: refusedTypes });
       throw err;
     }
   };
 
   return {
-    publish: (req: PublishRequest, ctx: HandlerContext) => measured("Publish", () => publish(req, ctx)),
-    publishBatch: (req: PublishBatchRequest, ctx: HandlerContext) => measured("PublishBatch", () => publishBatch(req, ctx)),
+    publish: (req: PublishRequest, ctx: HandlerContext) => measured("Publish", () => [req.event?.type ?? ""], () => publish(req, ctx)),
+    publishBatch: (req: PublishBatchRequest, ctx: HandlerContext) =>
+      measured("PublishBatch", () => req.entries.map((entry) => entry.event?.type ?? ""), () => publishBatch(req, ctx)),
 
     async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
       const patterns = deps.access.readPatterns(ctx, req.patterns);

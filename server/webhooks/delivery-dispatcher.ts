@@ -32,6 +32,8 @@ export interface DispatcherMetrics {
   attempt(outcome: "success" | "failure" | "dead_letter", seconds: number, deliveries: number): void;
   /** A delivery was taken over after another node's lease ran out mid-attempt. */
   takeover(): void;
+  /** Deliveries succeeded: for each, the seconds from its creation to the success being recorded. */
+  delivered(latencySeconds: number[]): void;
 }
 
 /** Things the dispatcher reports, published as Tidings' own events. */
@@ -561,7 +563,9 @@ export class DeliveryDispatcher {
   async #writeSuccesses(items: Array<{ group: Claimed[]; outcome: AttemptOutcome }>): Promise<void> {
     const rows = items.flatMap(({ group, outcome }) => group.map((c) => ({ c, o: outcome })));
     const col = <V>(pick: (r: (typeof rows)[number]) => V) => rows.map(pick);
-    const done = await sql<{ delivery_id: string }>`
+    // The final SELECT reads the UPDATE's rows: PostgreSQL runs every data-modifying CTE once,
+    // so the INSERT of the attempts happens whether or not the outer query reads it.
+    const done = await sql<{ delivery_id: string; latency: number }>`
       WITH c AS (
         SELECT * FROM unnest(
           ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],
@@ -574,11 +578,13 @@ export class DeliveryDispatcher {
             last_status_code = c.code, last_error = c.error, updated_at = now()
         FROM c
         WHERE d.id = c.id AND d.lease_token = c.token AND d.status = 1
-        RETURNING d.id, d.webhook_id, d.attempts, c.started_at, c.duration_ms, c.code, c.excerpt, c.error
+        RETURNING d.id, d.webhook_id, d.attempts, d.created_at, c.started_at, c.duration_ms, c.code, c.excerpt, c.error
+      ), attempts AS (
+        INSERT INTO tidings_delivery_attempts (delivery_id, webhook_id, number, started_at, duration_ms, status_code, response_excerpt, error, node)
+        SELECT id, webhook_id, attempts, started_at, duration_ms, code, excerpt, error, ${this.options.nodeId} FROM done
       )
-      INSERT INTO tidings_delivery_attempts (delivery_id, webhook_id, number, started_at, duration_ms, status_code, response_excerpt, error, node)
-      SELECT id, webhook_id, attempts, started_at, duration_ms, code, excerpt, error, ${this.options.nodeId} FROM done
-      RETURNING delivery_id`.execute(this.db);
+      SELECT id AS delivery_id, extract(epoch FROM clock_timestamp() - created_at)::float8 AS latency FROM done`.execute(this.db);
+    this.metrics?.delivered(done.rows.map((r) => Number(r.latency)));
     if (done.rows.length < rows.length) {
       const recorded = new Set(done.rows.map((r) => r.delivery_id));
       for (const { c } of rows) if (!recorded.has(c.id)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
