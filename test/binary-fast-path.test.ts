@@ -8,9 +8,21 @@ import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextKey, createContextValues, type HandlerContext, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
-import { PublishRequestSchema, PublishResponseSchema, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/tidings/v1/event_service_pb.js";
+import {
+  EventService,
+  type GetEventTypeRequest,
+  GetEventTypeRequestSchema,
+  GetEventTypeResponseSchema,
+  PublishRequestSchema,
+  PublishResponseSchema,
+  SubscribeRequestSchema,
+  SubscribeResponseSchema,
+} from "../gen/tidings/v1/event_service_pb.js";
+import { createBinaryFastPath } from "../server/transport/binary-fast-path.js";
+import { createOnePortServer, type OnePortServer } from "../server/transport/one-port-server.js";
 import { eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
 
 let t: TestServer;
@@ -21,6 +33,7 @@ afterAll(async () => {
   await t?.close();
 });
 
+const probeKey = createContextKey<string>("", { description: "a value the transport puts into every call's context" });
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const publishPath = "/tidings.v1.EventService/Publish";
 
@@ -215,5 +228,107 @@ describe("server streams in gRPC binary", () => {
     for (const s of subs) s.cancel();
     await eventually(() => (t.server.streamStats().active === before ? true : undefined), 5_000, "the streams freed");
     for (const s of subs) s.close();
+  });
+});
+
+describe("what interceptors and implementations see on the fast path", () => {
+  // A server of its own, with interceptors and an implementation that read and write what a
+  // Connect handler context offers; the answers must carry what they set, as Connect's would.
+  let server: OnePortServer;
+  let url: string;
+  const seen: Array<Record<string, unknown>> = [];
+  beforeAll(async () => {
+    const copyingInterceptor: Interceptor = (next) => (req) => {
+      if (req.stream) return next(req);
+      // An interceptor may pass a copy of the request on, with headers of its own.
+      const header = new Headers(req.header);
+      header.set("x-added-by-interceptor", "yes");
+      return next({ ...req, header });
+    };
+    const answeringInterceptor: Interceptor = (next) => async (req) => {
+      const res = await next(req);
+      res.header.set("x-interceptor-saw", res.stream ? "a stream" : res.message.$typeName);
+      return res;
+    };
+    const impl: Partial<ServiceImpl<typeof EventService>> = {
+      getEventType(req: GetEventTypeRequest, ctx: HandlerContext) {
+        seen.push({
+          name: req.name,
+          probe: ctx.requestHeader.get("x-probe"),
+          added: ctx.requestHeader.get("x-added-by-interceptor"),
+          protocol: ctx.protocolName,
+          url: ctx.url,
+          aborted: ctx.signal.aborted,
+          timeout: ctx.timeoutMs(),
+          value: ctx.values.get(probeKey),
+        });
+        if (req.name === "refuse") throw new ConnectError("refused on purpose", Code.FailedPrecondition, { "x-error-meta": "m" });
+        ctx.responseHeader.set("x-answer", `for ${req.name}`);
+        ctx.responseTrailer.set("x-trailer", "t");
+        return create(GetEventTypeResponseSchema, {});
+      },
+    };
+    const take = createBinaryFastPath({
+      services: [{ service: EventService, impl }],
+      interceptors: [answeringInterceptor, copyingInterceptor],
+      readMaxBytes: 1024,
+      writeMaxBytes: 1024,
+      contextValues: () => createContextValues().set(probeKey, "from the transport"),
+    });
+    server = createOnePortServer((req, res) => {
+      if (!take(req.url ?? "", req, res)) {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
+  });
+  afterAll(async () => {
+    await server?.close(0);
+  });
+  const body = (name: string) => toBinary(GetEventTypeRequestSchema, create(GetEventTypeRequestSchema, { name }));
+  const path = "/tidings.v1.EventService/GetEventType";
+
+  it("Connect: request headers, context values, the interceptors' copy; response headers and trailers", async () => {
+    seen.length = 0;
+    const res = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/proto", "x-probe": "p1" }, body: body("c") });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/proto");
+    expect(res.headers.get("x-answer")).toBe("for c");
+    expect(res.headers.get("x-interceptor-saw")).toBe("tidings.v1.GetEventTypeResponse");
+    expect(res.headers.get("trailer-x-trailer")).toBe("t");
+    expect(seen).toEqual([{ name: "c", probe: "p1", added: "yes", protocol: "connect", url: `${url}${path}`, aborted: false, timeout: undefined, value: "from the transport" }]);
+    const refused = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/proto" }, body: body("refuse") });
+    expect(refused.status).toBe(400);
+    expect(refused.headers.get("x-error-meta")).toBe("m");
+    expect(await refused.json()).toEqual({ code: "failed_precondition", message: "refused on purpose" });
+  });
+
+  it("gRPC: the same, with the trailers as HTTP/2 trailers", async () => {
+    seen.length = 0;
+    const answer = await new Promise<GrpcAnswer>((resolve, reject) => {
+      const session = http2.connect(url);
+      session.on("error", reject);
+      const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", "x-probe": "p2" });
+      let headers: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders = {};
+      const chunks: Buffer[] = [];
+      req.on("response", (h) => (headers = h));
+      req.on("trailers", (h) => (trailers = h));
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        session.close();
+        resolve({ status: Number(headers[":status"]), headers, trailers, body: Buffer.concat(chunks) });
+      });
+      req.on("error", reject);
+      req.end(envelope(body("g")));
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.headers["content-type"]).toBe("application/grpc+proto");
+    expect(answer.headers["x-answer"]).toBe("for g");
+    expect(answer.headers["x-interceptor-saw"]).toBe("tidings.v1.GetEventTypeResponse");
+    expect(answer.trailers["grpc-status"]).toBe("0");
+    expect(answer.trailers["x-trailer"]).toBe("t");
+    expect(seen).toMatchObject([{ name: "g", probe: "p2", added: "yes", protocol: "grpc", aborted: false, value: "from the transport" }]);
   });
 });

@@ -60,6 +60,13 @@ export class AccessGate {
 
   /** Runs the check for every RPC, on every protocol (the binary fast path uses the same interceptors). */
   interceptor(): Interceptor {
+    // Open: nothing to check, so nothing of the request (its headers) is read.
+    if (!this.keys) {
+      return (next) => (req) => {
+        req.contextValues.set(principalKey, openAccess);
+        return next(req);
+      };
+    }
     return (next) => async (req) => {
       const principal = await this.check(req.header.get("authorization"), accessRuleOf(req.method), {
         method: `${req.service.typeName}/${req.method.name}`,

@@ -34,7 +34,7 @@ export class EventAccess {
 
   /** Takes the events from the key's publish rate (resource_exhausted with RetryInfo when over). */
   takePublish(ctx: HandlerContext, events: number, field: string): void {
-    this.limiter.takePublish(ctx.values.get(principalKey), events, callerOf(ctx), field);
+    this.limiter.takePublish(ctx.values.get(principalKey), events, () => callerOf(ctx), field);
   }
 
   /**
@@ -76,7 +76,7 @@ export class EventAccess {
 
   /** Counts a Subscribe stream against the key's limit; call the result when the stream ends. */
   openSubscription(ctx: HandlerContext): () => void {
-    return this.limiter.openSubscription(ctx.values.get(principalKey), callerOf(ctx));
+    return this.limiter.openSubscription(ctx.values.get(principalKey), () => callerOf(ctx));
   }
 
   #deny(ctx: HandlerContext, p: Principal, violations: FieldViolation[]): never {

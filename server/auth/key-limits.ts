@@ -19,9 +19,10 @@ export class KeyLimiter {
 
   /**
    * Takes `events` tokens from the key's bucket, or throws resource_exhausted with a
-   * google.rpc.RetryInfo saying when to try again. `field` names the events of the request.
+   * google.rpc.RetryInfo saying when to try again. `field` names the events of the request;
+   * `caller` is asked only for a refusal's report.
    */
-  takePublish(p: Principal, events: number, caller: CallerInfo, field: string): void {
+  takePublish(p: Principal, events: number, caller: () => CallerInfo, field: string): void {
     const { publishRate: rate, publishBurst: burst } = p.limits;
     if (!p.keyId || rate === 0) return;
     if (events > burst) {
@@ -35,19 +36,19 @@ export class KeyLimiter {
     }
     const waitMs = bucket.take(events);
     if (waitMs === 0) return;
-    this.reporter.rateLimited(p.keyId, p.keyPrefix, caller, `publish_rate ${rate}/s`);
+    this.reporter.rateLimited(p.keyId, p.keyPrefix, caller(), `publish_rate ${rate}/s`);
     throw new ConnectError(`this API key may publish ${rate} events a second (burst ${burst}); retry in ${waitMs} ms`, Code.ResourceExhausted, undefined, [
       { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: durationFromMs(waitMs) }) },
     ]);
   }
 
   /** Counts a new Subscribe stream of the key, or throws resource_exhausted; returns the release. */
-  openSubscription(p: Principal, caller: CallerInfo): () => void {
+  openSubscription(p: Principal, caller: () => CallerInfo): () => void {
     const max = p.limits.maxSubscriptions;
     if (!p.keyId || max === 0) return () => {};
     const open = this.#subscriptions.get(p.keyId) ?? 0;
     if (open >= max) {
-      this.reporter.rateLimited(p.keyId, p.keyPrefix, caller, `max_subscriptions ${max}`);
+      this.reporter.rateLimited(p.keyId, p.keyPrefix, caller(), `max_subscriptions ${max}`);
       throw new ConnectError(`this API key already holds ${open} Subscribe streams on this node, its limit; close one first`, Code.ResourceExhausted);
     }
     this.#subscriptions.set(p.keyId, open + 1);
