@@ -2,6 +2,7 @@ import { timingSafeEqual } from "node:crypto";
 import { type Kysely, sql, type Transaction } from "kysely";
 import type { Logger } from "../logging/logger.js";
 import { eventsChannel } from "../storage/doorbell.js";
+import { preparedMarker } from "../storage/prepared-statements.js";
 import type { Database } from "../storage/schema.js";
 import type { EventFields } from "./stored-event.js";
 
@@ -240,7 +241,7 @@ export class AppendQueue {
     const events = group.flatMap((u) => u.events);
     const count = events.length;
     const column = <T>(pick: (e: NewEvent) => T) => events.map(pick);
-    const result = await sql<{ base: string }>`
+    const result = await sql<{ base: string }>`${sql.raw(preparedMarker)}
       WITH head AS (
         UPDATE tidings_log_head SET last_sequence = last_sequence + ${count} WHERE id = 1
         RETURNING last_sequence - ${count} AS base

@@ -5,6 +5,7 @@ import pg from "pg";
 import type { Logger } from "../logging/logger.js";
 import { type Doorbell, pgDoorbell, silentDoorbell } from "./doorbell.js";
 import { migrateToLatest } from "./migrations/index.js";
+import { sendMarkedStatementsPrepared } from "./prepared-statements.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import type { Database } from "./schema.js";
 
@@ -46,7 +47,10 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
   // A client checked out of the pool has no listener of the pool's: if its connection dies
   // mid-query (a database restart), the query fails and the client also emits 'error', which,
   // unheard, would crash the process (found by the fault suite). The pool drops the client.
-  pool.on("connect", (client) => client.on("error", (err) => options.logger.warn("database connection failed", { err })));
+  pool.on("connect", (client) => {
+    client.on("error", (err) => options.logger.warn("database connection failed", { err }));
+    sendMarkedStatementsPrepared(client);
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const doorbell = await pgDoorbell(url, options.logger);
   return {

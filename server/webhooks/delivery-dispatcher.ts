@@ -7,6 +7,7 @@ import type { StoredEvent } from "../event-log/stored-event.js";
 import { BatchWriter } from "../concurrency/batch-writer.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
+import { preparedMarker } from "../storage/prepared-statements.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
 import type { DeliveryRouter, EndpointRow, LeaseBudget } from "./delivery-router.js";
@@ -565,7 +566,7 @@ export class DeliveryDispatcher {
     const col = <V>(pick: (r: (typeof rows)[number]) => V) => rows.map(pick);
     // The final SELECT reads the UPDATE's rows: PostgreSQL runs every data-modifying CTE once,
     // so the INSERT of the attempts happens whether or not the outer query reads it.
-    const done = await sql<{ delivery_id: string; latency: number }>`
+    const done = await sql<{ delivery_id: string; latency: number }>`${sql.raw(preparedMarker)}
       WITH c AS (
         SELECT * FROM unnest(
           ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],

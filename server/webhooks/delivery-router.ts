@@ -8,6 +8,7 @@ import { createEventMatcher, type EventMatcher } from "../filtering/event-matche
 import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
+import { preparedMarker } from "../storage/prepared-statements.js";
 import type { Database, StoredRetryPolicy, StoredSecret } from "../storage/schema.js";
 
 /** An enabled endpoint as the router and the dispatcher read it: what routing and sending need. */
@@ -206,7 +207,7 @@ export class DeliveryRouter {
    */
   async #insert(rows: NewDelivery[], state: RouterState, routedTo: bigint, nodeId: string): Promise<boolean> {
     const col = <V>(pick: (r: NewDelivery) => V) => rows.map(pick);
-    const res = await sql<{ moved: number }>`
+    const res = await sql<{ moved: number }>`${sql.raw(preparedMarker)}
       WITH moved AS (
         UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()}
         WHERE id = 1 AND last_sequence = ${state.last.toString()} AND ${endpointsFingerprint} = ${state.fingerprint}
