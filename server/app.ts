@@ -98,7 +98,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     if (head > committedHere) committedHere = head;
     // One StoredEvent per event for both: they cache the decoded payload and its renderings.
     const events = reader.fromCommitted(written);
-    for (const e of events) metrics.published.inc({ type: e.type });
+    metrics.countPublished(events);
     counters.eventsPublished += events.length;
     tail.offerCommitted(events);
     dispatcher.eventsArrived(events);

@@ -41,16 +41,22 @@ describe("/metrics", () => {
     const refusedBatch = await callJson(t.url, "PublishBatch", { entries: [{ event: memoryCreated("b3") }, { event: { type: "made.up", source: "x" } }] });
     expect(refusedBatch.status).toBe(400);
 
+    // A batch of two types is counted under each.
+    const fileChanged = (s: Map<string, number>) => s.get('tidings_events_published_total{type="file.changed"}') ?? 0;
+    const mixed = await callJson(t.url, "PublishBatch", { entries: [{ event: memoryCreated("b4") }, { event: { type: "file.changed", source: "t", data: { file_path: "/x", change_type: "modified" } } }, { event: memoryCreated("b5") }] });
+    expect(mixed.status).toBe(200);
+
     const { contentType, samples } = await scrape();
     expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
-    expect(published(samples) - published(before)).toBe(5);
+    expect(published(samples) - published(before)).toBe(7);
+    expect(fileChanged(samples) - fileChanged(before)).toBe(1);
     expect((samples.get('tidings_publish_rejected_total{method="Publish",code="invalid_argument"}') ?? 0) - (before.get('tidings_publish_rejected_total{method="Publish",code="invalid_argument"}') ?? 0)).toBe(1);
     const rejectedEvents = (s: Map<string, number>, labels: string) => s.get(`tidings_events_rejected_total{${labels}}`) ?? 0;
     expect(rejectedEvents(samples, 'type="memory.created",code="invalid_argument"') - rejectedEvents(before, 'type="memory.created",code="invalid_argument"')).toBe(2);
     expect(rejectedEvents(samples, 'type="unknown",code="invalid_argument"') - rejectedEvents(before, 'type="unknown",code="invalid_argument"')).toBe(1);
     expect([...samples.keys()].some((k) => k.includes("made.up"))).toBe(false);
     expect((samples.get('tidings_publish_duration_seconds_count{method="Publish"}') ?? 0) - (before.get('tidings_publish_duration_seconds_count{method="Publish"}') ?? 0)).toBe(4);
-    expect((samples.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0) - (before.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0)).toBe(2);
+    expect((samples.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0) - (before.get('tidings_publish_duration_seconds_count{method="PublishBatch"}') ?? 0)).toBe(3);
     expect(samples.get("tidings_process_resident_memory_bytes")).toBeGreaterThan(0);
 
     // A stream: counted while open, with its lag behind the head.

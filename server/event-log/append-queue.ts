@@ -241,18 +241,22 @@ export class AppendQueue {
     const events = group.flatMap((u) => u.events);
     const count = events.length;
     const column = <T>(pick: (e: NewEvent) => T) => events.map(pick);
+    const payloads = concatenated(events.map((e) => e.payload));
     const result = await sql<{ base: string }>`${sql.raw(preparedMarker)}
       WITH head AS (
         UPDATE tidings_log_head SET last_sequence = last_sequence + ${count} WHERE id = 1
         RETURNING last_sequence - ${count} AS base
       ), inserted AS (
         INSERT INTO tidings_events (sequence, id, type, source, subject, time, attributes, payload)
-        SELECT head.base + e.ord, e.id, e.type, e.source, e.subject, e.time, e.attributes, e.payload
+        SELECT head.base + e.ord, e.id, e.type, e.source, e.subject, e.time, e.attributes, p.payload
         FROM head, unnest(
           ${column((e) => e.id)}::text[], ${column((e) => e.type)}::text[], ${column((e) => e.source)}::text[],
           ${column((e) => e.subject)}::text[], ${column((e) => e.time)}::timestamptz[],
-          ${column((e) => JSON.stringify(e.attributes))}::jsonb[], ${column((e) => Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength))}::bytea[]
-        ) WITH ORDINALITY AS e(id, type, source, subject, time, attributes, payload, ord)
+          ${column((e) => JSON.stringify(e.attributes))}::jsonb[], ${column((e) => e.payload.byteLength)}::int[]
+        ) WITH ORDINALITY AS e(id, type, source, subject, time, attributes, payload_length, ord)
+        -- The payloads travel as one binary parameter, cut apart here: an array of bytea would
+        -- be sent as text, every payload written out in hex by the client and read back.
+        CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${payloads.offsets}::int[])[e.ord] + 1 FOR e.payload_length) AS payload) p
       )
       SELECT base, pg_notify(${eventsChannel}, (base + ${count})::text) FROM head`.execute(this.db);
     const base = BigInt(result.rows[0]!.base);
@@ -322,6 +326,19 @@ export class AppendQueue {
         .execute();
     }
   }
+}
+
+/** Byte strings end to end in one buffer, with where each begins. */
+function concatenated(parts: readonly Uint8Array[]): { blob: Buffer; offsets: number[] } {
+  const offsets: number[] = [];
+  let length = 0;
+  for (const part of parts) {
+    offsets.push(length);
+    length += part.byteLength;
+  }
+  const blob = Buffer.allocUnsafe(length);
+  parts.forEach((part, i) => blob.set(part, offsets[i]));
+  return { blob, offsets };
 }
 
 export class AppendQueueClosedError extends Error {

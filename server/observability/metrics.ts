@@ -134,6 +134,22 @@ export class ServerMetrics {
     });
   }
 
+  /**
+   * Counts committed events by type: one increment per type and commit, since prom-client
+   * builds a label key on every call, and a commit holds up to thousands of events.
+   */
+  countPublished(events: ReadonlyArray<{ type: string }>): void {
+    if (events.length === 0) return;
+    const first = events[0]!.type;
+    if (events.every((e) => e.type === first)) {
+      this.published.inc({ type: first }, events.length);
+      return;
+    }
+    const byType = new Map<string, number>();
+    for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
+    for (const [type, n] of byType) this.published.inc({ type }, n);
+  }
+
   /** GET /metrics in the Prometheus text format; false for any other path. */
   route(): (req: NodeRequest, res: NodeResponse) => boolean {
     return (req, res) => {
