@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { within } from "./limits.js";
@@ -40,9 +41,16 @@ export async function startTidings(databaseUrl: string, flags: string[] = [], op
     child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
     child.once("exit", (code) => reject(new Error(`the Tidings server exited with ${code}: ${output.slice(-2000)}`)));
   }));
-  // Keep draining the pipes so the server never blocks on a full stdout.
-  child.stdout!.resume();
-  child.stderr!.resume();
+  // Keep draining the pipes so the server never blocks on a full stdout. BENCH_SERVER_OUT=<file>
+  // keeps what every server prints (its logs; with BENCH_NODE_FLAGS=--trace-gc, its GC pauses).
+  if (process.env.BENCH_SERVER_OUT) {
+    const out = createWriteStream(process.env.BENCH_SERVER_OUT, { flags: "a" });
+    child.stdout!.pipe(out);
+    child.stderr!.pipe(out);
+  } else {
+    child.stdout!.resume();
+    child.stderr!.resume();
+  }
   return {
     url,
     pid: child.pid!,
