@@ -160,7 +160,7 @@ function requestHash(event: Event, payload: Uint8Array): Uint8Array {
 export function toApiEvent(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Event {
   // A type no longer in the catalog cannot be rendered as JSON: serve its bytes packed instead.
   const proto = format === PayloadFormat.PROTO || !stored.entry;
-  return stored.rendered(proto ? "api-proto" : "api-json", () => renderApiEvent(stored, proto, catalog));
+  return stored.renderedWith(proto ? "api-proto" : "api-json", renderApiEvent, proto, catalog);
 }
 
 /**
@@ -173,13 +173,30 @@ export function toApiEvent(stored: StoredEvent, format: PayloadFormat, catalog: 
  */
 export function binaryEventResponse(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog, cursor: bigint): SubscribeResponse {
   const proto = format === PayloadFormat.PROTO || !stored.entry;
-  const field = stored.rendered(proto ? "stream-field-proto" : "stream-field-json", () => {
-    const event = toBinary(EventSchema, toApiEvent(stored, format, catalog));
-    return new BinaryWriter().uint32(event.byteLength).raw(event).finish();
-  });
+  // A stream's cursor at an event is that event's sequence, so every subscriber of this node
+  // gets the very same message: one object, which the binary fast path encodes once (its
+  // envelope is cached by the message) however many subscribers it goes to. Shared, so never
+  // changed after it is made.
+  if (cursor === stored.sequence) return stored.renderedWith(proto ? "stream-message-proto" : "stream-message-json", streamMessage, format, catalog);
+  return streamMessageAt(stored, format, catalog, cursor);
+}
+
+function streamMessage(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): SubscribeResponse {
+  return streamMessageAt(stored, format, catalog, stored.sequence);
+}
+
+function streamMessageAt(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog, cursor: bigint): SubscribeResponse {
+  const proto = format === PayloadFormat.PROTO || !stored.entry;
+  const field = stored.renderedWith(proto ? "stream-field-proto" : "stream-field-json", encodedEventField, format, catalog);
   const message = create(SubscribeResponseSchema, { cursor });
   message.$unknown = [{ no: subscribeResponseEventField, wireType: WireType.LengthDelimited, data: field }];
   return message;
+}
+
+/** The event as field 1 of a SubscribeResponse is written: its length, then its bytes. */
+function encodedEventField(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Uint8Array {
+  const event = toBinary(EventSchema, toApiEvent(stored, format, catalog));
+  return new BinaryWriter().uint32(event.byteLength).raw(event).finish();
 }
 
 const subscribeResponseEventField = SubscribeResponseSchema.field.event.number;

@@ -69,6 +69,9 @@ type ServerStreamingSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>
  */
 export function createBinaryFastPath(options: BinaryFastPathOptions) {
   const unary = new Map<string, UnaryMethod>();
+  // A stream message's envelope, by the message: an implementation that yields the same message
+  // object to many streams (one event to every subscriber) has it encoded once.
+  const envelopes = new WeakMap<object, Buffer>();
   const serverStreams = new Map<string, ServerStreamingSpec>();
   for (const { service, impl } of options.services) {
     const spec = createServiceImplSpec(service, impl);
@@ -91,7 +94,7 @@ export function createBinaryFastPath(options: BinaryFastPathOptions) {
     }
     const streamSpec = serverStreams.get(path);
     if (streamSpec && protocolOf(req) === "grpc") {
-      void stream(streamSpec, req as http2.Http2ServerRequest, res as http2.Http2ServerResponse, options);
+      void stream(streamSpec, req as http2.Http2ServerRequest, res as http2.Http2ServerResponse, options, envelopes);
       return true;
     }
     return false;
@@ -330,7 +333,7 @@ function write(protocol: Protocol, meta: ResponseMeta, res: NodeResponse, body: 
  * yields it, waiting for the client when the stream's buffer is full; the status in trailers.
  * The client going away aborts the call's signal, which ends the implementation.
  */
-async function stream(spec: ServerStreamingSpec, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: BinaryFastPathOptions): Promise<void> {
+async function stream(spec: ServerStreamingSpec, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: BinaryFastPathOptions, envelopes: WeakMap<object, Buffer>): Promise<void> {
   const method = spec.method as DescMethod;
   const cancel = new AbortController();
   let finished = false;
@@ -350,12 +353,17 @@ async function stream(spec: ServerStreamingSpec, req: http2.Http2ServerRequest, 
     const output = transformInvokeImplementation(spec, context, options.interceptors as Interceptor[])(createAsyncIterable([input]));
     for await (const message of output) {
       if (cancel.signal.aborted) break;
-      const encoded = toBinary(method.output, message);
-      if (encoded.byteLength > options.writeMaxBytes) {
-        throw new ConnectError(`message size ${encoded.byteLength} is larger than configured writeMaxBytes ${options.writeMaxBytes}`, Code.ResourceExhausted);
+      let framed = envelopes.get(message);
+      if (!framed) {
+        const encoded = toBinary(method.output, message);
+        if (encoded.byteLength > options.writeMaxBytes) {
+          throw new ConnectError(`message size ${encoded.byteLength} is larger than configured writeMaxBytes ${options.writeMaxBytes}`, Code.ResourceExhausted);
+        }
+        framed = envelope(encoded);
+        envelopes.set(message, framed);
       }
       sendHeaders();
-      if (!res.write(envelope(encoded))) await drained(res, cancel.signal);
+      if (!res.write(framed)) await drained(res, cancel.signal);
     }
   } catch (err) {
     error = asConnectError(err);

@@ -53,7 +53,7 @@ function cloudEvent(event: StoredEvent, catalog: EventCatalog): JsonObject {
 
 /**
  * Builds the signed request for one event or a batch. A single event's body is rendered once per
- * node and content mode (StoredEvent.rendered), and only signed per endpoint: to ten endpoints,
+ * node and content mode (StoredEvent.renderedWith), and only signed per endpoint: to ten endpoints,
  * the same event was converted to JSON ten times. An endpoint with batching gets every
  * request in the batch form, however many events it holds, so its receiver parses one shape:
  * Standard mode sends {"type": "tidings.batch", "data": {"events": [...]}}, CloudEvents modes a
@@ -74,23 +74,28 @@ export function buildDeliveryRequest(target: RequestTarget, events: readonly Sto
         extra["ce-time"] = single.time.toISOString();
         if (single.subject) extra["ce-subject"] = single.subject;
         extra["ce-tidingssequence"] = single.sequence.toString();
-        body = single.rendered("webhook-body-data", () => JSON.stringify(payloadJson(single, catalog)));
+        body = single.renderedWith("webhook-body-data", dataBody, catalog, undefined);
         break;
       }
     // falls through: a batch goes as structured CloudEvents
     case ContentMode.CLOUDEVENTS_STRUCTURED:
       contentType = single ? "application/cloudevents+json" : "application/cloudevents-batch+json";
       body = single
-        ? single.rendered("webhook-body-cloudevent", () => JSON.stringify(cloudEvent(single, catalog)))
+        ? single.renderedWith("webhook-body-cloudevent", cloudEventBody, catalog, undefined)
         : JSON.stringify(events.map((e) => cloudEvent(e, catalog)));
       break;
     default:
       body = single
-        ? single.rendered("webhook-body-standard", () => JSON.stringify(standardPayload(single, catalog)))
+        ? single.renderedWith("webhook-body-standard", standardBody, catalog, undefined)
         : JSON.stringify({ type: "tidings.batch", timestamp: now.toISOString(), data: { events: events.map((e) => standardPayload(e, catalog)) } });
   }
   return signed(target, messageId, body, contentType, extra, now);
 }
+
+// A single event's bodies, rendered once per node (StoredEvent.renderedWith: no closure per delivery).
+const dataBody = (event: StoredEvent, catalog: EventCatalog) => JSON.stringify(payloadJson(event, catalog));
+const cloudEventBody = (event: StoredEvent, catalog: EventCatalog) => JSON.stringify(cloudEvent(event, catalog));
+const standardBody = (event: StoredEvent, catalog: EventCatalog) => JSON.stringify(standardPayload(event, catalog));
 
 /** The ping TestWebhook sends. */
 export function buildPingRequest(target: RequestTarget, webhookId: string, messageId: string, now = new Date()): OutgoingRequest {
