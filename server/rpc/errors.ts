@@ -73,16 +73,27 @@ export function errorMappingInterceptor(logger: Logger): Interceptor {
       throw toConnectError(err, logger, procedure);
     }
     if (!res.stream) return res;
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } catch (err) {
-          throw toConnectError(err, logger, procedure);
-        }
-      })(),
-    };
+    return { ...res, message: mapIterationErrors(res.message, (err) => toConnectError(err, logger, procedure)) };
+  };
+}
+
+/**
+ * The same messages, with an error thrown while iterating mapped. A plain iterator rather than
+ * an async generator: a stream's every message passes through it, and a generator's yield*
+ * costs promises and a resumption per message.
+ */
+function mapIterationErrors<T>(messages: AsyncIterable<T>, map: (err: unknown) => unknown): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = messages[Symbol.asyncIterator]();
+      const rethrow = (err: unknown): never => {
+        throw map(err);
+      };
+      return {
+        next: () => it.next().catch(rethrow),
+        return: (value?: unknown) => (it.return ? it.return(value).catch(rethrow) : Promise.resolve({ done: true as const, value: value as T })),
+        throw: (err?: unknown) => (it.throw ? it.throw(err).catch(rethrow) : Promise.reject(err)),
+      };
+    },
   };
 }

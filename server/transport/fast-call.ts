@@ -1,0 +1,221 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import { create, type DescMessage, isMessage } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextValues,
+  type HandlerContext,
+  type Interceptor,
+  type MethodImplSpec,
+  type StreamRequest,
+  type StreamResponse,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+
+export type FastProtocol = "grpc" | "connect";
+export type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
+export type ServerStreamingSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>;
+export type UnaryFn = (req: UnaryRequest) => Promise<UnaryResponse>;
+export type StreamFn = (req: StreamRequest) => Promise<StreamResponse>;
+
+/** The response headers and trailers every answer starts with, by protocol. */
+const initialHeader: Record<FastProtocol, Readonly<Record<string, string>>> = {
+  grpc: { "content-type": "application/grpc+proto" },
+  connect: { "content-type": "application/proto" },
+};
+const initialTrailer: Record<FastProtocol, Readonly<Record<string, string>>> = { grpc: { "grpc-status": "0" }, connect: {} };
+
+/**
+ * A call's response headers and trailers, as web Headers only once something asks for them (an
+ * implementation setting a header, an error with metadata); otherwise the answer is written
+ * with the protocol's initial ones as they are.
+ */
+export class ResponseMeta {
+  #header: Headers | undefined;
+  #trailer: Headers | undefined;
+  constructor(private readonly protocol: FastProtocol) {}
+  get header(): Headers {
+    return (this.#header ??= new Headers(initialHeader[this.protocol]));
+  }
+  get trailer(): Headers {
+    return (this.#trailer ??= new Headers(initialTrailer[this.protocol]));
+  }
+  /** Takes the headers of a response an interceptor made in place of the call's own. */
+  adopt(response: UnaryResponse | StreamResponse, request: UnaryRequest | StreamRequest): void {
+    if (response === stateOf(request).response) return; // ours: whatever was set went through this
+    this.#header = response.header;
+    this.#trailer = response.trailer;
+  }
+  plainHeader(): Record<string, string> {
+    return this.#header ? plain(this.#header) : { ...initialHeader[this.protocol] };
+  }
+  plainTrailer(): Record<string, string> {
+    return this.#trailer ? plain(this.#trailer) : { ...initialTrailer[this.protocol] };
+  }
+  get touched(): boolean {
+    return this.#header !== undefined || this.#trailer !== undefined;
+  }
+}
+
+/**
+ * What a call carries besides Connect's request fields: its response headers, its protocol,
+ * and the response object the implementation's side made. A property keyed by a symbol, so an
+ * interceptor that passes on a copy of the request (`{ ...req, header }`) passes it on too.
+ */
+const stateKey = Symbol("tidings.fastCall");
+interface CallState {
+  meta: ResponseMeta;
+  protocol: FastProtocol;
+  response?: object;
+}
+const stateOf = (req: UnaryRequest | StreamRequest): CallState => (req as unknown as { [stateKey]: CallState })[stateKey];
+
+/**
+ * The request the interceptors see. Its headers (a web Headers copy of Node's), signal and URL
+ * are made on first read: a Publish reads none of them unless API keys are on. Without a
+ * `signal`, the call's signal never aborts, as for Connect's unary calls without a deadline
+ * (the fast path takes no deadlines).
+ */
+export function callRequest<T extends UnaryRequest | StreamRequest>(
+  spec: UnarySpec | ServerStreamingSpec,
+  protocol: FastProtocol,
+  req: NodeRequest,
+  contextValues: ((req: NodeRequest) => ContextValues) | undefined,
+  message: T["message"],
+  meta: ResponseMeta,
+  signal?: AbortSignal,
+): T {
+  let header: Headers | undefined;
+  let callSignal = signal;
+  const call = {
+    stream: spec.kind === "server_streaming",
+    message,
+    method: spec.method,
+    service: spec.method.parent,
+    requestMethod: "POST",
+    contextValues: contextValues?.(req) ?? createContextValues(),
+    get url() {
+      return urlOf(req);
+    },
+    get signal() {
+      return (callSignal ??= new AbortController().signal);
+    },
+    get header() {
+      return (header ??= headersOf(req));
+    },
+    [stateKey]: { meta, protocol } satisfies CallState,
+  };
+  return call as unknown as T;
+}
+
+/** The implementation's context: the request's fields, as Connect's mergeRequest makes it, read when read. */
+function contextOf(spec: UnarySpec | ServerStreamingSpec, req: UnaryRequest | StreamRequest): HandlerContext {
+  const { meta, protocol } = stateOf(req);
+  return {
+    method: spec.method,
+    service: req.service,
+    requestMethod: req.requestMethod,
+    protocolName: protocol,
+    timeoutMs: () => undefined,
+    values: req.contextValues,
+    get url() {
+      return req.url;
+    },
+    get signal() {
+      return req.signal;
+    },
+    get requestHeader() {
+      return req.header;
+    },
+    get responseHeader() {
+      return meta.header;
+    },
+    get responseTrailer() {
+      return meta.trailer;
+    },
+  };
+}
+
+/** A response whose headers are the call's own, remembered as the implementation side's answer. */
+function ownResponse<T extends UnaryResponse | StreamResponse>(req: UnaryRequest | StreamRequest, fields: Omit<T, "header" | "trailer">): T {
+  const state = stateOf(req);
+  const response = {
+    ...fields,
+    get header() {
+      return state.meta.header;
+    },
+    get trailer() {
+      return state.meta.trailer;
+    },
+  };
+  state.response = response;
+  return response as T;
+}
+
+/** Wraps `inner` in the interceptors, the first outermost, as Connect's applyInterceptors does (once per method, not per call). */
+function intercepted<F>(inner: F, interceptors: readonly Interceptor[]): F {
+  let next = inner;
+  for (const interceptor of [...interceptors].reverse()) next = interceptor(next as never) as F;
+  return next;
+}
+
+/** A unary method through its interceptors, as Connect's invokeUnaryImplementation calls it. */
+export function composeUnary(spec: UnarySpec, interceptors: readonly Interceptor[]): UnaryFn {
+  return intercepted<UnaryFn>(async (req) => {
+    const output = create(spec.method.output as DescMessage, await spec.impl(req.message, contextOf(spec, req)));
+    return ownResponse<UnaryResponse>(req, { stream: false, message: output, method: spec.method, service: req.service } as Omit<UnaryResponse, "header" | "trailer">);
+  }, interceptors);
+}
+
+/**
+ * A server-streaming method through its interceptors. The implementation's messages come out
+ * as it yields them, with no generator of Connect's in between (invokeStreamImplementation and
+ * normalizeIterable each added one per message): the caller makes a message of what is not one.
+ */
+export function composeServerStream(spec: ServerStreamingSpec, interceptors: readonly Interceptor[]): StreamFn {
+  return intercepted<StreamFn>(async (req) => {
+    const input = await onlyMessage(req.message);
+    const output = spec.impl(input, contextOf(spec, req));
+    return ownResponse<StreamResponse>(req, { stream: true, message: output, method: spec.method, service: req.service } as Omit<StreamResponse, "header" | "trailer">);
+  }, interceptors);
+}
+
+/** A stream message as the wire needs it: Connect's normalize, for an implementation that yields a plain object. */
+export function asMessage(desc: DescMessage, message: object) {
+  return isMessage(message, desc) ? message : create(desc, message as Record<string, unknown>);
+}
+
+/** The one request message of a server stream (Connect's ensureSingle). */
+async function onlyMessage<T>(messages: AsyncIterable<T>): Promise<T> {
+  const it = messages[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done === true) throw new ConnectError("protocol error: missing input message for server-streaming method", Code.Unimplemented);
+  const second = await it.next();
+  if (second.done !== true) throw new ConnectError("protocol error: received extra input message for server-streaming method", Code.Unimplemented);
+  return first.value;
+}
+
+export function urlOf(req: NodeRequest): string {
+  return `http://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}${req.url}`;
+}
+
+function headersOf(req: NodeRequest): Headers {
+  const out = new Headers();
+  for (const [key, value] of Object.entries(req.headers)) {
+    if (key.startsWith(":") || value === undefined) continue;
+    if (Array.isArray(value)) for (const v of value) out.append(key, v);
+    else out.set(key, value);
+  }
+  return out;
+}
+
+export function plain(headers: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  headers.forEach((value, key) => (out[key] = value));
+  return out;
+}
