@@ -18,7 +18,9 @@ import {
   GetEventTypeResponseSchema,
   PublishRequestSchema,
   PublishResponseSchema,
+  type SubscribeRequest,
   SubscribeRequestSchema,
+  type SubscribeResponse,
   SubscribeResponseSchema,
 } from "../gen/tidings/v1/event_service_pb.js";
 import { createBinaryFastPath } from "../server/transport/binary-fast-path.js";
@@ -239,7 +241,6 @@ describe("what interceptors and implementations see on the fast path", () => {
   const seen: Array<Record<string, unknown>> = [];
   beforeAll(async () => {
     const copyingInterceptor: Interceptor = (next) => (req) => {
-      if (req.stream) return next(req);
       // An interceptor may pass a copy of the request on, with headers of its own.
       const header = new Headers(req.header);
       header.set("x-added-by-interceptor", "yes");
@@ -266,6 +267,21 @@ describe("what interceptors and implementations see on the fast path", () => {
         ctx.responseHeader.set("x-answer", `for ${req.name}`);
         ctx.responseTrailer.set("x-trailer", "t");
         return create(GetEventTypeResponseSchema, {});
+      },
+      async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
+        const mode = req.patterns[0];
+        seen.push({ mode, probe: ctx.requestHeader.get("x-probe"), added: ctx.requestHeader.get("x-added-by-interceptor"), protocol: ctx.protocolName, value: ctx.values.get(probeKey) });
+        ctx.responseHeader.set("x-stream-answer", `for ${mode}`);
+        yield create(SubscribeResponseSchema, { cursor: 1n });
+        // A plain object is made a message, as Connect normalizes what an implementation yields.
+        yield { cursor: 2n } as SubscribeResponse;
+        if (mode === "fail") throw new ConnectError("failed on purpose", Code.DataLoss);
+        if (mode === "wait") {
+          await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+          seen.push({ mode, aborted: ctx.signal.aborted });
+          return;
+        }
+        ctx.responseTrailer.set("x-stream-trailer", "done");
       },
     };
     const take = createBinaryFastPath({
@@ -330,5 +346,54 @@ describe("what interceptors and implementations see on the fast path", () => {
     expect(answer.trailers["grpc-status"]).toBe("0");
     expect(answer.trailers["x-trailer"]).toBe("t");
     expect(seen).toMatchObject([{ name: "g", probe: "p2", added: "yes", protocol: "grpc", aborted: false, value: "from the transport" }]);
+  });
+  /** A raw gRPC Subscribe to this test's server: the envelopes, headers and trailers. */
+  function subscribeTo(mode: string, onOpen?: (cancel: () => void) => void) {
+    return new Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; cursors: bigint[] }>((resolve, reject) => {
+      const session = http2.connect(url);
+      session.on("error", reject);
+      const req = session.request({ ":method": "POST", ":path": "/tidings.v1.EventService/Subscribe", "content-type": "application/grpc", te: "trailers", "x-probe": mode });
+      let headers: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders = {};
+      const cursors: bigint[] = [];
+      let pending = Buffer.alloc(0);
+      req.on("response", (h) => (headers = h));
+      req.on("trailers", (h) => (trailers = h));
+      req.on("data", (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+          cursors.push(fromBinary(SubscribeResponseSchema, pending.subarray(5, 5 + pending.readUInt32BE(1))).cursor);
+          pending = pending.subarray(5 + pending.readUInt32BE(1));
+          if (cursors.length === 2) onOpen?.(() => req.close(http2.constants.NGHTTP2_CANCEL));
+        }
+      });
+      req.on("close", () => {
+        session.close();
+        resolve({ headers, trailers, cursors });
+      });
+      req.on("error", () => {});
+      req.end(envelope(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { patterns: [mode] }))));
+    });
+  }
+
+  it("gRPC streams: the request and its copy, response headers and trailers, plain objects made messages", async () => {
+    seen.length = 0;
+    const ok = await subscribeTo("ok");
+    expect(ok.cursors).toEqual([1n, 2n]);
+    expect(ok.headers["x-stream-answer"]).toBe("for ok");
+    expect(ok.headers["x-interceptor-saw"]).toBe("a stream");
+    expect(ok.trailers["grpc-status"]).toBe("0");
+    expect(ok.trailers["x-stream-trailer"]).toBe("done");
+    expect(seen).toEqual([{ mode: "ok", probe: "ok", added: "yes", protocol: "grpc", value: "from the transport" }]);
+  });
+
+  it("gRPC streams: an error after some messages ends the stream with its code; a cancel aborts the call's signal", async () => {
+    const failed = await subscribeTo("fail");
+    expect(failed.cursors).toEqual([1n, 2n]);
+    expect(failed.trailers["grpc-status"]).toBe(String(Code.DataLoss));
+    expect(decodeURIComponent(String(failed.trailers["grpc-message"]))).toBe("failed on purpose");
+    seen.length = 0;
+    await subscribeTo("wait", (cancel) => cancel());
+    await eventually(async () => (seen.some((s) => s["aborted"] === true) ? true : undefined), 5_000, "the implementation to see its signal abort");
   });
 });
