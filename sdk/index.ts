@@ -8,6 +8,7 @@ import { EventService } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookService } from "../gen/tidings/v1/webhook_service_pb.js";
 import { AdminService } from "../gen/tidings/v1/admin_service_pb.js";
 import { type ClientOptions, pack, TidingsClient, type TransportFactory, type TransportKind } from "./client.js";
+import { WideWindowSessions } from "./stream-window.js";
 
 export { AdminService, EventService, WebhookService };
 export * from "../gen/tidings/v1/access_pb.js";
@@ -22,7 +23,8 @@ export { catalogRegistry } from "./catalog.js";
 const nodeTransports: TransportFactory = (kind, baseUrl, interceptors) => {
   switch (kind) {
     case "grpc":
-      return createGrpcTransport({ baseUrl, interceptors });
+      // Subscriptions share one connection: it gets a receive window for many streams.
+      return createGrpcTransport({ baseUrl, interceptors, sessionManager: new WideWindowSessions(baseUrl) });
     case "grpc-web":
       return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors });
     default:
