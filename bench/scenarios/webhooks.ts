@@ -21,13 +21,15 @@
  */
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { type JsonObject } from "@bufbuild/protobuf";
+import { create, type JsonObject, toBinary } from "@bufbuild/protobuf";
 import { Logger as GraphileLogger, makeWorkerUtils, type WorkerUtils } from "graphile-worker";
 import pg from "pg";
 import { PgBoss } from "pg-boss";
-import { createTidingsClient, createWebhookClient } from "../../sdk/index.js";
+import { PublishBatchRequestSchema, PublishRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
+import { createWebhookClient } from "../../sdk/index.js";
 import { generateWebhookSecret } from "../../server/webhooks/signing.js";
 import { createScratchDatabase } from "../lib/database.js";
+import { grpcCaller } from "../lib/lean-clients.js";
 import { within } from "../lib/limits.js";
 import { atMostGoal, type BenchContext, type Case, type CaseResult, formatNumber, type GoalResult, medianOf, type Metrics, ratioGoal, runCases, type Scenario } from "../lib/scenario.js";
 import { quantile } from "../lib/stats.js";
@@ -205,7 +207,16 @@ function systems(ctx: BenchContext, secret: string, shared: Cleanup): System[] {
         cleanup.add("dropping the Tidings database", () => db.drop());
         const server = await startTidings(db.url, TIDINGS_FLAGS);
         cleanup.add("stopping the Tidings server", () => server.stop());
-        const events = createTidingsClient({ baseUrl: server.url, transport: "grpc" });
+        // The producer sends its requests without a client framework, as the other scenarios'
+        // load generators do (lean-clients.ts): the SDK's client costs about 0.5 ms more CPU per
+        // call than this in Node, CPU the server lacks on two cores, where the queue peers'
+        // producers are plain pg queries. Endpoints are made with the SDK.
+        const publish = grpcCaller(server.url, "/tidings.v1.EventService/Publish", 1);
+        const publishBatch = grpcCaller(server.url, "/tidings.v1.EventService/PublishBatch", 1);
+        cleanup.add("closing the Tidings producer", async () => {
+          await publish.close();
+          await publishBatch.close();
+        });
         const hooks = createWebhookClient({ baseUrl: server.url, transport: "grpc" });
         for (let e = 0; e < endpoints; e++) {
           await hooks.createWebhook({ webhook: { url: receiver.urls[e]!, patterns: ["memory.created"], attributes } });
@@ -217,11 +228,11 @@ function systems(ctx: BenchContext, secret: string, shared: Cleanup): System[] {
             for (let i = 0; i < count; i += HANDOVER_BATCH) {
               const entries = [];
               for (let k = i; k < Math.min(count, i + HANDOVER_BATCH); k++) entries.push({ event: tidingsEvent(webhookMessage(token, k, attributes)) });
-              await events.publishBatch({ entries });
+              await publishBatch.call(0, toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries })));
             }
             return start;
           },
-          handOverOne: (token, i) => events.publish({ event: tidingsEvent(webhookMessage(token, i, attributes, process.hrtime.bigint())) }),
+          handOverOne: (token, i) => publish.call(0, toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: tidingsEvent(webhookMessage(token, i, attributes, process.hrtime.bigint())) }))),
           close: () => cleanup.run(),
         };
       } catch (err) {
@@ -519,6 +530,7 @@ export const webhooksScenario: Scenario = {
         `graphile-worker ${versionOf("graphile-worker")}: concurrency ${GRAPHILE_WORKER.concurrency}, maxPoolSize ${GRAPHILE_WORKER.maxPoolSize}, localQueue.size ${GRAPHILE_WORKER.localQueueSize}, completeJobBatchDelay ${GRAPHILE_WORKER.completeJobBatchDelay}, failJobBatchDelay ${GRAPHILE_WORKER.failJobBatchDelay} (its performance page's settings), pollInterval ${GRAPHILE_WORKER.pollIntervalMs} ms with LISTEN/NOTIFY; jobs added with addJobs / addJob; an undici Agent with ${GRAPHILE_WORKER.concurrency} connections per origin.`,
         `pg-boss ${versionOf("pg-boss")}: work() batchSize ${PG_BOSS.batchSize} (a batch's POSTs in parallel), localConcurrency ${PG_BOSS.localConcurrency}, burstWhenBatchFull ${PG_BOSS.burstWhenBatchFull}, pollingIntervalSeconds ${PG_BOSS.pollingIntervalSeconds} (its minimum), useListenNotify ${PG_BOSS.useListenNotify} with a notify queue, pool ${PG_BOSS.poolSize}; jobs added with insert / send; an undici Agent with ${PG_BOSS.batchSize * PG_BOSS.localConcurrency} connections per origin.`,
         `undici ${versionOf("undici")} raw limit: one process, a keep-alive Agent, ${UNDICI_CONCURRENCY} requests in flight, the same signed bodies; no queue and no database.`,
+        "Tidings' producer sends each PublishBatch / Publish through bench/lib/lean-clients.ts (one HTTP/2 connection, no client framework), as the other scenarios' load generators do; the SDK's client costs about 0.5 ms more CPU per call in Node, CPU the server would lack on two cores. The queue peers' producers are their libraries' own pg queries.",
         "Each peer runs in one process for the whole scenario (started with tsx once, not per case); every case starts a new worker (graphile-worker runner / PgBoss instance, and a new undici Agent) in it on the case's own scratch database, and stops it after.",
         `graphile-worker and pg-boss declare Node ≥ 22; both ran here on Node ${process.version} unchanged.`,
         ...shortfalls.notes(),
