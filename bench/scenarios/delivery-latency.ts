@@ -45,6 +45,11 @@ interface Plan {
  * A full run measures `phaseMs` of events (5,000 at 1,000/s); a quick run 800 of them, so that
  * even a quick run whose every case overruns its deadlines stays within 30 s.
  */
+/** Events that warm a new server up before the first Tidings case: 3 s at the rate (0.3 s quick). */
+function serverWarmupEvents(limits: BenchLimits): number {
+  return limits.quick ? 300 : 3_000;
+}
+
 function planFor(limits: BenchLimits): Plan {
   const counted = limits.quick ? 800 : Math.max(1_000, Math.min(limits.maxOps, Math.round((limits.phaseMs * ratePerSecond) / 1000)));
   return { warm: limits.quick ? 100 : 300, counted, drainMs: limits.quick ? 1_000 : 2_500 };
@@ -482,10 +487,10 @@ export const deliveryLatencyScenario: Scenario = {
       ctx.log("  starting Tidings");
       server = await startTidings(tidingsDb.url);
       const tidings = server;
-      // A fresh server compiles its hot paths during its first second of load: warm it (and the
+      // A fresh server compiles its hot paths during its first seconds of load: warm it (and the
       // connections' code in this process) first, as PostgreSQL and nats-server already are.
       ctx.log("  warming Tidings up");
-      await tidingsRun(tidings, 5, { warm: 0, counted: 300, drainMs: 500 }, new Set());
+      await tidingsRun(tidings, 5, { warm: 0, counted: serverWarmupEvents(ctx.limits), drainMs: 500 }, new Set());
       const cases: Case[] = [
         ...subscriberCounts.map((n): Case => ({ name: tidingsName(n), role: "tidings", run: () => tidingsRun(tidings, n, plan, notes) })),
         ...subscriberCounts.map((n): Case => ({ name: jetStreamName(n), role: "peer", run: () => jetStreamRun(n, plan, notes) })),
@@ -500,7 +505,7 @@ export const deliveryLatencyScenario: Scenario = {
         notes: [
           `${ratePerSecond.toLocaleString("en-US")} events/s from one publisher, each event sent at its own millisecond (open loop, at most ${maxInFlight} outstanding, so a server that falls behind shows it as latency); ${plan.warm} warm-up events, then ${plan.counted.toLocaleString("en-US")} measured per run. Latency runs from just before the publish call to receipt in the subscriber, on one clock (this process); p50/p99/max are over every (measured event, subscriber) delivery.`,
           `A delivery still missing ${plan.drainMs} ms after the last publish is counted in "missed" and enters the percentiles as its age at that moment (a lower bound), so a stalled run is not flattered by leaving its slowest deliveries out. A publisher that falls behind stops at 1.25× the planned time; publish/s shows the rate it achieved.`,
-          "Tidings: unary Publish over gRPC on one HTTP/2 connection, each request encoded when it is sent, through bench/lib/lean-clients.ts rather than the SDK (the SDK's client spends ~0.6 ms of CPU per call in this process, CPU the server then lacks on 2 cores). Each subscriber is its own Subscribe stream (gRPC, pattern memory.created, payload as JSON), all on a second HTTP/2 connection whose receive window is 16 MiB, as a gRPC client grows it (grpc-go; Node's default of 64 KiB for the whole connection held the 100 streams back on flow control), read by lean-clients.ts too: it splits the envelopes and reads only the attributes it needs off the wire (with the SDK's client, 100 subscribers cost the bench process more CPU than the server). Measuring starts only after every subscriber got its first heartbeat. One server for the scenario, warmed up with 300 events to 5 subscribers before the first case.",
+          `Tidings: unary Publish over gRPC on one HTTP/2 connection, each request encoded when it is sent, through bench/lib/lean-clients.ts rather than the SDK (the SDK's client spends ~0.6 ms of CPU per call in this process, CPU the server then lacks on 2 cores). Each subscriber is its own Subscribe stream (gRPC, pattern memory.created, payload as JSON), all on a second HTTP/2 connection whose receive window is 16 MiB, as a gRPC client grows it (grpc-go; Node's default of 64 KiB for the whole connection held the 100 streams back on flow control), read by lean-clients.ts too: it splits the envelopes and reads only the attributes it needs off the wire (with the SDK's client, 100 subscribers cost the bench process more CPU than the server). Measuring starts only after every subscriber got its first heartbeat. One server for the scenario, warmed up with ${serverWarmupEvents(ctx.limits).toLocaleString("en-US")} events (at the same rate) to 5 subscribers before the first case.`,
           "JetStream: js.publish (waits for the stream's ack) on one connection; each subscriber is a durable pull consumer (consume(), ack policy none, deliver new) of a file-storage stream, all on a second connection: the same fan-out as Tidings, each consumer with its own cursor. A probe message that every consumer received opens the measurement. The stream is created per run and deleted after it.",
           "Durability differs: a Tidings publish returns (and is delivered) after a PostgreSQL commit that fsyncs (synchronous_commit on); JetStream's file store acks once the message is written to the OS and fsyncs on its sync_interval (2 min by default).",
           `PostgreSQL: one statement per event (INSERT … RETURNING with pg_notify, one transaction) from a pool of ${pgPublisherConnections} connections; one LISTEN connection SELECTs the notified rows (those notified while a SELECT runs are read by the next one). One listener only: the floor that Tidings' own delivery sits on.`,
