@@ -61,9 +61,9 @@ interface GrpcAnswer {
   body: Buffer;
 }
 
-function grpcCall(path: string, body: Buffer, headers: Record<string, string> = {}): Promise<GrpcAnswer> {
+function grpcCall(path: string, body: Buffer, headers: Record<string, string> = {}, baseUrl = t.url): Promise<GrpcAnswer> {
   return new Promise((resolve, reject) => {
-    const session = http2.connect(t.url);
+    const session = http2.connect(baseUrl);
     session.on("error", reject);
     const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc+proto", te: "trailers", ...headers });
     let responseHeaders: http2.IncomingHttpHeaders = {};
@@ -322,23 +322,7 @@ describe("what interceptors and implementations see on the fast path", () => {
 
   it("gRPC: the same, with the trailers as HTTP/2 trailers", async () => {
     seen.length = 0;
-    const answer = await new Promise<GrpcAnswer>((resolve, reject) => {
-      const session = http2.connect(url);
-      session.on("error", reject);
-      const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", "x-probe": "p2" });
-      let headers: http2.IncomingHttpHeaders = {};
-      let trailers: http2.IncomingHttpHeaders = {};
-      const chunks: Buffer[] = [];
-      req.on("response", (h) => (headers = h));
-      req.on("trailers", (h) => (trailers = h));
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", () => {
-        session.close();
-        resolve({ status: Number(headers[":status"]), headers, trailers, body: Buffer.concat(chunks) });
-      });
-      req.on("error", reject);
-      req.end(envelope(body("g")));
-    });
+    const answer = await grpcCall(path, envelope(body("g")), { "content-type": "application/grpc", "x-probe": "p2" }, url);
     expect(answer.status).toBe(200);
     expect(answer.headers["content-type"]).toBe("application/grpc+proto");
     expect(answer.headers["x-answer"]).toBe("for g");
