@@ -17,6 +17,7 @@ import { requiredRequestFields } from "./rpc/required-fields.js";
 import { createConnectHandler } from "./transport/connect-handler.js";
 import { codeName, errorMappingInterceptor } from "./rpc/errors.js";
 import { createEventService, type StreamStats } from "./rpc/event-service.js";
+import { nulRefusingInterceptor } from "./rpc/nul-refusal.js";
 import { openDatabase } from "./storage/open-database.js";
 import { LogTail } from "./streaming/log-tail.js";
 import { createOnePortServer } from "./transport/one-port-server.js";
@@ -190,7 +191,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     ],
     routes: (router) => addReflection(router, [EventService, WebhookService, AdminService], () => catalog.files),
     // The error mapping is outermost, so a refusal by the gate passes through it unchanged.
-    interceptors: [errorMappingInterceptor(logger), auth.gate.interceptor()],
+    // NUL in text is refused after the key is checked: a caller without a valid key learns that first.
+    interceptors: [errorMappingInterceptor(logger), auth.gate.interceptor(), nulRefusingInterceptor()],
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket?.remoteAddress ?? ""),
     gate: auth.gate,
     // What connectNodeAdapter accepts by default: compressed requests from gRPC and Connect clients.

@@ -1,7 +1,8 @@
 /**
  * PostgreSQL text and jsonb cannot hold U+0000. Fuzzing (npm run test:faults) found requests
  * carrying it answered `internal`; each is now refused as bad input naming the field, and changes
- * nothing. Payload fields may carry it: they are stored as protobuf bytes.
+ * nothing: every text field of every request is checked once, before the method runs
+ * (server/rpc/nul-refusal.ts). Payload fields may carry it: they are stored as protobuf bytes.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callJson, postJson, startTestServer, type TestServer } from "./helpers/test-server.js";
@@ -44,6 +45,31 @@ describe("the NUL character", () => {
     expect(res.status).toBe(400);
     expect(res.body.code).toBe("invalid_argument");
     expect(res.body.message).toContain(field);
+  });
+
+  it.each([
+    ["GetEvent id", "/tidings.v1.EventService/GetEvent", { id: `e${nul}` }, "id"],
+    ["GetWebhook id", "/tidings.v1.WebhookService/GetWebhook", { id: `wh${nul}` }, "id"],
+    ["ListDeadLetters webhook id", "/tidings.v1.WebhookService/ListDeadLetters", { webhookId: `wh${nul}` }, "webhook_id"],
+    ["ListDeliveries event id", "/tidings.v1.WebhookService/ListDeliveries", { eventId: `e${nul}` }, "event_id"],
+    ["RevokeApiKey id", "/tidings.v1.AdminService/RevokeApiKey", { id: `key${nul}` }, "id"],
+    ["a map key (Publish attributes)", "/tidings.v1.EventService/Publish", { event: event({ attributes: { [`k${nul}`]: "v" } }) }, 'event.attributes["k\\u0000"]'],
+    ["a list entry (ListEvents patterns)", "/tidings.v1.EventService/ListEvents", { patterns: ["memory.*", `a${nul}`] }, "patterns[1]"],
+  ])("%s, in any method, is refused with invalid_argument naming the field", async (_what, path, body, field) => {
+    const res = await postJson(t.url, path, body);
+    expect(res.status, JSON.stringify(res.body)).toBe(400);
+    expect(res.body.code).toBe("invalid_argument");
+    expect(res.body.message).toBe(`${field}: must not contain the NUL character (U+0000)`);
+  });
+
+  it("in a Subscribe request (a stream) it ends the stream with invalid_argument naming the field", async () => {
+    const stream = t.client("grpc").subscribe({ patterns: [`memory.${nul}`] });
+    const err = await (async () => {
+      for await (const _ of stream) return undefined;
+      return undefined;
+    })().catch((e: unknown) => e as { code?: number; rawMessage?: string });
+    expect(err?.code).toBe(3); // Code.InvalidArgument
+    expect(err?.rawMessage).toBe("patterns[0]: must not contain the NUL character (U+0000)");
   });
 
   it("inside a payload it is kept, as the payload is stored as protobuf bytes", async () => {

@@ -7,11 +7,12 @@
  * Connect JSON and gRPC: whatever it holds, unless it is the admin key, the answer is
  * unauthenticated. A failure prints fast-check's seed and the smallest input that fails.
  */
+import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newApiKey } from "../../server/auth/api-key.js";
-import { createTidingsClient } from "../../sdk/index.js";
+import { AdminService, createTidingsClient, EventService, WebhookService } from "../../sdk/index.js";
 import { callJson, postJson, startTestServer, type TestServer } from "../helpers/test-server.js";
 import { reportFault } from "./report.js";
 
@@ -175,6 +176,84 @@ describe("fuzzing inputs: never internal, never a crash", () => {
     expect((await callJson(t.url, "Publish", { event: { type: "memory.created", source: "fuzz", data: { memory_id: "after" } } })).status).toBe(200);
   });
 });
+
+describe("every unary RPC: each text field set to hostile text", () => {
+  // Every string field of every unary method's request (and of the messages it holds, one level
+  // down), alone in an otherwise empty request, sent as JSON with the admin key: whatever the
+  // field, NUL, a lone surrogate, SQL, very long text and random text are a client error at
+  // worst, never internal. The methods' own tests cover what a valid request does.
+  const adminKey = newApiKey();
+  let keyed: TestServer;
+  beforeAll(async () => {
+    keyed = await startTestServer({ config: { auth: "keys", adminKey, maxRequestBytes: 256 * 1024 } });
+  });
+  afterAll(async () => {
+    await keyed?.close();
+  });
+
+  /** Request bodies that set one text field (by its JSON name) somewhere in `desc` to `value`. */
+  function oneFieldRequests(desc: DescMessage, value: string, depth = 0): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = [];
+    for (const field of desc.fields) {
+      const name = field.jsonName;
+      if (field.fieldKind === "scalar" && field.scalar === ScalarType.STRING) out.push({ [name]: value });
+      else if (field.fieldKind === "list" && field.listKind === "scalar" && field.scalar === ScalarType.STRING) out.push({ [name]: [value] });
+      else if (field.fieldKind === "map" && field.mapKind === "scalar" && field.scalar === ScalarType.STRING) out.push({ [name]: { [value]: "v" } }, { [name]: { k: value } });
+      else if (field.fieldKind === "message" && depth === 0 && !field.message.typeName.startsWith("google.protobuf.")) {
+        for (const inner of oneFieldRequests(field.message, value, depth + 1)) out.push({ [name]: inner });
+      }
+    }
+    return out;
+  }
+
+  const services = [EventService, WebhookService, AdminService];
+  const unary = services.flatMap((service) => service.methods.filter((m) => m.methodKind === "unary").map((method) => ({ service, method })));
+  const hostile = ["\u0000", "a\u0000b", "\ud800", "\udc00x", "' OR 1=1; DROP TABLE tidings_events; --", "../../etc/passwd", "%00", "x".repeat(100_000)];
+
+  async function neverInternalAsAdmin(path: string, body: unknown, what: string): Promise<void> {
+    tried[what] = (tried[what] ?? 0) + 1;
+    const res = await fetch(`${keyed.url}${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${adminKey}` }, body: JSON.stringify(body) });
+    const text = await res.text();
+    if (res.status === 200) {
+      accepted[what] = (accepted[what] ?? 0) + 1;
+      return;
+    }
+    expect(res.status, `${path} ${JSON.stringify(body).slice(0, 200)}: ${text.slice(0, 300)}`).toBeLessThan(500);
+    expect(connectCodes.has(JSON.parse(text).code), `${path}: ${text.slice(0, 300)}`).toBe(true);
+  }
+
+  it("fixed hostile values in every text field of every unary method", async () => {
+    expect(unary.length).toBeGreaterThan(20);
+    for (const { service, method } of unary) {
+      for (const value of hostile) {
+        for (const body of oneFieldRequests(method.input, value)) {
+          await neverInternalAsAdmin(`/${service.typeName}/${method.name}`, body, "every text field (fixed values)");
+        }
+      }
+    }
+  });
+
+  it("random text in every text field of every unary method", async () => {
+    const fields = unary.flatMap(({ service, method }) => oneFieldRequests(method.input, "").map((template) => ({ path: `/${service.typeName}/${method.name}`, template })));
+    const anyText = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: "binary", maxLength: 40 }));
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...fields), anyText, async ({ path, template }, value) => {
+        await neverInternalAsAdmin(path, fillText(template, value), "every text field (random)");
+      }),
+      { numRuns: runs },
+    );
+  });
+});
+
+/** The template with its one empty text (value or key) replaced by `value`. */
+function fillText(template: unknown, value: string): unknown {
+  if (typeof template === "string") return template === "" ? value : template;
+  if (Array.isArray(template)) return template.map((t) => fillText(t, value));
+  if (template && typeof template === "object") {
+    return Object.fromEntries(Object.entries(template).map(([k, v]) => [k === "" ? value : k, fillText(v, value)]));
+  }
+  return template;
+}
 
 describe("fuzzing the authorization header: unauthenticated unless it is the key", () => {
   const adminKey = newApiKey();
