@@ -1,7 +1,7 @@
 /**
  * Property-based fuzzing of what clients send (fast-check): Publish payloads and envelopes,
- * type patterns, CEL filters and webhook URLs, each sent to a real server over the Connect
- * protocol with JSON, as curl would. Whatever the input, the answer is a success or a client
+ * type patterns, CEL filters and webhook URLs, and every text field of every unary method, each
+ * sent to a real server over the Connect protocol with JSON, as curl would. Whatever the input, the answer is a success or a client
  * error with its Connect code; never `internal` (a bug), never a crash: the server still answers
  * at the end. And the `authorization` header, against a server that requires API keys, over
  * Connect JSON and gRPC: whatever it holds, unless it is the admin key, the answer is
@@ -24,7 +24,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   const health = await fetch(`${t.url}/healthz`).then((r) => r.status, () => 0);
-  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook; ListEventTypes on a server requiring API keys (Connect JSON and gRPC)", faults: "random and one-field-at-a-time requests; arbitrary authorization headers", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
+  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook; every text field of every unary RPC; ListEventTypes on a server requiring API keys (Connect JSON and gRPC)", faults: "random and one-field-at-a-time requests; NUL, lone surrogates, SQL, 100,000 characters and random text in each text field; arbitrary authorization headers", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
   process.stdout.write(`\nfuzzing: ${Object.entries(tried).map(([k, n]) => `${k} ${n} (${accepted[k] ?? 0} accepted)`).join(", ")} inputs tried, none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}\n`);
   await t?.close();
 });
