@@ -1,9 +1,9 @@
 /**
  * Property-based fuzzing of what clients send (fast-check): Publish payloads and envelopes,
  * type patterns, CEL filters and webhook URLs, and every text field of every unary method, each
- * sent to a real server over the Connect protocol with JSON, as curl would. Whatever the input, the answer is a success or a client
- * error with its Connect code; never `internal` (a bug), never a crash: the server still answers
- * at the end. And the `authorization` header, against a server that requires API keys, over
+ * sent to a real server over the Connect protocol with JSON, as curl would. Whatever the input,
+ * the answer is a success or a client error with its Connect code; never `internal` (a bug),
+ * never a crash: the server still answers at the end. And the `authorization` header, against a server that requires API keys, over
  * Connect JSON and gRPC: whatever it holds, unless it is the admin key, the answer is
  * unauthenticated. A failure prints fast-check's seed and the smallest input that fails.
  */
