@@ -193,6 +193,16 @@ describe("bad input", () => {
     expect(res.body.code).toBe("invalid_argument");
     expect(res.body.message).toContain("page_size");
   });
+
+  it("an after_sequence no log can reach (a uint64 above PostgreSQL's bigint)", async () => {
+    const res = await callJson(t.url, "ListEvents", { afterSequence: "18446744073709551615" });
+    expect(res.status).toBe(400);
+    expect(res.body.message).toBe("after_sequence: must be at most 9223372036854775807");
+    // The largest bigint itself is a valid, empty read.
+    const top = await callJson(t.url, "ListEvents", { afterSequence: "9223372036854775807" });
+    expect(top.status).toBe(200);
+    expect(top.body.events ?? []).toEqual([]);
+  });
 });
 
 async function firstStreamError(t: TestServer, req: Parameters<ReturnType<TestServer["client"]>["subscribe"]>[0]): Promise<ConnectError> {

@@ -89,6 +89,8 @@ export interface EventServiceDeps {
 }
 
 const defaultPageSize = 100;
+/** The largest sequence the log can hold (a PostgreSQL bigint). */
+const maxSequence = 2n ** 63n - 1n;
 const maxPageSize = 1000;
 const catchUpPageSize = 500;
 const heartbeatBounds = { minMs: 1000, maxMs: 300_000 };
@@ -235,6 +237,8 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       const startTime = req.startTime ? timestampDate(req.startTime) : undefined;
       const endTime = req.endTime ? timestampDate(req.endTime) : undefined;
       if (startTime && endTime && endTime <= startTime) throw invalidArgument("end_time", "must be after start_time");
+      // Sequences are PostgreSQL bigints: a larger uint64 could never be one (and failed the query).
+      if (req.afterSequence > maxSequence) throw invalidArgument("after_sequence", `must be at most ${maxSequence}`);
       const queryPrint = fingerprint([req.patterns, Object.entries(req.attributes).sort(), req.filter, startTime, endTime, req.afterSequence.toString(), req.descending]);
       const resumeAt = req.pageToken ? BigInt(decodePageToken(req.pageToken, queryPrint)) : undefined;
       const rows = await reader.page({

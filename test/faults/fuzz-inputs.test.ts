@@ -24,7 +24,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   const health = await fetch(`${t.url}/healthz`).then((r) => r.status, () => 0);
-  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook; every text field of every unary RPC; ListEventTypes on a server requiring API keys (Connect JSON and gRPC)", faults: "random and one-field-at-a-time requests; NUL, lone surrogates, SQL, 100,000 characters and random text in each text field; arbitrary authorization headers", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
+  reportFault({ scenario: "fuzzing inputs", load: "Publish, ListEvents, CreateWebhook; every text field of every unary RPC; ListEventTypes on a server requiring API keys (Connect JSON and gRPC)", faults: "random and one-field-at-a-time requests; NUL, lone surrogates, SQL, 100,000 characters and random text in each text field, extremes in each number, enum, duration, time and mask field; arbitrary authorization headers", inputs: Object.values(tried).reduce((a, b) => a + b, 0), lost: 0, notes: `none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}` });
   process.stdout.write(`\nfuzzing: ${Object.entries(tried).map(([k, n]) => `${k} ${n} (${accepted[k] ?? 0} accepted)`).join(", ")} inputs tried, none answered internal; the server ${health === 200 ? "still answers" : "DOES NOT ANSWER"}\n`);
   await t?.close();
 });
@@ -181,7 +181,8 @@ describe("every unary RPC: each text field set to hostile text", () => {
   // Every string field of every unary method's request (and of the messages it holds, one level
   // down), alone in an otherwise empty request, sent as JSON with the admin key: whatever the
   // field, NUL, a lone surrogate, SQL, very long text and random text are a client error at
-  // worst, never internal. The methods' own tests cover what a valid request does.
+  // worst, never internal. Likewise extreme numbers, enum values, durations, times and field
+  // masks. The methods' own tests cover what a valid request does.
   const adminKey = newApiKey();
   let keyed: TestServer;
   beforeAll(async () => {
@@ -233,6 +234,17 @@ describe("every unary RPC: each text field set to hostile text", () => {
     }
   });
 
+  it("extreme numbers, enum values, durations, times and field masks in every such field of every unary method", async () => {
+    let sent = 0;
+    for (const { service, method } of unary) {
+      for (const body of extremeValueRequests(method.input)) {
+        sent++;
+        await neverInternalAsAdmin(`/${service.typeName}/${method.name}`, body, "every number, enum, duration, time and mask field");
+      }
+    }
+    expect(sent).toBeGreaterThan(100);
+  });
+
   it("random text in every text field of every unary method", async () => {
     const fields = unary.flatMap(({ service, method }) => oneFieldRequests(method.input, "").map((template) => ({ path: `/${service.typeName}/${method.name}`, template })));
     const anyText = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: "binary", maxLength: 40 }));
@@ -244,6 +256,34 @@ describe("every unary RPC: each text field set to hostile text", () => {
     );
   });
 });
+
+const extremeIntegers = [0, -1, 1, 2_147_483_647, -2_147_483_648, 4_294_967_295, "9223372036854775807", "-9223372036854775808", "18446744073709551615", 1e300, 1.5];
+const extremeDurations = ["0s", "-1s", "0.000000001s", "315576000000s", "-315576000000s"];
+const extremeTimes = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "2262-04-12T00:00:00Z"];
+const oddMasks = ["", "no_such_field", "a,b,c", "url,url", "webhook.url"];
+
+/** Request bodies that set one number, enum, duration, time or field mask somewhere in `desc` (two levels down) to an extreme. */
+function extremeValueRequests(desc: DescMessage, depth = 0): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const field of desc.fields) {
+    const name = field.jsonName;
+    const scalar = field.fieldKind === "scalar" || (field.fieldKind === "list" && field.listKind === "scalar") ? field.scalar : undefined;
+    if (scalar !== undefined && scalar !== ScalarType.STRING && scalar !== ScalarType.BOOL && scalar !== ScalarType.BYTES) {
+      for (const v of extremeIntegers) out.push({ [name]: field.fieldKind === "list" ? [v] : v });
+    } else if (field.fieldKind === "enum") {
+      for (const v of [99, -1, 2_147_483_647]) out.push({ [name]: v });
+    } else if (field.fieldKind === "message") {
+      const type = field.message.typeName;
+      if (type === "google.protobuf.Duration") for (const v of extremeDurations) out.push({ [name]: v });
+      else if (type === "google.protobuf.Timestamp") for (const v of extremeTimes) out.push({ [name]: v });
+      else if (type === "google.protobuf.FieldMask") for (const v of oddMasks) out.push({ [name]: v });
+      else if (depth < 2 && !type.startsWith("google.protobuf.")) for (const inner of extremeValueRequests(field.message, depth + 1)) out.push({ [name]: inner });
+    } else if (field.fieldKind === "list" && field.listKind === "message" && depth < 2 && !field.message.typeName.startsWith("google.protobuf.")) {
+      for (const inner of extremeValueRequests(field.message, depth + 1)) out.push({ [name]: [inner] });
+    }
+  }
+  return out;
+}
 
 /** The template with its one empty text (value or key) replaced by `value`. */
 function fillText(template: unknown, value: string): unknown {
