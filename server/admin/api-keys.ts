@@ -19,7 +19,7 @@ import type { FieldViolation } from "../catalog/payload-validation.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import { fieldError, invalidArgument } from "../rpc/errors.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "../rpc/page-token.js";
-import { nulRefused, type StoredGrant } from "../storage/schema.js";
+import type { StoredGrant } from "../storage/schema.js";
 
 export interface ApiKeyDeps {
   store: ApiKeyStore;
@@ -70,7 +70,6 @@ function checkCreate(req: CreateApiKeyRequest): StoredGrant[] {
   const v = (field: string, description: string) => violations.push({ field, description });
   if (req.name.trim() === "") v("name", "is required: say what the key is for");
   else if (req.name.length > maxNameLength) v("name", `must be at most ${maxNameLength} characters`);
-  else if (req.name.includes("\0")) v("name", nulRefused);
   if (req.grants.length === 0) v("grants", "must hold at least one grant");
   const seen = new Set<Scope>();
   const grants: StoredGrant[] = [];

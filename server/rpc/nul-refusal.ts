@@ -9,7 +9,9 @@ import { fieldError } from "./errors.js";
  * jsonb cannot hold it, so a NUL that reached a query (an id looked up, a name stored) was
  * answered `internal`. Checked once here, for every method, rather than by each. JSON payloads
  * (google.protobuf.Struct and Value, an event's `data`) are spared: they are stored as protobuf
- * bytes and may carry NUL. Bytes fields are not text.
+ * bytes and may carry NUL. Bytes fields are not text. Only input that arrives outside an RPC
+ * still has a check of its own: an incoming webhook's event (prepareEvent), and a filter given
+ * to compileFilter.
  */
 export function nulRefusingInterceptor(): Interceptor {
   const plans = new Map<DescMessage, TextPlan>();

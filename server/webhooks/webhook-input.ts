@@ -5,7 +5,7 @@ import { ContentMode, type Webhook } from "../../gen/tidings/v1/webhook_pb.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
 import { compileFilter, FilterError, type FilterLimits } from "../filtering/cel-filter.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
-import { nulRefused, type StoredRetryPolicy } from "../storage/schema.js";
+import type { StoredRetryPolicy } from "../storage/schema.js";
 import type { AddressPolicy } from "./http/address-policy.js";
 import { defaultRetryPolicy } from "./retry-policy.js";
 import { isWebhookSecret } from "./signing.js";
@@ -77,7 +77,6 @@ export function readWebhookInput(
   }
   if (has("description")) {
     if (w.description.length > 1024) v("description", "is longer than 1024 characters");
-    else if (w.description.includes("\0")) v("description", nulRefused);
     out.description = w.description;
   }
   if (has("patterns")) {
@@ -96,7 +95,6 @@ export function readWebhookInput(
     for (const [k, value] of Object.entries(w.attributes)) {
       if (!attributeKey.test(k)) v(`attributes["${k}"]`, "key must be 1-64 characters of [a-z0-9_.-]");
       else if (value.length > 1024) v(`attributes["${k}"]`, "value is longer than 1024 characters");
-      else if (value.includes("\0")) v(`attributes["${k}"]`, nulRefused);
     }
     out.attributes = { ...w.attributes };
   }
@@ -165,9 +163,8 @@ function urlProblem(raw: string, policy: AddressPolicy): string | undefined {
   if (raw === "") return "is required";
   if (raw.length > 2048) return "is longer than 2048 characters";
   // The URL parser silently strips leading and trailing spaces and C0 controls and drops tabs
-  // and newlines inside, so what it parses is not what would be stored and shown; and
-  // PostgreSQL text cannot hold NUL at all.
-  if (raw.includes("\0")) return nulRefused;
+  // and newlines inside, so what it parses is not what would be stored and shown. (NUL never
+  // gets here: every request's text is checked for it, server/rpc/nul-refusal.ts.)
   if (/[\u0001-\u001f\u007f]/.test(raw)) return "must not contain control characters";
   if (raw !== raw.trim()) return "must not begin or end with whitespace";
   let url: URL;
