@@ -1,6 +1,7 @@
 import http2 from "node:http2";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Pool } from "undici";
+import { connectionWindowBytes } from "../../sdk/stream-window.js";
 
 /**
  * Load generators that cost the bench process as little as possible, so that the server, not the
@@ -74,11 +75,9 @@ export function connectCaller(baseUrl: string, path: string, connections: number
  */
 export function streamingSession(baseUrl: string): http2.ClientHttp2Session {
   const session = http2.connect(baseUrl);
-  session.on("connect", () => session.setLocalWindowSize(streamingWindowBytes));
+  session.on("connect", () => session.setLocalWindowSize(connectionWindowBytes));
   return session;
 }
-
-export const streamingWindowBytes = 16 * 1024 * 1024;
 
 /** A server stream opened by grpcServerStream. */
 export interface ServerStream {

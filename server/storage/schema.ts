@@ -98,6 +98,9 @@ export interface WebhookRouterTable {
  */
 export const nulRefused = "must not contain the NUL character (U+0000)";
 
+/** The largest sequence the log can hold: sequences are PostgreSQL bigints. */
+export const maxSequence = 2n ** 63n - 1n;
+
 /** Delivery status codes as stored; the API's DeliveryStatus enum uses the same numbers. */
 export const deliveryStatus = { pending: 1, succeeded: 2, dead: 3 } as const;
 

@@ -200,7 +200,7 @@ async function onlyMessage<T>(messages: AsyncIterable<T>): Promise<T> {
   return first.value;
 }
 
-export function urlOf(req: NodeRequest): string {
+function urlOf(req: NodeRequest): string {
   return `http://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}${req.url}`;
 }
 

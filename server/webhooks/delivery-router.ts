@@ -9,7 +9,7 @@ import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
-import type { Database, StoredRetryPolicy, StoredSecret } from "../storage/schema.js";
+import { type Database, maxSequence, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 
 /** An enabled endpoint as the router and the dispatcher read it: what routing and sending need. */
 export interface EndpointRow {
@@ -131,6 +131,7 @@ export class DeliveryRouter {
     const readLimit = Math.max(1, Math.min(limit, this.batchSize));
     const remembered = this.#state;
     if (remembered && known) {
+      // Up to the largest sequence: as far as the events in memory go.
       const events = known(remembered.last, maxSequence, readLimit);
       // Routed up to the last event in memory and past the head the last read saw, and every
       // event since is one of this node's own: nothing new, and nothing to read.
@@ -272,8 +273,6 @@ interface RouterState {
   fingerprint: string;
 }
 
-/** Larger than any sequence: "as far as the events in memory go". */
-const maxSequence = 2n ** 63n - 1n;
 
 /**
  * Changes whenever anything the router or a sender reads of the enabled endpoints does (one is
