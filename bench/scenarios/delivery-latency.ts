@@ -50,7 +50,7 @@ function serverWarmupEvents(limits: BenchLimits): number {
   return limits.quick ? 300 : 3_000;
 }
 
-function planFor(limits: BenchLimits): Plan {
+export function planFor(limits: BenchLimits): Plan {
   const counted = limits.quick ? 800 : Math.max(1_000, Math.min(limits.maxOps, Math.round((limits.phaseMs * ratePerSecond) / 1000)));
   return { warm: limits.quick ? 100 : 300, counted, drainMs: limits.quick ? 1_000 : 2_500 };
 }
@@ -293,7 +293,7 @@ async function measure(tracker: DeliveryTracker, send: (n: number) => Promise<un
 
 // --- Tidings ------------------------------------------------------------------------------
 
-async function tidingsRun(server: TidingsProcess, subscribers: number, plan: Plan, notes: Set<string>): Promise<Metrics> {
+export async function tidingsRun(server: TidingsProcess, subscribers: number, plan: Plan, notes: Set<string>): Promise<Metrics> {
   // The publisher: unary Publish over gRPC on one HTTP/2 connection, without a client framework
   // (lean-clients.ts), so that the bench process leaves the server its share of the two cores.
   const publisher = grpcCaller(server.url, "/tidings.v1.EventService/Publish", 1);
