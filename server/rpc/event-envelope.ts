@@ -10,6 +10,7 @@ import type { NewEvent } from "../event-log/append-queue.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
 import { nulRefused } from "../storage/schema.js";
+import { encodedStructSize, varintSize, writeStruct, writeVarint } from "./struct-encoding.js";
 
 /** Limits on the envelope; the payload limit is configurable. */
 export const envelopeLimits = {
@@ -193,11 +194,35 @@ function streamMessageAt(stored: StoredEvent, format: PayloadFormat, catalog: Ev
   return message;
 }
 
-/** The event as field 1 of a SubscribeResponse is written: its length, then its bytes. */
+/**
+ * The event as field 1 of a SubscribeResponse is written: its length, then its bytes. A JSON
+ * payload (a Struct) is written by struct-encoding.ts after the rest of the event, which
+ * protobuf-es encodes: fields may come in any order on the wire, and every decoder reads the
+ * same message.
+ */
 function encodedEventField(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Uint8Array {
-  const event = toBinary(EventSchema, toApiEvent(stored, format, catalog));
-  return new BinaryWriter().uint32(event.byteLength).raw(event).finish();
+  const event = toApiEvent(stored, format, catalog);
+  if (event.payload.case !== "data") {
+    const bytes = toBinary(EventSchema, event);
+    return new BinaryWriter().uint32(bytes.byteLength).raw(bytes).finish();
+  }
+  const data = event.payload.value;
+  const envelope = toBinary(EventSchema, { ...event, payload: { case: undefined } });
+  const sizes: number[] = [];
+  const structBytes = encodedStructSize(data, sizes);
+  const eventBytes = envelope.byteLength + 1 + varintSize(structBytes) + structBytes;
+  const out = Buffer.allocUnsafe(varintSize(eventBytes) + eventBytes);
+  let offset = writeVarint(eventBytes, out, 0);
+  out.set(envelope, offset);
+  offset += envelope.byteLength;
+  out[offset++] = eventDataTag;
+  offset = writeVarint(structBytes, out, offset);
+  writeStruct(data, sizes, out, offset);
+  return out;
 }
+
+/** Event.data's wire tag: field 7, length-delimited. */
+const eventDataTag = (EventSchema.field.data.number << 3) | WireType.LengthDelimited;
 
 const subscribeResponseEventField = SubscribeResponseSchema.field.event.number;
 
