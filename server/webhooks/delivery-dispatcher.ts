@@ -540,11 +540,11 @@ export class DeliveryDispatcher {
     if (this.#abandoned) return;
     if (outcome.statusCode >= 200 && outcome.statusCode < 300) {
       // The request slot is freed once the answer is in, not once the success is recorded:
-      // holding it through the group write's commit as well made the slots, not the receiver
-      // or the CPU, the limit (64 slots sent 1,800/s to one endpoint, 128 slots 2,600/s). The
-      // delivery stays leased meanwhile, so nobody sends it again; if the write fails, the
-      // lease runs out and it is sent again, as after a crash. Successes waiting for their
-      // write are bounded: past maxUnrecorded, a delivery holds its slot until recorded.
+      // slots were a limit on a slow machine (64 sent 1,800/s to one endpoint, 128 sent
+      // 2,600/s), and holding one through the group write's commit kept it idle. The delivery
+      // stays leased meanwhile, so nobody sends it again; if the write fails, the lease runs
+      // out and it is sent again, as after a crash. Successes waiting for their write are
+      // bounded: past unrecordedPerSlot per slot, a delivery holds its slot until recorded.
       const recording = this.#completeSuccess(group, outcome).then(
         () => this.metrics?.attempt("success", outcome.durationMs / 1000, group.length),
         (err) => this.logger.error("recording a success failed; the delivery's lease will expire and it will be sent again", { err, webhook: endpoint.id }),
