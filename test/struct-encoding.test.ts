@@ -21,8 +21,16 @@ describe("the hand-written Struct encoder", () => {
         const theirs = toBinary(StructSchema, fromJson(StructSchema, object));
         expect(Buffer.from(theirs).equals(ours)).toBe(true);
       }),
-      { numRuns: 500 },
+      { numRuns: 2_000 },
     );
+  });
+
+  it("leaves out an own __proto__ key, as protobuf-es does (found by the property above)", () => {
+    const json = JSON.parse('{"a": 1, "__proto__": {"b": 2}, "c": {"__proto__": false, "d": true}}') as JsonObject;
+    expect(Object.keys(json)).toContain("__proto__");
+    const ours = encode(json);
+    expect(Buffer.from(toBinary(StructSchema, fromJson(StructSchema, json))).equals(ours)).toBe(true);
+    expect(toJson(StructSchema, fromBinary(StructSchema, ours))).toEqual({ a: 1, c: { d: true } });
   });
 
   it("round-trips nesting, lists, every scalar, multi-byte text and long values", () => {

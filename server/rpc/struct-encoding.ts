@@ -54,7 +54,8 @@ function structSize(json: JsonObject, sizes: number[]): number {
   const at = sizes.length;
   sizes.push(0);
   let size = 0;
-  for (const key in json) {
+  for (const key of Object.keys(json)) {
+    if (key === "__proto__") continue; // see writeStructBody
     const keyBytes = Buffer.byteLength(key, "utf8");
     const entry = delimited(keyBytes) + delimited(valueSize(json[key]!, sizes));
     size += delimited(entry);
@@ -89,7 +90,11 @@ function valueSize(v: JsonValue, sizes: number[]): number {
 
 function writeStructBody(json: JsonObject, sizes: readonly number[], cursor: { at: number }, out: Buffer, offset: number): number {
   cursor.at++; // this Struct's own size was written by whoever framed it
-  for (const key in json) {
+  for (const key of Object.keys(json)) {
+    // protobuf-es drops an own "__proto__" key (it assigns each entry to a plain object, where
+    // that name sets the prototype), and toJson never makes one; left out here too, so both
+    // encoders agree on every object.
+    if (key === "__proto__") continue;
     const keyBytes = Buffer.byteLength(key, "utf8");
     const value = json[key]!;
     const valueBytes = sizes[cursor.at]!;
