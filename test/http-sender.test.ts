@@ -40,7 +40,10 @@ describe("sendRequest", () => {
           case "/drip": {
             // Headers at once, then a byte every 100 ms: undici's body timeout (between chunks)
             // never fires, only the attempt's total timeout can end it.
+            // The first byte goes with the headers at once, so a loaded machine cannot delay the
+            // answer past the attempt's timeout.
             res.writeHead(200);
+            res.write(".");
             const timer = setInterval(() => res.write("."), 100);
             res.on("close", () => clearInterval(timer));
             return;
