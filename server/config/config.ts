@@ -147,7 +147,7 @@ export const settings: readonly Setting[] = [
   { key: "maxFilterLength", flag: "max-filter-length", env: "TIDINGS_MAX_FILTER_LENGTH", kind: "int", help: "Most characters of a CEL filter" },
   { key: "maxFilterTerms", flag: "max-filter-terms", env: "TIDINGS_MAX_FILTER_TERMS", kind: "int", help: "Most terms of a CEL filter (it runs on every event)" },
   { key: "maxFilterNesting", flag: "max-filter-nesting", env: "TIDINGS_MAX_FILTER_NESTING", kind: "int", help: "Most nested comprehensions (all, exists, map, filter) in a CEL filter" },
-  { key: "maxFilterSteps", flag: "max-filter-steps", env: "TIDINGS_MAX_FILTER_STEPS", kind: "int", help: "Most comprehension steps one evaluation of a CEL filter may take (and about 50 ms); an event that needs more does not match" },
+  { key: "maxFilterSteps", flag: "max-filter-steps", env: "TIDINGS_MAX_FILTER_STEPS", kind: "int", help: "Most comprehension steps one evaluation of a CEL filter may take (and about 250 ms); an event that needs more does not match" },
   { key: "eventRetentionHours", flag: "event-retention-hours", env: "TIDINGS_EVENT_RETENTION_HOURS", kind: "int", help: "Remove events recorded longer ago; 0 keeps every event" },
   { key: "deliveryRetentionHours", flag: "delivery-retention-hours", env: "TIDINGS_DELIVERY_RETENTION_HOURS", kind: "int", help: "Remove succeeded deliveries and their attempts this long after; 0 keeps them" },
   { key: "deadLetterRetentionHours", flag: "dead-letter-retention-hours", env: "TIDINGS_DEAD_LETTER_RETENTION_HOURS", kind: "int", help: "Remove dead letters and their attempts this long after; 0 keeps them" },
