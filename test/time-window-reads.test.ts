@@ -94,3 +94,30 @@ describe("reads with a time window", () => {
     }
   });
 });
+
+describe("reads of a pattern that matches several types", () => {
+  // Such reads run one ordered scan per type and merge them (EventReader.#query); the pages must
+  // be exactly those of the log filtered by type, in either direction, with attributes too.
+  it("page through exactly the matching events, in order, either way", async () => {
+    const reader = new EventReader(database.db, catalog);
+    const all = await reader.page({ limit: total, descending: false });
+    for (const [pattern, attributes] of [["memory.*", undefined], ["memory.*", { n: "12" }], ["gap.*", undefined]] as const) {
+      const patterns = [parseTypePattern(pattern)];
+      const prefix = pattern.slice(0, -1);
+      const matching = all.filter((e) => e.type.startsWith(prefix) && (attributes === undefined || e.attributes.n === attributes.n));
+      expect(matching.length).toBeGreaterThan(0);
+      for (const descending of [false, true]) {
+        const expected = (descending ? [...matching].reverse() : matching).map((e) => e.sequence);
+        const seen: bigint[] = [];
+        let cursor: bigint | undefined;
+        for (let page = 0; page < 100; page++) {
+          const got = await reader.page({ patterns, attributes, limit: 37, descending, ...(descending ? { before: cursor } : { after: cursor }) });
+          seen.push(...got.map((e) => e.sequence));
+          if (got.length < 37) break;
+          cursor = got[got.length - 1]!.sequence;
+        }
+        expect(seen).toEqual(expected);
+      }
+    }
+  });
+});

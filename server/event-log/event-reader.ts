@@ -6,6 +6,9 @@ import { type EventRow, StoredEvent } from "./stored-event.js";
 
 const eventColumns = ["sequence", "id", "type", "source", "subject", "time", "attributes", "payload"] as const;
 
+/** Most types a read runs one ordered scan each for (see #query); a pattern matching more reads them with `type IN`. */
+const maxTypesPerUnion = 16;
+
 
 /** Filters a read can push into SQL. */
 export interface LogQuery {
@@ -66,13 +69,24 @@ export class EventReader {
     if (q.after !== undefined && q.after > 0n) query = query.where("sequence", ">", q.after.toString());
     if (q.upTo !== undefined) query = query.where("sequence", "<=", q.upTo.toString());
     if (q.before !== undefined) query = query.where("sequence", "<", q.before.toString());
-    if (types) query = query.where("type", "in", [...types]);
     if (q.attributes && Object.keys(q.attributes).length > 0) {
       query = query.where(sql<boolean>`attributes @> ${JSON.stringify(q.attributes)}::jsonb`);
     }
+    const order = q.descending ? "desc" : "asc";
+    if (types && types.length > 1 && types.length <= maxTypesPerUnion && !q.startTime && !q.endTime) {
+      // A pattern that matches several types, `type IN (...)`, cannot take its order from the
+      // (type, sequence) index: PostgreSQL walked the whole log in sequence order and threw
+      // away the other types (39,000 rows read for a page of 101 at 10M events, newest first).
+      // One ordered scan per type, each stopping at a page, reads at most a page per type.
+      const perType = types.map((type) => sql`(${query.where("type", "=", type).orderBy("sequence", order).limit(q.limit)})`);
+      const merged = await sql<EventRow>`
+        SELECT * FROM (${sql.join(perType, sql` UNION ALL `)}) AS by_type
+        ORDER BY sequence ${sql.raw(order)} LIMIT ${q.limit}`.execute(this.db);
+      return merged.rows;
+    }
+    if (types) query = query.where("type", "in", [...types]);
     if (q.startTime) query = query.where("time", ">=", q.startTime);
     if (q.endTime) query = query.where("time", "<", q.endTime);
-    const order = q.descending ? "desc" : "asc";
     // A small time window is read through the time index and sorted (see #timeWindowIsSmall).
     const windowed = (q.startTime || q.endTime) && (await this.#timeWindowIsSmall(q.startTime, q.endTime, types));
     return (windowed
