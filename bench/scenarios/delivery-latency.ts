@@ -50,7 +50,7 @@ function serverWarmupEvents(limits: BenchLimits): number {
   return limits.quick ? 300 : 3_000;
 }
 
-export function planFor(limits: BenchLimits): Plan {
+function planFor(limits: BenchLimits): Plan {
   const counted = limits.quick ? 800 : Math.max(1_000, Math.min(limits.maxOps, Math.round((limits.phaseMs * ratePerSecond) / 1000)));
   return { warm: limits.quick ? 100 : 300, counted, drainMs: limits.quick ? 1_000 : 2_500 };
 }

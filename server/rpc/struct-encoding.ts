@@ -11,9 +11,6 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
  * lengths prefix them), the second writes. Sizes are kept in pre-order, the order the writer
  * visits them in.
  */
-export function encodedStructSize(json: JsonObject, sizes: number[]): number {
-  return structSize(json, sizes);
-}
 
 /** Writes the Struct measured by encodedStructSize (with the same `sizes`) at `offset`; returns the end. */
 export function writeStruct(json: JsonObject, sizes: readonly number[], out: Buffer, offset: number): number {
@@ -50,7 +47,8 @@ export function writeVarint(n: number, out: Buffer, offset: number): number {
 /** A length-delimited field's size: its tag, its length, its body. */
 const delimited = (body: number) => 1 + varintSize(body) + body;
 
-function structSize(json: JsonObject, sizes: number[]): number {
+/** The Struct's encoded size; `sizes` receives the sizes writeStruct needs (see the top of this file). */
+export function encodedStructSize(json: JsonObject, sizes: number[]): number {
   const at = sizes.length;
   sizes.push(0);
   let size = 0;
@@ -83,7 +81,7 @@ function valueSize(v: JsonValue, sizes: number[]): number {
   else if (typeof v === "boolean") size = 2;
   else if (typeof v === "string") size = delimited(Buffer.byteLength(v, "utf8"));
   else if (Array.isArray(v)) size = delimited(listSize(v, sizes));
-  else size = delimited(structSize(v as JsonObject, sizes));
+  else size = delimited(encodedStructSize(v as JsonObject, sizes));
   sizes[at] = size;
   return size;
 }

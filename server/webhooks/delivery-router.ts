@@ -273,7 +273,6 @@ interface RouterState {
   fingerprint: string;
 }
 
-
 /**
  * Changes whenever anything the router or a sender reads of the enabled endpoints does (one is
  * created, deleted, enabled, disabled or updated, a secret rotated, the health flag flips), even
