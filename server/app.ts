@@ -31,6 +31,7 @@ import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
 import { DeliveryRouter } from "./webhooks/delivery-router.js";
 import { createAddressPolicy } from "./webhooks/http/address-policy.js";
 import { createGuardedAgent } from "./webhooks/http/guarded-agent.js";
+import { publishRequestDecoders } from "./rpc/publish-request-decoding.js";
 import { createSystemEvents, systemPublisher } from "./webhooks/system-events.js";
 import { createContextValues } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
@@ -203,6 +204,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     jsonOptions: { registry: catalog.registry, ignoreUnknownFields: false },
     maxJsonBodyBytes: config.maxRequestBytes,
     requiredFields: requiredRequestFields,
+    requestDecoders: publishRequestDecoders,
     logger,
   });
   const health = healthRoutes({ db: database.db as Kysely<unknown>, logger });

@@ -1,6 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import { type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type DescMessage, type DescMethod, type DescService, fromBinary, type Message, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, createServiceImplSpec, type Interceptor, type ServiceImpl, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes, trailerMux } from "@connectrpc/connect/protocol-connect";
@@ -25,6 +25,8 @@ export interface BinaryFastPathOptions {
   readMaxBytes: number;
   writeMaxBytes: number;
   contextValues?: (req: NodeRequest) => ContextValues;
+  /** Decoders for request types that have a quicker one than fromBinary (same result). */
+  requestDecoders?: ReadonlyMap<DescMessage, (bytes: Uint8Array) => Message>;
 }
 
 type Protocol = FastProtocol;
@@ -109,7 +111,8 @@ async function readInput(protocol: Protocol, method: DescMethod, req: NodeReques
   const bytes = await readBody(req, protocol === "grpc" ? options.readMaxBytes + 5 : options.readMaxBytes);
   const input = protocol === "grpc" ? unwrapEnvelope(bytes, options.readMaxBytes) : bytes;
   try {
-    return fromBinary(method.input, input);
+    const decode = options.requestDecoders?.get(method.input);
+    return decode ? decode(input) : fromBinary(method.input, input);
   } catch (err) {
     throw new ConnectError(`cannot decode message ${method.input.typeName} from binary: ${(err as Error).message}`, Code.InvalidArgument);
   }

@@ -1,0 +1,119 @@
+import { create, fromBinary, type JsonObject, toBinary } from "@bufbuild/protobuf";
+import { AnySchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { EventSchema } from "../gen/tidings/v1/event_pb.js";
+import { PublishBatchRequestSchema, PublishRequestSchema } from "../gen/tidings/v1/event_service_pb.js";
+import { decodedFields, publishRequestDecoders, tryDecodePublishBatchRequest, tryDecodePublishRequest } from "../server/rpc/publish-request-decoding.js";
+
+const text = fc.string({ unit: "binary", maxLength: 12 });
+const event = fc.record({
+  id: text,
+  source: text,
+  type: text,
+  subject: text,
+  datacontenttype: text,
+  attributes: fc.dictionary(text, text, { maxKeys: 4 }),
+  sequence: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+  time: fc.option(fc.record({ seconds: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), nanos: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }), { nil: undefined }),
+  payload: fc.oneof(
+    fc.constant({ case: undefined }),
+    fc.record({ case: fc.constant("data" as const), value: fc.dictionary(text, fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }).map((j) => j as JsonObject) }),
+    fc.record({ case: fc.constant("protoData" as const), value: fc.record({ typeUrl: text, value: fc.uint8Array({ maxLength: 16 }) }).map((a) => create(AnySchema, a)) }),
+  ),
+});
+const publishRequest = fc.record({ event: fc.option(event, { nil: undefined }), idempotencyKey: text });
+const batch = fc.array(publishRequest, { maxLength: 5 });
+
+/** What fromBinary does with the bytes: its message, or its error. */
+function reference(schema: typeof PublishRequestSchema | typeof PublishBatchRequestSchema, bytes: Uint8Array) {
+  try {
+    return { value: fromBinary(schema, bytes) };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
+function decoded(schema: typeof PublishRequestSchema | typeof PublishBatchRequestSchema, bytes: Uint8Array) {
+  try {
+    return { value: publishRequestDecoders.get(schema)!(bytes) };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
+describe("the publish request decoders", () => {
+  it("decode what protobuf-es encodes to the very message fromBinary returns, without falling back", () => {
+    fc.assert(
+      fc.property(batch, (entries) => {
+        const bytes = toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries }));
+        const ours = tryDecodePublishBatchRequest(bytes);
+        expect(ours).toBeDefined();
+        expect(ours).toStrictEqual(fromBinary(PublishBatchRequestSchema, bytes));
+        for (const entry of entries) {
+          const one = toBinary(PublishRequestSchema, create(PublishRequestSchema, entry));
+          expect(tryDecodePublishRequest(one)).toStrictEqual(fromBinary(PublishRequestSchema, one));
+        }
+      }),
+      { numRuns: 1_000 },
+    );
+  });
+
+  it("give fromBinary's result or its error for damaged bytes: flipped, cut short, spliced", () => {
+    const damaged = batch.chain((entries) => {
+      const bytes = toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries }));
+      return fc.tuple(fc.constant(bytes), fc.nat(Math.max(0, bytes.length - 1)), fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 6 }), fc.nat(2));
+    }).map(([bytes, at, byte, extra, how]) => {
+      const b = Buffer.from(bytes);
+      if (how === 0 && b.length > 0) b[at] = byte;
+      if (how === 1) return new Uint8Array(b.subarray(0, at));
+      if (how === 2) return new Uint8Array(Buffer.concat([b.subarray(0, at), extra, b.subarray(at)]));
+      return new Uint8Array(b);
+    });
+    fc.assert(
+      fc.property(damaged, (bytes) => {
+        expect(decoded(PublishBatchRequestSchema, bytes)).toStrictEqual(reference(PublishBatchRequestSchema, bytes));
+        expect(decoded(PublishRequestSchema, bytes)).toStrictEqual(reference(PublishRequestSchema, bytes));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it("leave the cases they do not handle to fromBinary, with the same result", () => {
+    const e = (init: Parameters<typeof create<typeof EventSchema>>[1]) => toBinary(EventSchema, create(EventSchema, init));
+    const request = (eventBytes: Uint8Array, tail: number[] = []) => new Uint8Array([0x0a, eventBytes.length, ...eventBytes, ...tail]);
+    const data = e({ payload: { case: "data", value: { a: 1 } } });
+    const proto = e({ payload: { case: "protoData", value: create(AnySchema, { typeUrl: "t", value: new Uint8Array([1]) }) } });
+    const cases: Array<[string, Uint8Array]> = [
+      ["an unknown field", request(e({ id: "x" }), [0x58, 0x01])],
+      ["an unknown field in the event", request(new Uint8Array([...e({ id: "x" }), 0x68, 0x01]))],
+      ["the event twice (merged)", request(e({ id: "x" }), [0x0a, 0x02, 0x12, 0x00])],
+      ["data, then proto_data (the last wins)", request(new Uint8Array([...data, ...proto]))],
+      ["invalid UTF-8", request(new Uint8Array([0x0a, 0x02, 0xc3, 0x28]))],
+      ["a __proto__ attribute", request(e({ attributes: JSON.parse('{"__proto__": "v"}') as Record<string, string> }))],
+      ["the time twice", request(new Uint8Array([...e({ time: create(TimestampSchema, { seconds: 1n }) }), ...toBinary(EventSchema, create(EventSchema, { time: create(TimestampSchema, { nanos: 5 }) }))]))],
+      ["a wrong wire type", request(new Uint8Array([0x08, 0x01]))],
+    ];
+    for (const [name, bytes] of cases) {
+      expect(tryDecodePublishRequest(bytes), name).toBeUndefined();
+      expect(decoded(PublishRequestSchema, bytes), name).toStrictEqual(reference(PublishRequestSchema, bytes));
+    }
+  });
+
+  it("honour fromBinary's recursion limit in a deeply nested Struct", () => {
+    for (const depth of [90, 95, 96, 97, 98, 99]) {
+      let json: JsonObject = {};
+      for (let i = 0; i < depth; i++) json = { n: json };
+      const bytes = toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: { payload: { case: "data", value: json } } }));
+      expect(decoded(PublishRequestSchema, bytes)).toStrictEqual(reference(PublishRequestSchema, bytes));
+      const batched = toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries: [{ event: { payload: { case: "data", value: json } } }] }));
+      expect(decoded(PublishBatchRequestSchema, batched)).toStrictEqual(reference(PublishBatchRequestSchema, batched));
+    }
+  });
+
+  it("know every field of the messages they decode (a new field in the protos fails this until they learn it)", () => {
+    for (const schema of [PublishBatchRequestSchema, PublishRequestSchema, EventSchema, TimestampSchema, AnySchema]) {
+      expect(decodedFields[schema.typeName], schema.typeName).toEqual(schema.fields.map((f) => f.number).sort((a, b) => a - b));
+    }
+  });
+});
