@@ -32,6 +32,7 @@ import { DeliveryRouter } from "./webhooks/delivery-router.js";
 import { createAddressPolicy } from "./webhooks/http/address-policy.js";
 import { createGuardedAgent } from "./webhooks/http/guarded-agent.js";
 import { publishRequestDecoders } from "./rpc/publish-request-decoding.js";
+import { publishResponseEncoders } from "./rpc/publish-response-encoding.js";
 import { createSystemEvents, systemPublisher } from "./webhooks/system-events.js";
 import { createContextValues } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
@@ -205,6 +206,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     maxJsonBodyBytes: config.maxRequestBytes,
     requiredFields: requiredRequestFields,
     requestDecoders: publishRequestDecoders,
+    responseEncoders: publishResponseEncoders,
     logger,
   });
   const health = healthRoutes({ db: database.db as Kysely<unknown>, logger });

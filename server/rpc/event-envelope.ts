@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import { create, type JsonObject, type Message, toBinary, toJson } from "@bufbuild/protobuf";
+import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
 import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
 import { PayloadFormat, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import type { EventCatalog } from "../catalog/catalog.js";
+import { binaryPayloadPasses } from "../catalog/binary-payload-check.js";
 import { type FieldViolation, parseBinaryPayload, parseJsonPayload } from "../catalog/payload-validation.js";
 import type { NewEvent } from "../event-log/append-queue.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
@@ -87,7 +88,7 @@ export function prepareEvent(
     violations.push({ field: keyPath, description: nulRefused });
   }
 
-  let message: Message | undefined;
+  let payloadAccepted = false;
   let payload: Uint8Array | undefined;
   const payloadCase = event.payload.case;
   if (payloadCase === undefined) {
@@ -97,15 +98,20 @@ export function prepareEvent(
       const parsed = parseJsonPayload(entry.message, event.payload.value, `${path}.data`, catalog.registry);
       violations.push(...parsed.violations);
       if (parsed.message) payload = toBinary(entry.message, parsed.message);
-      message = parsed.message;
+      payloadAccepted = parsed.message !== undefined;
     } else {
       const any = event.payload.value;
       if (any.typeUrl !== entry.typeUrl) {
         v.add("proto_data.type_url", `is "${any.typeUrl}" but type "${entry.name}" takes ${entry.typeUrl}`);
       } else {
-        const parsed = parseBinaryPayload(entry.message, any.value, `${path}.proto_data`);
-        violations.push(...parsed.violations);
-        message = parsed.message;
+        // Most payloads pass: the wire format is walked without decoding it, and only a payload
+        // that does not plainly pass is decoded, for its exact violations (if any).
+        if (binaryPayloadPasses(entry.message, any.value)) payloadAccepted = true;
+        else {
+          const parsed = parseBinaryPayload(entry.message, any.value, `${path}.proto_data`);
+          violations.push(...parsed.violations);
+          payloadAccepted = parsed.message !== undefined;
+        }
         payload = any.value;
       }
     }
@@ -115,7 +121,7 @@ export function prepareEvent(
     v.add(payloadCase === "data" ? "data" : "proto_data", `payload is ${payload.length} bytes encoded, more than the limit of ${maxPayloadBytes}`);
     return { ok: false, violations, tooLarge: true };
   }
-  if (violations.length > 0 || !entry || !message || !payload) return { ok: false, violations, tooLarge: false };
+  if (violations.length > 0 || !entry || !payloadAccepted || !payload) return { ok: false, violations, tooLarge: false };
 
   const idChosenByPublisher = event.id !== "";
   return {

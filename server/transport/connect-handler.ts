@@ -33,6 +33,8 @@ export interface ConnectHandlerOptions extends ConnectRouterOptions {
   gate?: AccessGate;
   /** Quicker decoders for some request types (binary-fast-path.ts). */
   requestDecoders?: BinaryFastPathOptions["requestDecoders"];
+  /** Quicker encoders for some response types (binary-fast-path.ts). */
+  responseEncoders?: BinaryFastPathOptions["responseEncoders"];
   logger: Logger;
 }
 
@@ -56,6 +58,7 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
     writeMaxBytes: options.writeMaxBytes ?? 0xffffffff,
     contextValues: options.contextValues,
     requestDecoders: options.requestDecoders,
+    responseEncoders: options.responseEncoders,
   });
 
   return async (req: NodeRequest, res: NodeResponse): Promise<void> => {
