@@ -46,6 +46,14 @@ describe("publishing and reading back", () => {
     expect(res.body).toMatchObject({ id: "alma-evt-42", time: "2026-01-28T12:00:00Z" });
   });
 
+  it("refuses a lone surrogate in JSON text (not UTF-8) with invalid_argument", async () => {
+    for (const event of [{ ...memoryCreated("m-3"), subject: "s\ud800" }, { ...memoryCreated("m-3"), attributes: { agent: "a\udc00b" } }]) {
+      const res = await callJson(t.url, "Publish", { event });
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body.code).toBe("invalid_argument");
+    }
+  });
+
   it("publishes a typed payload packed in Any and serves it back in either form", async () => {
     const client = t.client();
     const payload = packPayload(RiskAlertSchema, { alertId: "a-1", riskType: "security", severity: "critical", title: "Leaked key", riskScore: 0.9 });
