@@ -62,6 +62,25 @@ describe("the NUL character", () => {
     expect(res.body.message).toBe(`${field}: must not contain the NUL character (U+0000)`);
   });
 
+  // Binary publishes take a hand-written decoder that tells the check when a request holds no
+  // NUL (publish-request-decoding.ts): one that does must still be refused, field named.
+  it.each([
+    ["source", { source: `a${nul}` }, "event.source"],
+    ["id", { id: `e${nul}` }, "event.id"],
+    ["an attribute key", { attributes: { [`k${nul}`]: "v" } }, 'event.attributes["k\\u0000"]'],
+    ["proto_data.type_url", { payload: { case: "protoData", value: { typeUrl: `x${nul}`, value: new Uint8Array() } } }, "event.proto_data.type_url"],
+  ] as const)("in a binary Publish and PublishBatch (%s) it is refused naming the field", async (_what, extra, field) => {
+    for (const transport of ["grpc", "connect"] as const) {
+      const client = t.client(transport);
+      const event = { type: "memory.created", source: "nul/test", payload: { case: "data" as const, value: { memory_id: "m" } }, ...extra };
+      await expect(client.publish({ event }), transport).rejects.toMatchObject({ code: 3, rawMessage: expect.stringContaining(`${field}: must not contain`) });
+      await expect(client.publishBatch({ entries: [{ event: { ...event, source: "nul/ok", id: "", attributes: {} } }, { event }] }), transport).rejects.toMatchObject({
+        code: 3,
+        rawMessage: expect.stringContaining(`entries[1].${field}: must not contain`),
+      });
+    }
+  });
+
   it("in a Subscribe request (a stream) it ends the stream with invalid_argument naming the field", async () => {
     const stream = t.client("grpc").subscribe({ patterns: [`memory.${nul}`] });
     const err = await (async () => {

@@ -4,6 +4,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { EventSchema } from "../gen/tidings/v1/event_pb.js";
 import { PublishBatchRequestSchema, PublishRequestSchema } from "../gen/tidings/v1/event_service_pb.js";
+import { foundFreeOfNul } from "../server/rpc/nul-refusal.js";
 import { decodedFields, publishRequestDecoders, tryDecodePublishBatchRequest, tryDecodePublishRequest } from "../server/rpc/publish-request-decoding.js";
 
 const text = fc.string({ unit: "binary", maxLength: 12 });
@@ -108,6 +109,32 @@ describe("the publish request decoders", () => {
       expect(decoded(PublishRequestSchema, bytes)).toStrictEqual(reference(PublishRequestSchema, bytes));
       const batched = toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries: [{ event: { payload: { case: "data", value: json } } }] }));
       expect(decoded(PublishBatchRequestSchema, batched)).toStrictEqual(reference(PublishBatchRequestSchema, batched));
+    }
+  });
+
+  it("mark a request free of NUL only when none of its text fields holds one (the NUL check then skips it)", () => {
+    const clean = { id: "i", source: "s", type: "t", subject: "u", datacontenttype: "d", attributes: { k: "v" }, payload: { case: "protoData" as const, value: create(AnySchema, { typeUrl: "x", value: new Uint8Array([0, 0]) }) } };
+    const withNul: Array<[string, NonNullable<Parameters<typeof create<typeof PublishRequestSchema>>[1]>]> = [
+      ["id", { event: { ...clean, id: "a\0" } }],
+      ["source", { event: { ...clean, source: "\0" } }],
+      ["type", { event: { ...clean, type: "t\0" } }],
+      ["subject", { event: { ...clean, subject: "\0u" } }],
+      ["datacontenttype", { event: { ...clean, datacontenttype: "d\0" } }],
+      ["an attribute key", { event: { ...clean, attributes: { "k\0": "v" } } }],
+      ["an attribute value", { event: { ...clean, attributes: { k: "\0" } } }],
+      ["proto_data.type_url", { event: { ...clean, payload: { case: "protoData", value: create(AnySchema, { typeUrl: "x\0", value: new Uint8Array() }) } } }],
+      ["idempotency_key", { event: clean, idempotencyKey: "k\0" }],
+    ];
+    const cleanBytes = toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: clean, idempotencyKey: "k" }));
+    expect(foundFreeOfNul.has(tryDecodePublishRequest(cleanBytes)!)).toBe(true);
+    // A NUL in a JSON payload is spared by the check, and the decoder leaves the Struct's text alone.
+    const structBytes = toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: { ...clean, payload: { case: "data", value: { a: "\0" } } } }));
+    expect(foundFreeOfNul.has(tryDecodePublishRequest(structBytes)!)).toBe(true);
+    for (const [where, init] of withNul) {
+      const bytes = toBinary(PublishRequestSchema, create(PublishRequestSchema, init));
+      expect(foundFreeOfNul.has(tryDecodePublishRequest(bytes)!), where).toBe(false);
+      const batch = toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries: [{ event: clean }, init] }));
+      expect(foundFreeOfNul.has(tryDecodePublishBatchRequest(batch)!), where).toBe(false);
     }
   });
 

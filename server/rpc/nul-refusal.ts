@@ -13,6 +13,13 @@ import { fieldError } from "./errors.js";
  * still has a check of its own: an incoming webhook's event (prepareEvent), and a filter given
  * to compileFilter.
  */
+/**
+ * Requests a decoder already found free of U+0000 in every text field this check would visit
+ * (publish-request-decoding.ts looks at each string's bytes as it decodes them): walking the
+ * message again was about 4% of the server's CPU in PublishBatch.
+ */
+export const foundFreeOfNul = new WeakSet<object>();
+
 export function nulRefusingInterceptor(): Interceptor {
   const plans = new Map<DescMessage, TextPlan>();
   const planOf = (desc: DescMessage) => {
@@ -27,7 +34,7 @@ export function nulRefusingInterceptor(): Interceptor {
     const plan = planOf(req.method.input);
     if (plan.fields.length === 0) return next(req);
     if (!req.stream) {
-      refuseNul(req.message, plan);
+      if (!foundFreeOfNul.has(req.message)) refuseNul(req.message, plan);
       return next(req);
     }
     const messages = req.message;

@@ -4,6 +4,7 @@ import { StructSchema } from "@bufbuild/protobuf/wkt";
 import type { Any, Struct, Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../../gen/tidings/v1/event_pb.js";
 import { type PublishBatchRequest, PublishBatchRequestSchema, type PublishRequest, PublishRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
+import { foundFreeOfNul } from "./nul-refusal.js";
 
 /**
  * Decoders for the two publish requests, written out for their few fields instead of
@@ -44,9 +45,13 @@ export const decodedFields: Readonly<Record<string, readonly number[]>> = {
 /** Thrown inside a decoder for input it leaves to fromBinary (one object: no stack trace to capture). */
 const unexpected = new Error("left to fromBinary");
 
-function attempt<T>(bytes: Uint8Array, read: (r: Reader) => T): T | undefined {
+function attempt<T extends object>(bytes: Uint8Array, read: (r: Reader) => T): T | undefined {
   try {
-    return read(new Reader(bytes));
+    const r = new Reader(bytes);
+    const message = read(r);
+    // Every text field the NUL check visits went through Reader.string(): it need not look again.
+    if (!r.sawNul) foundFreeOfNul.add(message);
+    return message;
   } catch {
     // Something unexpected, or a Struct fromBinary refused: fromBinary of the whole request
     // then throws its own error for it, word for word.
@@ -61,6 +66,8 @@ const WIRE_LEN = 2;
 
 class Reader {
   pos = 0;
+  /** A string held U+0000 (a 0 byte: UTF-8 uses it for nothing else). */
+  sawNul = false;
   readonly buf: Buffer;
 
   constructor(bytes: Uint8Array) {
@@ -114,13 +121,15 @@ class Reader {
     const end = this.end();
     const start = this.pos;
     this.pos = end;
-    // ASCII, the common case, needs no check; anything else must be valid UTF-8, as fromBinary requires.
+    // ASCII, the common case, needs no check; anything else must be valid UTF-8, as fromBinary
+    // requires. The same pass notes a NUL (see foundFreeOfNul).
+    let ascii = true;
     for (let i = start; i < end; i++) {
-      if (this.buf[i]! >= 0x80) {
-        if (!isUtf8(this.buf.subarray(start, end))) throw unexpected;
-        break;
-      }
+      const b = this.buf[i]!;
+      if (b === 0) this.sawNul = true;
+      else if (b >= 0x80) ascii = false;
     }
+    if (!ascii && !isUtf8(this.buf.subarray(start, end))) throw unexpected;
     return this.buf.toString("utf8", start, end);
   }
 
