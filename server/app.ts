@@ -51,7 +51,7 @@ export interface RunningServer {
   /** Subscribe streams open now, and how often a slow one was moved back to reading the log. */
   streamStats(): Readonly<StreamStats>;
   /** Publish transactions committed by this node, the events they held, and how many were one statement. */
-  commitStats(): Readonly<{ commits: number; events: number; oneStatementCommits: number }>;
+  commitStats(): Readonly<{ commits: number; events: number; oneStatementCommits: number; pipelinedCommits: number }>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
 }
@@ -105,7 +105,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     counters.eventsPublished += events.length;
     tail.offerCommitted(events);
     dispatcher.eventsArrived(events);
-  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
+  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres", pipelinedAppends: database.kind === "postgres" });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const publishSystemEvent = systemPublisher(catalog, appendQueue, logger);
   const systemEvents = createSystemEvents(publishSystemEvent);

@@ -78,6 +78,19 @@ export interface AppendQueueOptions {
    * round trip instead of six). PostgreSQL only: PGlite has no round trips to save.
    */
   oneStatementAppends?: boolean;
+  /**
+   * Send a single-statement group while the one before it is still being written (see
+   * AppendQueue#pipelines). Needs oneStatementAppends and a pool of at least two connections.
+   */
+  pipelinedAppends?: boolean;
+}
+
+/** Groups being written at once: the one holding the head row, and the next one waiting for it. */
+const maxGroupsWriting = 2;
+
+/** A unit with neither idempotency keys nor publisher-chosen ids: nothing in it can conflict, so it needs no reads. */
+function isPlain(unit: Unit): boolean {
+  return unit.events.every((e) => e.idempotencyKey === undefined && !e.idChosenByPublisher);
 }
 
 /**
@@ -89,13 +102,22 @@ export interface AppendQueueOptions {
  * Sequence numbers come from the single `tidings_log_head` row, locked for the length of the
  * transaction: transactions of all nodes commit in sequence order, so a reader of
  * `sequence > cursor` never misses an event that commits later with a smaller sequence.
+ *
+ * On PostgreSQL the next group may be sent while one is being written (#pipelines): it waits
+ * for the head row inside PostgreSQL, as another node's would. At 1,000 publishes a second
+ * that took publish-to-subscriber p50 from 2.4–4.2 ms to 1.4–1.8 ms.
  */
 export class AppendQueue {
-  /** Transactions committed and events they wrote: events/commits is the group-commit factor. */
-  readonly stats = { commits: 0, events: 0, oneStatementCommits: 0 };
+  /**
+   * Transactions committed and events they wrote (events/commits is the group-commit factor),
+   * those written as one statement, and groups sent while the one before was being written.
+   */
+  readonly stats = { commits: 0, events: 0, oneStatementCommits: 0, pipelinedCommits: 0 };
   #queue: Unit[] = [];
   #flushing: Promise<void> | undefined;
   #commitInFlight: Promise<unknown> | undefined;
+  /** Set while the drain waits with a group in flight: an append wakes it to send beside it. */
+  #arrived: (() => void) | undefined;
   #closed = false;
 
   constructor(
@@ -108,6 +130,7 @@ export class AppendQueue {
     if (this.#closed) return Promise.reject(new AppendQueueClosedError());
     return new Promise((resolve, reject) => {
       this.#queue.push({ events, resolve, reject });
+      this.#arrived?.();
       this.#schedule();
     });
   }
@@ -125,7 +148,7 @@ export class AppendQueue {
       });
   }
 
-  /** The group commit under way, if any: settles (never rejects) once its outcome is known and reported. */
+  /** The latest group commit under way, if any: settles (never rejects) once its outcome, and every earlier group's, is known and reported. */
   get commitInFlight(): Promise<unknown> | undefined {
     return this.#commitInFlight;
   }
@@ -137,38 +160,90 @@ export class AppendQueue {
   }
 
   async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const group = this.#takeGroup();
-      let settled!: () => void;
-      this.#commitInFlight = new Promise<void>((r) => (settled = r));
-      try {
-        const { outcomes, written, oneStatement } = this.#fitsOneStatement(group)
-          ? await this.#commitOneStatement(group)
-          : await this.db.transaction().execute((trx) => this.#commit(trx, group));
-        if (written.length > 0) {
-          // Only now is it committed: readers woken from here see the rows.
-          this.stats.commits++;
-          if (oneStatement) this.stats.oneStatementCommits++;
-          this.stats.events += written.length;
-          this.options.onCommitted(written[written.length - 1]!.sequence, written);
+    // Groups written but not yet reported, oldest first: at most two, and two only when the
+    // second is a single statement sent beside the first (see #pipelines).
+    const writing: Array<Promise<void>> = [];
+    while (this.#queue.length > 0 || writing.length > 0) {
+      if (writing.length > 0) {
+        const beside = this.#pipelines() && writing.length < maxGroupsWriting;
+        if (beside && this.#queue.length === 0) {
+          // Wait for the oldest group, or for an append that can be sent beside it.
+          const arrived = await Promise.race([writing[0]!.then(() => false), new Promise<boolean>((r) => (this.#arrived = () => r(true)))]);
+          this.#arrived = undefined;
+          if (!arrived) writing.shift();
+          // As in #schedule: publishes read from other sockets in this turn join the group.
+          else await new Promise<void>((r) => setImmediate(r));
+          continue;
         }
-        outcomes.forEach((o, i) => (o instanceof Error ? group[i]!.reject(o) : group[i]!.resolve(o)));
-      } catch (err) {
-        this.options.logger.warn("group commit failed", { err, units: group.length });
-        group.forEach((u) => u.reject(err));
-      } finally {
-        this.#commitInFlight = undefined;
-        settled();
+        if (!beside || !isPlain(this.#queue[0]!)) {
+          // Otherwise a group is taken once the one before it is done, with all that came meanwhile.
+          await writing.shift();
+          continue;
+        }
       }
+      const group = this.#takeGroup(writing.length > 0);
+      const write = this.#fitsOneStatement(group) ? this.#commitOneStatement(group) : this.db.transaction().execute((trx) => this.#commit(trx, group));
+      if (writing.length > 0) this.stats.pipelinedCommits++;
+      writing.push(this.#report(group, write, writing[writing.length - 1]));
     }
   }
 
-  #takeGroup(): Unit[] {
+  /**
+   * Reports a group's outcome once the group before it has been reported, so commits reach
+   * onCommitted and publishers in sequence order. The answers come in that order anyway (the
+   * later statement cannot commit before the earlier one lets go of the head row); the chain
+   * keeps the order from depending on the order this process reads its sockets in.
+   */
+  async #report(group: Unit[], write: Promise<GroupWrite>, before: Promise<void> | undefined): Promise<void> {
+    let settled!: () => void;
+    const reported = new Promise<void>((r) => (settled = r));
+    this.#commitInFlight = reported;
+    let outcome: { ok: true; value: GroupWrite } | { ok: false; err: unknown };
+    try {
+      outcome = { ok: true, value: await write };
+    } catch (err) {
+      outcome = { ok: false, err };
+    }
+    await before;
+    try {
+      if (!outcome.ok) throw outcome.err;
+      const { outcomes, written, oneStatement } = outcome.value;
+      if (written.length > 0) {
+        // Only now is it committed: readers woken from here see the rows.
+        this.stats.commits++;
+        if (oneStatement) this.stats.oneStatementCommits++;
+        this.stats.events += written.length;
+        this.options.onCommitted(written[written.length - 1]!.sequence, written);
+      }
+      outcomes.forEach((o, i) => (o instanceof Error ? group[i]!.reject(o) : group[i]!.resolve(o)));
+    } catch (err) {
+      this.options.logger.warn("group commit failed", { err, units: group.length });
+      group.forEach((u) => u.reject(err));
+    } finally {
+      if (this.#commitInFlight === reported) this.#commitInFlight = undefined;
+      settled();
+    }
+  }
+
+  /**
+   * Whether a single-statement group may be sent while the one before it is still being
+   * written. It then waits in PostgreSQL for the head row, which the earlier statement holds
+   * until it commits, and starts the moment it is released: PostgreSQL need not wait for this
+   * process to take in one answer and send the next statement. READ COMMITTED re-reads the
+   * head row after the wait, so sequences still follow commit order.
+   */
+  #pipelines(): boolean {
+    return this.options.pipelinedAppends === true && this.options.oneStatementAppends === true && !this.options.beforeCommit;
+  }
+
+  /** The queue's first units, up to maxEventsPerCommit events; only plain ones (isPlain) if `plainOnly`. */
+  #takeGroup(plainOnly: boolean): Unit[] {
     const group: Unit[] = [];
     let events = 0;
     while (this.#queue.length > 0) {
       const next = this.#queue[0]!;
       if (group.length > 0 && events + next.events.length > this.options.maxEventsPerCommit) break;
+      if (plainOnly && !isPlain(next)) break;
       group.push(this.#queue.shift()!);
       events += next.events.length;
     }
@@ -228,7 +303,7 @@ export class AppendQueue {
 
   #fitsOneStatement(group: readonly Unit[]): boolean {
     if (!this.options.oneStatementAppends || this.options.beforeCommit) return false;
-    return group.every((u) => u.events.every((e) => e.idempotencyKey === undefined && !e.idChosenByPublisher));
+    return group.every(isPlain);
   }
 
   /**
