@@ -96,6 +96,39 @@ describe("subscribe", () => {
     expect(sub.events).toHaveLength(0);
   });
 
+  it("sends a heartbeat once a heartbeat interval passes without an event, and not while events flow", async () => {
+    const run = `hb-gap-${Date.now()}`;
+    const abort = new AbortController();
+    const seen: Array<{ kind: string | undefined; at: number }> = [];
+    const reading = (async () => {
+      try {
+        for await (const res of t.client().subscribe({ attributes: { run }, heartbeatInterval: create(DurationSchema, { seconds: 1n }) }, { signal: abort.signal })) {
+          seen.push({ kind: res.message.case, at: Date.now() });
+        }
+      } catch (err) {
+        if (!abort.signal.aborted) throw err;
+      }
+    })();
+    try {
+      await eventually(() => (seen.length > 0 ? true : undefined), 5000, "the first heartbeat");
+      // An event every 300 ms for 2.4 s: never a second without one.
+      for (let i = 0; i < 8; i++) {
+        expect((await callJson(t.url, "Publish", { event: { ...memoryCreated(`${run}-${i}`), attributes: { run } } })).status).toBe(200);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      await eventually(() => (seen.filter((s) => s.kind === "event").length === 8 ? true : undefined), 5000, "the 8 events");
+      const lastEvent = seen.filter((s) => s.kind === "event").at(-1)!.at;
+      const firstEvent = seen.find((s) => s.kind === "event")!.at;
+      const after = await eventually(() => seen.find((s) => s.kind === "heartbeat" && s.at > lastEvent), 5000, "a heartbeat after the events");
+      expect(seen.filter((s) => s.kind === "heartbeat" && s.at >= firstEvent && s.at <= lastEvent)).toEqual([]);
+      // A second after the last event, not a second after the heartbeat before the events.
+      expect(after.at - lastEvent).toBeGreaterThanOrEqual(900);
+    } finally {
+      abort.abort();
+      await reading;
+    }
+  });
+
   it("a subscriber that stops reading never slows publishers or other subscribers, and still gets everything in order", async () => {
     const run = `slow-${Date.now()}`;
     // The slow one reads its first message, then stops reading while ~10 MB of events go by:

@@ -35,7 +35,7 @@ export interface SubscriptionOptions {
  */
 export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
   let cursor = o.cursor;
-  const queue = new LiveQueue(o.bufferEvents);
+  const queue = new LiveQueue(o.bufferEvents, o.signal);
   let attached = false;
   let lastSent = Date.now();
   const beat = (): SubscriptionItem => {
@@ -76,7 +76,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
         attached = true;
         caughtUp();
       }
-      const next = await queue.next(Math.max(0, o.heartbeatMs - (Date.now() - lastSent)), o.signal);
+      const next = await queue.next(lastSent + o.heartbeatMs);
       if (next === "timeout") {
         yield beat();
       } else if (next === "closed" || next === "aborted") {
@@ -102,19 +102,34 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
     }
   } finally {
     o.tail.detach(queue);
+    queue.dispose();
     caughtUp();
   }
 }
 
-/** The bounded queue between the tail and one subscriber. */
+/**
+ * The bounded queue between the tail and one subscriber. A live subscriber waits here for every
+ * batch, so waiting is cheap: one abort listener for the queue's life, and one heartbeat timer
+ * that is re-armed only when it fires early, not a timer and a listener per wait (with 100
+ * subscribers at 1,000 events/s that was 100,000 of each a second).
+ */
 class LiveQueue implements TailListener {
   #batches: TailBatch[] = [];
   #queued = 0;
   #overflowed = false;
   #closed = false;
   #wake: (() => void) | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When #timer fires (ms since the epoch). */
+  #timerDue = 0;
+  readonly #onAbort = () => this.#wake?.();
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly signal: AbortSignal,
+  ) {
+    signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
 
   reset(): void {
     this.#batches = [];
@@ -139,29 +154,37 @@ class LiveQueue implements TailListener {
     this.#wake?.();
   }
 
-  async next(timeoutMs: number, signal: AbortSignal): Promise<TailBatch | "timeout" | "overflow" | "closed" | "aborted"> {
+  /** Stops the timer and the abort listener: the subscription is over. */
+  dispose(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.signal.removeEventListener("abort", this.#onAbort);
+  }
+
+  /** The next batch, or why there is none; "timeout" once `deadline` (ms since the epoch) has passed. */
+  async next(deadline: number): Promise<TailBatch | "timeout" | "overflow" | "closed" | "aborted"> {
     for (;;) {
       if (this.#closed) return "closed";
-      if (signal.aborted) return "aborted";
+      if (this.signal.aborted) return "aborted";
       if (this.#overflowed) return "overflow";
       const batch = this.#batches.shift();
       if (batch) {
         this.#queued -= batch.events.length;
         return batch;
       }
-      const woke = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => done(false), timeoutMs);
-        const onAbort = () => done(true);
-        const done = (value: boolean) => {
-          clearTimeout(timer);
-          signal.removeEventListener("abort", onAbort);
-          this.#wake = undefined;
-          resolve(value);
-        };
-        this.#wake = () => done(true);
-        signal.addEventListener("abort", onAbort, { once: true });
-      });
-      if (!woke) return "timeout";
+      const now = Date.now();
+      if (now >= deadline) return "timeout";
+      // A timer due no later than the deadline wakes us in time (early, at worst: we look again).
+      if (this.#timer === undefined || this.#timerDue > deadline) {
+        clearTimeout(this.#timer);
+        this.#timerDue = deadline;
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          this.#wake?.();
+        }, deadline - now);
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
     }
   }
 }
