@@ -153,6 +153,16 @@ describe("checking a binary payload without decoding it", async () => {
     const text = file.message.fields.find((f) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING)!;
     expect(binaryPayloadPasses(file.message, new Uint8Array([...good, (text.number << 3) | 2, 2, 0xc3, 0x28]))).toBe(false);
   });
+
+  it("leaves text starting with U+FEFF to the decoder, which drops that character", () => {
+    // A required text field holding only U+FEFF decodes as empty: the rule is not met.
+    const entry = types.find((t) => t.message.fields.some((f) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && fieldRules(f)?.required))!;
+    const field = entry.message.fields.find((f) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && fieldRules(f)?.required)!;
+    const good = toBinary(entry.message, randomUntil(entry.message, (bytes) => parseBinaryPayload(entry.message, bytes, "p").violations.length === 0));
+    const bomOnly = new Uint8Array([...good, (field.number << 3) | 2, 3, 0xef, 0xbb, 0xbf]); // the last value wins
+    expect(parseBinaryPayload(entry.message, bomOnly, "p").violations.map((v) => v.field)).toContain(`p.${field.name}`);
+    expect(binaryPayloadPasses(entry.message, bomOnly)).toBe(false);
+  });
 });
 
 function randomUntil(desc: DescMessage, ok: (bytes: Uint8Array) => boolean) {

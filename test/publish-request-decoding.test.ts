@@ -7,7 +7,9 @@ import { PublishBatchRequestSchema, PublishRequestSchema } from "../gen/tidings/
 import { foundFreeOfNul } from "../server/rpc/nul-refusal.js";
 import { decodedFields, publishRequestDecoders, tryDecodePublishBatchRequest, tryDecodePublishRequest } from "../server/rpc/publish-request-decoding.js";
 
-const text = fc.string({ unit: "binary", maxLength: 12 });
+// Text that fromBinary returns as encoded: it drops a leading U+FEFF, which the decoders leave to
+// it (a case of its own below).
+const text = fc.string({ unit: "binary", maxLength: 12 }).filter((t) => !t.startsWith("\uFEFF"));
 const event = fc.record({
   id: text,
   source: text,
@@ -94,6 +96,9 @@ describe("the publish request decoders", () => {
       ["a __proto__ attribute", request(e({ attributes: JSON.parse('{"__proto__": "v"}') as Record<string, string> }))],
       ["the time twice", request(new Uint8Array([...e({ time: create(TimestampSchema, { seconds: 1n }) }), ...toBinary(EventSchema, create(EventSchema, { time: create(TimestampSchema, { nanos: 5 }) }))]))],
       ["a wrong wire type", request(new Uint8Array([0x08, 0x01]))],
+      ["an attribute key that is U+FEFF (fromBinary drops it)", request(e({ attributes: { "\uFEFF": "v" } }))],
+      ["an id starting with U+FEFF", request(e({ id: "\uFEFFx" }))],
+      ["a type_url starting with U+FEFF", request(e({ payload: { case: "protoData", value: create(AnySchema, { typeUrl: "\uFEFFt", value: new Uint8Array([1]) }) } }))],
     ];
     for (const [name, bytes] of cases) {
       expect(tryDecodePublishRequest(bytes), name).toBeUndefined();

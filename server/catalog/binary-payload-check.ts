@@ -2,6 +2,7 @@ import { isUtf8 } from "node:buffer";
 import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { fieldRules } from "./catalog.js";
+import { startsWithBom } from "./protobuf-text.js";
 
 /**
  * Whether parseBinaryPayload would accept a payload with no violation, found by walking its wire
@@ -330,7 +331,8 @@ function readValue(p: FieldPlan, buf: Buffer, pos: number, end: number, s: Seen 
             break;
           }
         }
-        if (!ascii && !isUtf8(buf.subarray(from, to))) return -1;
+        // A leading U+FEFF is dropped when decoded (fromBinary's TextDecoder): what the rules see differs.
+        if (!ascii && (!isUtf8(buf.subarray(from, to)) || startsWithBom(buf, from, to))) return -1;
         if (s) {
           s.count++;
           s.nonZero = to > from;

@@ -4,6 +4,7 @@ import { StructSchema } from "@bufbuild/protobuf/wkt";
 import type { Any, Struct, Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../../gen/tidings/v1/event_pb.js";
 import { type PublishBatchRequest, PublishBatchRequestSchema, type PublishRequest, PublishRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
+import { startsWithBom } from "../catalog/protobuf-text.js";
 import { foundFreeOfNul } from "./nul-refusal.js";
 
 /**
@@ -129,7 +130,7 @@ class Reader {
       if (b === 0) this.sawNul = true;
       else if (b >= 0x80) ascii = false;
     }
-    if (!ascii && !isUtf8(this.buf.subarray(start, end))) throw unexpected;
+    if (!ascii && (!isUtf8(this.buf.subarray(start, end)) || startsWithBom(this.buf, start, end))) throw unexpected;
     return this.buf.toString("utf8", start, end);
   }
 
