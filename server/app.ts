@@ -50,7 +50,7 @@ export interface RunningServer {
   databaseKind: "postgres" | "pglite";
   /** Subscribe streams open now, and how often a slow one was moved back to reading the log. */
   streamStats(): Readonly<StreamStats>;
-  /** Publish transactions committed by this node, the events they held, and how many were one statement. */
+  /** Publish transactions committed by this node, the events they held, how many were one statement, and how many were sent while another was being written. */
   commitStats(): Readonly<{ commits: number; events: number; oneStatementCommits: number; pipelinedCommits: number }>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
