@@ -16,7 +16,8 @@ const event = fc.record({
   type: text,
   subject: text,
   datacontenttype: text,
-  attributes: fc.dictionary(text, text, { maxKeys: 4 }),
+  // fast-check likes to try "__proto__" as a key; the decoders leave that to fromBinary (a case below).
+  attributes: fc.dictionary(text.filter((k) => k !== "__proto__"), text, { maxKeys: 4 }),
   sequence: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
   time: fc.option(fc.record({ seconds: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), nanos: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }), { nil: undefined }),
   payload: fc.oneof(
