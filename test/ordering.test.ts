@@ -121,7 +121,7 @@ describe.each(variants)("ordering invariant ($name)", ({ hook }) => {
     if (hook) expect(oneStatement + pipelined).toBe(0);
     else {
       expect(oneStatement).toBeGreaterThan(0);
-      // Statements were sent while the one before them held the head row (AppendQueue#pipelines).
+      // Statements were sent while the one before them held the head row (AppendQueue#oneStatements).
       expect(pipelined).toBeGreaterThan(0);
     }
   });

@@ -5,7 +5,7 @@ import { callJson, memoryCreated, startTestServer, type TestServer } from "./hel
 
 /**
  * On PostgreSQL a node sends its next single-statement append while the one before it still
- * holds the head row (AppendQueue#pipelines); test/ordering.test.ts checks the order readers see.
+ * holds the head row (AppendQueue#oneStatements); test/ordering.test.ts checks the order readers see.
  * Here the first statement fails after taking the head row: the one waiting beside it must
  * neither fail with it nor leave a gap in the sequence.
  */

@@ -75,14 +75,11 @@ export interface AppendQueueOptions {
   beforeCommit?: () => Promise<void>;
   /**
    * Write groups with neither idempotency keys nor publisher-chosen ids as one statement (one
-   * round trip instead of six). PostgreSQL only: PGlite has no round trips to save.
+   * round trip instead of six), each sent while the one before it is still being written (see
+   * AppendQueue#oneStatements). PostgreSQL only: PGlite has no round trips to save, and one
+   * connection.
    */
   oneStatementAppends?: boolean;
-  /**
-   * Send a single-statement group while the one before it is still being written (see
-   * AppendQueue#pipelines). Needs oneStatementAppends and a pool of at least two connections.
-   */
-  pipelinedAppends?: boolean;
 }
 
 /** Groups being written at once: the one holding the head row, and the next one waiting for it. */
@@ -103,7 +100,7 @@ function isPlain(unit: Unit): boolean {
  * transaction: transactions of all nodes commit in sequence order, so a reader of
  * `sequence > cursor` never misses an event that commits later with a smaller sequence.
  *
- * On PostgreSQL the next group may be sent while one is being written (#pipelines): it waits
+ * On PostgreSQL the next group may be sent while one is being written (#oneStatements): it waits
  * for the head row inside PostgreSQL, as another node's would. At 1,000 publishes a second
  * that took publish-to-subscriber p50 from 2.4–4.2 ms to 1.4–1.8 ms.
  */
@@ -161,11 +158,11 @@ export class AppendQueue {
 
   async #drain(): Promise<void> {
     // Groups written but not yet reported, oldest first: at most two, and two only when the
-    // second is a single statement sent beside the first (see #pipelines).
+    // second is a single statement sent beside the first (see #oneStatements).
     const writing: Array<Promise<void>> = [];
     while (this.#queue.length > 0 || writing.length > 0) {
       if (writing.length > 0) {
-        const beside = this.#pipelines() && writing.length < maxGroupsWriting;
+        const beside = this.#oneStatements() && writing.length < maxGroupsWriting;
         if (beside && this.#queue.length === 0) {
           // Wait for the oldest group, or for an append that can be sent beside it.
           const arrived = await Promise.race([writing[0]!.then(() => false), new Promise<boolean>((r) => (this.#arrived = () => r(true)))]);
@@ -226,14 +223,15 @@ export class AppendQueue {
   }
 
   /**
-   * Whether a single-statement group may be sent while the one before it is still being
-   * written. It then waits in PostgreSQL for the head row, which the earlier statement holds
-   * until it commits, and starts the moment it is released: PostgreSQL need not wait for this
-   * process to take in one answer and send the next statement. READ COMMITTED re-reads the
+   * Whether plain groups are written as one statement (not with the test hook, which needs the
+   * explicit transaction). Such a group may also be sent while the one before it is still being
+   * written: it then waits in PostgreSQL for the head row, which the earlier statement holds
+   * until it commits, and starts the moment it is released, so PostgreSQL need not wait for
+   * this process to take in one answer and send the next statement. READ COMMITTED re-reads the
    * head row after the wait, so sequences still follow commit order.
    */
-  #pipelines(): boolean {
-    return this.options.pipelinedAppends === true && this.options.oneStatementAppends === true && !this.options.beforeCommit;
+  #oneStatements(): boolean {
+    return this.options.oneStatementAppends === true && !this.options.beforeCommit;
   }
 
   /** The queue's first units, up to maxEventsPerCommit events; only plain ones (isPlain) if `plainOnly`. */
@@ -302,8 +300,7 @@ export class AppendQueue {
   }
 
   #fitsOneStatement(group: readonly Unit[]): boolean {
-    if (!this.options.oneStatementAppends || this.options.beforeCommit) return false;
-    return group.every(isPlain);
+    return this.#oneStatements() && group.every(isPlain);
   }
 
   /**
