@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
 import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { WireType } from "@bufbuild/protobuf/wire";
 import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
 import { PayloadFormat, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import type { EventCatalog } from "../catalog/catalog.js";
@@ -11,7 +11,7 @@ import type { NewEvent } from "../event-log/append-queue.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
 import { nulRefused } from "../storage/schema.js";
-import { encodedStructSize, varintSize, writeStruct, writeVarint } from "./struct-encoding.js";
+import { encodeEventWithLength } from "./event-encoding.js";
 
 /** Limits on the envelope; the payload limit is configurable. */
 export const envelopeLimits = {
@@ -201,39 +201,32 @@ function streamMessageAt(stored: StoredEvent, format: PayloadFormat, catalog: Ev
 }
 
 /**
- * The event as field 1 of a SubscribeResponse is written: its length, then its bytes. A JSON
- * payload (a Struct) is written by struct-encoding.ts after the rest of the event, which
- * protobuf-es encodes: fields may come in any order on the wire, and every decoder reads the
- * same message.
+ * The event as field 1 of a SubscribeResponse is written: its length, then its bytes, written
+ * by event-encoding.ts from the stored event (the JSON payload as toApiEvent renders it).
  */
 function encodedEventField(stored: StoredEvent, format: PayloadFormat, catalog: EventCatalog): Uint8Array {
-  const event = toApiEvent(stored, format, catalog);
-  if (event.payload.case !== "data") {
-    const bytes = toBinary(EventSchema, event);
-    return new BinaryWriter().uint32(bytes.byteLength).raw(bytes).finish();
+  const entry = stored.entry;
+  if (format === PayloadFormat.PROTO || !entry) {
+    return encodeEventWithLength(stored, { kind: "proto", typeUrl: entry?.typeUrl ?? unknownTypeUrl(stored.type), value: stored.payload });
   }
-  const data = event.payload.value;
-  const envelope = toBinary(EventSchema, { ...event, payload: { case: undefined } });
-  const sizes: number[] = [];
-  const structBytes = encodedStructSize(data, sizes);
-  const eventBytes = envelope.byteLength + 1 + varintSize(structBytes) + structBytes;
-  const out = Buffer.allocUnsafe(varintSize(eventBytes) + eventBytes);
-  let offset = writeVarint(eventBytes, out, 0);
-  out.set(envelope, offset);
-  offset += envelope.byteLength;
-  out[offset++] = eventDataTag;
-  offset = writeVarint(structBytes, out, offset);
-  writeStruct(data, sizes, out, offset);
-  return out;
+  return encodeEventWithLength(stored, { kind: "json", data: jsonPayload(stored, catalog) });
 }
-
-/** Event.data's wire tag: field 7, length-delimited. */
-const eventDataTag = (EventSchema.field.data.number << 3) | WireType.LengthDelimited;
 
 const subscribeResponseEventField = SubscribeResponseSchema.field.event.number;
 
+const unknownTypeUrl = (type: string) => `type.googleapis.com/unknown.${type}`;
+
+/** The payload as JSON, with proto field names; rendered once per node. */
+function jsonPayload(stored: StoredEvent, catalog: EventCatalog): JsonObject {
+  return stored.renderedWith("json-payload", renderJsonPayload, catalog, undefined);
+}
+
+function renderJsonPayload(stored: StoredEvent, catalog: EventCatalog): JsonObject {
+  return toJson(stored.entry!.message, stored.data(), { registry: catalog.registry, useProtoFieldName: true }) as JsonObject;
+}
+
 function renderApiEvent(stored: StoredEvent, proto: boolean, catalog: EventCatalog): Event {
-  const typeUrl = stored.entry?.typeUrl ?? `type.googleapis.com/unknown.${stored.type}`;
+  const typeUrl = stored.entry?.typeUrl ?? unknownTypeUrl(stored.type);
   return create(EventSchema, {
     id: stored.id,
     source: stored.source,
@@ -245,6 +238,6 @@ function renderApiEvent(stored: StoredEvent, proto: boolean, catalog: EventCatal
     sequence: stored.sequence,
     payload: proto
       ? { case: "protoData", value: create(AnySchema, { typeUrl, value: stored.payload }) }
-      : { case: "data", value: toJson(stored.entry!.message, stored.data(), { registry: catalog.registry, useProtoFieldName: true }) as JsonObject },
+      : { case: "data", value: jsonPayload(stored, catalog) },
   });
 }
