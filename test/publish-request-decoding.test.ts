@@ -88,6 +88,11 @@ describe("the publish request decoders", () => {
     const request = (eventBytes: Uint8Array, tail: number[] = []) => new Uint8Array([0x0a, eventBytes.length, ...eventBytes, ...tail]);
     const data = e({ payload: { case: "data", value: { a: 1 } } });
     const proto = e({ payload: { case: "protoData", value: create(AnySchema, { typeUrl: "t", value: new Uint8Array([1]) }) } });
+    /** An event whose payload is the Struct {"a": <the Value `value`>}. */
+    const structEvent = (value: number[]) => {
+      const entry = [0x0a, 0x01, 0x61, 0x12, value.length, ...value];
+      return new Uint8Array([0x3a, entry.length + 2, 0x0a, entry.length, ...entry]);
+    };
     const cases: Array<[string, Uint8Array]> = [
       ["an unknown field", request(e({ id: "x" }), [0x58, 0x01])],
       ["an unknown field in the event", request(new Uint8Array([...e({ id: "x" }), 0x68, 0x01]))],
@@ -100,6 +105,10 @@ describe("the publish request decoders", () => {
       ["an attribute key that is U+FEFF (fromBinary drops it)", request(e({ attributes: { "\uFEFF": "v" } }))],
       ["an id starting with U+FEFF", request(e({ id: "\uFEFFx" }))],
       ["a type_url starting with U+FEFF", request(e({ payload: { case: "protoData", value: create(AnySchema, { typeUrl: "\uFEFFt", value: new Uint8Array([1]) }) } }))],
+      // A JSON payload (Struct, field 7) whose member "a" is unusual: fromBinary's defaults and merging.
+      ["a Value with two members (the last wins)", request(structEvent([0x20, 0x01, 0x1a, 0x01, 0x78]))],
+      ["an empty Value (null)", request(structEvent([]))],
+      ["a Struct entry without a value", request(new Uint8Array([0x3a, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0x61]))],
     ];
     for (const [name, bytes] of cases) {
       expect(tryDecodePublishRequest(bytes), name).toBeUndefined();

@@ -1,7 +1,6 @@
 import { isUtf8 } from "node:buffer";
 import { type DescMessage, fromBinary, type JsonObject, type JsonValue, type Message } from "@bufbuild/protobuf";
-import { StructSchema } from "@bufbuild/protobuf/wkt";
-import type { Any, Struct, Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import type { Any, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../../gen/tidings/v1/event_pb.js";
 import { type PublishBatchRequest, PublishBatchRequestSchema, type PublishRequest, PublishRequestSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import { startsWithBom } from "../catalog/protobuf-text.js";
@@ -60,8 +59,6 @@ function attempt<T extends object>(bytes: Uint8Array, read: (r: Reader) => T): T
   }
 }
 
-/** fromBinary's default recursion limit. */
-const recursionLimit = 100;
 const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
 
@@ -224,9 +221,10 @@ function readEvent(r: Reader, end: number, depth: number): Event {
       case 7: {
         // One member of the oneof, once: anything else is merging or replacing, fromBinary's job.
         if (event.payload.case !== undefined) throw unexpected;
-        // fromBinary counts nesting from the request: the Struct starts `depth` levels down.
-        const bytes = r.bytes();
-        event.payload = { case: "data", value: structToJson(fromBinary(StructSchema, bytes, { recursionLimit: recursionLimit - depth })) };
+        // Text in a JSON payload is not the NUL check's business (see foundFreeOfNul).
+        const sawNul = r.sawNul;
+        event.payload = { case: "data", value: readStruct(r, r.end(), depth + 1) };
+        r.sawNul = sawNul;
         break;
       }
       case 8:
@@ -305,25 +303,93 @@ function readAttribute(r: Reader, end: number, into: Record<string, string>): vo
 }
 
 /**
- * A Struct as the JsonObject a Struct field holds in protobuf-es (its wktStructToLocal, which is
- * not exported), assignment for assignment.
+ * Nesting (Structs, Values and ListValues, counted from the request) past which a payload is
+ * left to fromBinary, whose recursion limit (100) then applies exactly.
  */
-function structToJson(struct: Struct): JsonObject {
+const handNestingLimit = 60;
+
+/**
+ * A google.protobuf.Struct, read straight into the JsonObject a Struct field holds in
+ * protobuf-es (its wktStructToLocal, assignment for assignment): fromBinary built a Struct, a
+ * Value per member and a map of them first, a fifth of a JSON publish's decoding. A Value with
+ * more than one member, an empty one, a missing map value, an unknown field or a "__proto__" key
+ * is left to fromBinary (merging and defaults are its business).
+ */
+function readStruct(r: Reader, end: number, nesting: number): JsonObject {
+  if (nesting > handNestingLimit) throw unexpected;
   const json: JsonObject = {};
-  for (const [key, value] of Object.entries(struct.fields)) json[key] = valueToJson(value);
+  while (r.pos < end) {
+    if (r.field(end, lengthDelimited) !== 1) throw unexpected;
+    const entryEnd = r.end();
+    let key = "";
+    let value: JsonValue | undefined;
+    while (r.pos < entryEnd) {
+      switch (r.field(entryEnd, lengthDelimited)) {
+        case 1:
+          key = r.string();
+          break;
+        case 2:
+          if (value !== undefined) throw unexpected;
+          value = readValue(r, r.end(), nesting + 1);
+          break;
+        default:
+          throw unexpected;
+      }
+    }
+    if (r.pos !== entryEnd || value === undefined || key === "__proto__") throw unexpected;
+    json[key] = value;
+  }
+  if (r.pos !== end) throw unexpected;
   return json;
 }
 
-function valueToJson(value: Value): JsonValue {
-  switch (value.kind.case) {
-    case "structValue":
-      return structToJson(value.kind.value);
-    case "listValue":
-      return value.kind.value.values.map(valueToJson);
-    case "nullValue":
-    case undefined:
-      return null;
-    default:
-      return value.kind.value;
+// google.protobuf.Value's members: null_value (an enum), number_value (a double), string_value,
+// bool_value, struct_value, list_value.
+const WIRE_FIXED64 = 1;
+const valueWireType = (fieldNo: number) => (fieldNo === 1 || fieldNo === 4 ? WIRE_VARINT : fieldNo === 2 ? WIRE_FIXED64 : WIRE_LEN);
+
+function readValue(r: Reader, end: number, nesting: number): JsonValue {
+  if (nesting > handNestingLimit) throw unexpected;
+  let value: JsonValue | undefined;
+  while (r.pos < end) {
+    if (value !== undefined) throw unexpected;
+    switch (r.field(end, valueWireType)) {
+      case 1:
+        r.uint32(); // any enum number: protobuf-es renders null_value as null whatever it holds
+        value = null;
+        break;
+      case 2:
+        if (r.pos + 8 > end) throw unexpected;
+        value = r.buf.readDoubleLE(r.pos);
+        r.pos += 8;
+        break;
+      case 3:
+        value = r.string();
+        break;
+      case 4:
+        value = r.uint64() !== 0n;
+        break;
+      case 5:
+        value = readStruct(r, r.end(), nesting + 1);
+        break;
+      case 6:
+        value = readList(r, r.end(), nesting + 1);
+        break;
+      default:
+        throw unexpected;
+    }
   }
+  if (r.pos !== end || value === undefined) throw unexpected;
+  return value;
+}
+
+function readList(r: Reader, end: number, nesting: number): JsonValue[] {
+  if (nesting > handNestingLimit) throw unexpected;
+  const list: JsonValue[] = [];
+  while (r.pos < end) {
+    if (r.field(end, lengthDelimited) !== 1) throw unexpected;
+    list.push(readValue(r, r.end(), nesting + 1));
+  }
+  if (r.pos !== end) throw unexpected;
+  return list;
 }
