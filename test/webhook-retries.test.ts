@@ -358,6 +358,17 @@ describe("webhook retries and dead letters", () => {
     expect(rx.requests).toHaveLength(8);
   });
 
+  it("records answers whose bodies hold NUL bytes, which PostgreSQL text cannot store", async () => {
+    const run = newRun();
+    const rx = await receiver((_, i) => (i === 0 ? { status: 500, body: "bad\u0000news\u0000" } : { status: 200, body: "ok\u0000" }));
+    const hook = await createHook(rx.url, run, { retryPolicy: fast(3, 50) });
+    await publish(run);
+    const d = await deliveryWhen((await firstDelivery(hook.id)).id, DeliveryStatus.SUCCEEDED);
+    // The first answer was recorded as a failure and retried once, not sent again and again.
+    expect(d.attempts.map((a) => [a.statusCode, a.responseExcerpt])).toEqual([[500, "bad\uFFFDnews\uFFFD"], [200, "ok\uFFFD"]]);
+    expect(rx.requests).toHaveLength(2);
+  });
+
   it("records a timed-out attempt with status 0, then retries", async () => {
     const run = newRun();
     const rx = await receiver((_, i) => (i === 0 ? { status: 200, delayMs: 2000 } : { status: 200 }));

@@ -124,14 +124,14 @@ class Attempt implements Dispatcher.DispatchHandler {
     const statusCode = this.#statusCode;
     this.#settle({
       statusCode,
-      responseExcerpt: Buffer.concat(this.#chunks).subarray(0, excerptBytes).toString("utf8"),
+      responseExcerpt: storableText(Buffer.concat(this.#chunks).subarray(0, excerptBytes).toString("utf8")),
       error: statusCode >= 200 && statusCode < 300 ? "" : `HTTP ${statusCode}`,
       retryAfterMs: parseRetryAfter(this.#retryAfter),
     });
   }
 
   #fail(err: unknown): void {
-    this.#settle({ statusCode: 0, responseExcerpt: "", error: describeError(err, this.timeoutMs), retryAfterMs: undefined });
+    this.#settle({ statusCode: 0, responseExcerpt: "", error: storableText(describeError(err, this.timeoutMs)), retryAfterMs: undefined });
   }
 
   #settle(o: Omit<AttemptOutcome, "startedAt" | "durationMs">): void {
@@ -177,4 +177,13 @@ function describeError(err: unknown, timeoutMs: number): string {
   const code = e?.code ?? e?.cause?.code;
   const message = e?.message ?? String(err);
   return code && !message.includes(code) ? `${code}: ${message}` : message;
+}
+
+/**
+ * Text as PostgreSQL can store it: a receiver's answer may hold NUL bytes, which a text column
+ * refuses (invalid UTF-8 is already U+FFFD from toString). Refused, the attempt could not be
+ * recorded, and the delivery was sent again each time its lease ran out.
+ */
+function storableText(text: string): string {
+  return text.includes("\0") ? text.replaceAll("\0", "\uFFFD") : text;
 }
