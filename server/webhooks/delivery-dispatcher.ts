@@ -579,15 +579,16 @@ export class DeliveryDispatcher {
 
   async #writeSuccesses(items: Array<{ group: Claimed[]; outcome: AttemptOutcome }>): Promise<void> {
     const rows = items.flatMap(({ group, outcome }) => group.map((c) => ({ c, o: outcome })));
-    // One JSON parameter rather than seven arrays (see DeliveryRouter's insert). The times are
-    // ISO 8601 in UTC, which timestamptz reads exactly.
-    const json = JSON.stringify(rows.map(({ c, o }) => ({ id: c.id, token: c.leaseToken, code: o.statusCode, error: o.error, started_at: o.startedAt.toISOString(), duration_ms: Math.round(o.durationMs), excerpt: o.responseExcerpt })));
+    const col = <V>(pick: (r: (typeof rows)[number]) => V) => rows.map(pick);
     // The final SELECT reads the UPDATE's rows: PostgreSQL runs every data-modifying CTE once,
     // so the INSERT of the attempts happens whether or not the outer query reads it.
     const done = await sql<{ delivery_id: string; latency: number }>`${sql.raw(preparedMarker)}
       WITH c AS (
-        SELECT * FROM json_to_recordset(${json}::json)
-          AS c(id text, token text, code int, error text, started_at timestamptz, duration_ms int, excerpt text)
+        SELECT * FROM unnest(
+          ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],
+          ${col((r) => r.o.error)}::text[], ${col((r) => r.o.startedAt)}::timestamptz[], ${col((r) => Math.round(r.o.durationMs))}::int[],
+          ${col((r) => r.o.responseExcerpt)}::text[]
+        ) AS c(id, token, code, error, started_at, duration_ms, excerpt)
       ), done AS (
         UPDATE tidings_deliveries d
         SET status = ${deliveryStatus.succeeded}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,

@@ -207,9 +207,7 @@ export class DeliveryRouter {
    * is the number of attempts started or about to start.
    */
   async #insert(rows: NewDelivery[], state: RouterState, routedTo: bigint, nodeId: string): Promise<boolean> {
-    // The rows travel as one JSON parameter: as eight arrays, node-postgres quoted and escaped
-    // every element in JavaScript, about 3% of the server's CPU while delivering to one endpoint.
-    const json = JSON.stringify(rows.map((r) => ({ id: r.id, webhook_id: r.w.id, seq: r.event.sequence.toString(), event_id: r.event.id, event_type: r.event.type, wait_ms: r.waitMs, token: r.token, lease_ms: r.leaseMs })));
+    const col = <V>(pick: (r: NewDelivery) => V) => rows.map(pick);
     const res = await sql<{ moved: number }>`${sql.raw(preparedMarker)}
       WITH moved AS (
         UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()}
@@ -222,8 +220,10 @@ export class DeliveryRouter {
                CASE WHEN d.token = '' THEN NULL ELSE ${nodeId} END,
                NULLIF(d.token, ''),
                CASE WHEN d.token = '' THEN NULL ELSE now() + d.lease_ms * interval '1 millisecond' END
-        FROM json_to_recordset(${json}::json)
-          AS d(id text, webhook_id text, seq bigint, event_id text, event_type text, wait_ms int, token text, lease_ms int)
+        FROM unnest(${col((r) => r.id)}::text[], ${col((r) => r.w.id)}::text[], ${col((r) => r.event.sequence.toString())}::bigint[],
+                    ${col((r) => r.event.id)}::text[], ${col((r) => r.event.type)}::text[], ${col((r) => r.waitMs)}::int[],
+                    ${col((r) => r.token)}::text[], ${col((r) => r.leaseMs)}::int[])
+          AS d(id, webhook_id, seq, event_id, event_type, wait_ms, token, lease_ms)
         WHERE EXISTS (SELECT 1 FROM moved)
       )
       SELECT count(*)::int AS moved FROM moved`.execute(this.db);
