@@ -207,6 +207,34 @@ describe("subscribe", () => {
     }
   });
 
+  it("streams a payload published as JSON exactly as GetEvent renders it from the log: defaults, 64-bit numbers, Structs, timestamps", async () => {
+    // The node that commits a JSON publish streams the payload it parsed (not decoded again from
+    // the stored bytes); it must render as the stored bytes do.
+    const probe = `json-reuse-${Date.now()}`;
+    const payloads: Array<[string, Record<string, unknown>]> = [
+      ["activity.logged", { user_id: "9007199254740993", incident_type: "X", severity: "HIGH", description: "d", access_granted: false, user_query: "", details: { n: 0, nested: { list: [1, "two", null, false] }, empty: {} } }],
+      ["risk.alert", { alert_id: "a", risk_type: "security", severity: "low", title: "t", affected_resources: [], risk_score: 0, detected_at: "2026-12-03T10:00:00.123456789Z", mitigation_steps: ["m1", ""], metadata: { "ü": -0.5 } }],
+      ["file.changed", { file_path: "/tmp/ä", change_type: "modified", size: "0" }],
+    ];
+    const client = t.client("grpc");
+    const ac = new AbortController();
+    const it = client.subscribe({ patterns: ["activity.logged", "risk.alert", "file.changed"], attributes: { probe }, payloadFormat: PayloadFormat.JSON }, { signal: ac.signal })[Symbol.asyncIterator]();
+    try {
+      expect((await it.next()).value.message.case).toBe("heartbeat");
+      for (const [type, data] of payloads) {
+        const published = await callJson(t.url, "Publish", { event: { type, source: "test/subscribe", data, attributes: { probe } } });
+        expect(published.status, JSON.stringify(published.body)).toBe(200);
+        let got = (await it.next()).value;
+        while (got.message.case === "heartbeat") got = (await it.next()).value;
+        const { event } = await client.getEvent({ id: published.body.id, payloadFormat: PayloadFormat.JSON });
+        expect(got.message.value, type).toEqual(event);
+      }
+    } finally {
+      ac.abort();
+      await it.return?.();
+    }
+  });
+
   it("streams JSON to a plain HTTP client using the Connect streaming protocol", async () => {
     const stream = await openConnectJsonStream(t.url, { patterns: ["file.changed"] });
     try {

@@ -1,4 +1,4 @@
-import { fromBinary, type Message } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, type Message } from "@bufbuild/protobuf";
 import type { EventCatalog, EventTypeEntry } from "../catalog/catalog.js";
 import type { FilterInput } from "../filtering/cel-filter.js";
 
@@ -11,6 +11,11 @@ export interface EventFields {
   time: Date;
   attributes: Record<string, string>;
   payload: Uint8Array;
+  /**
+   * The payload already decoded as its type's message, when the publish that wrote it had it
+   * (a JSON publish parses it to encode it), with the message type it was decoded as.
+   */
+  decoded?: { schema: DescMessage; message: Message } | undefined;
 }
 
 /** A row of the log as the database returns it. */
@@ -34,6 +39,8 @@ export class StoredEvent implements FilterInput {
   readonly payload: Uint8Array;
   readonly #catalog: EventCatalog;
   #message: Message | undefined;
+  /** What the publish decoded (see EventFields.decoded); used while the type's schema is the same. */
+  #decoded: EventFields["decoded"];
   #rendered: Map<string, unknown> | undefined;
 
   constructor(row: EventRow, catalog: EventCatalog) {
@@ -46,6 +53,7 @@ export class StoredEvent implements FilterInput {
     this.attributes = row.attributes;
     this.payload = row.payload;
     this.#catalog = catalog;
+    this.#decoded = row.decoded;
   }
 
   /** Its type in the catalog: looked up on use, so a type registered after the read is found. */
@@ -75,7 +83,10 @@ export class StoredEvent implements FilterInput {
     if (!this.#message) {
       const entry = this.entry;
       if (!entry) throw new Error(`event type "${this.type}" is not in the catalog`);
-      this.#message = fromBinary(entry.message, this.payload);
+      // An event this node just committed from JSON need not be decoded again: the same bytes
+      // decode to the same message, unless its type's schema changed in between.
+      this.#message = this.#decoded?.schema === entry.message ? this.#decoded.message : fromBinary(entry.message, this.payload);
+      this.#decoded = undefined;
     }
     return this.#message;
   }

@@ -90,6 +90,7 @@ export function prepareEvent(
 
   let payloadAccepted = false;
   let payload: Uint8Array | undefined;
+  let decoded: NewEvent["decoded"];
   const payloadCase = event.payload.case;
   if (payloadCase === undefined) {
     v.add("data", "is required: the payload as JSON in `data`, or packed in `proto_data`");
@@ -97,7 +98,10 @@ export function prepareEvent(
     if (payloadCase === "data") {
       const parsed = parseJsonPayload(entry.message, event.payload.value, `${path}.data`, catalog.registry);
       violations.push(...parsed.violations);
-      if (parsed.message) payload = toBinary(entry.message, parsed.message);
+      if (parsed.message) {
+        payload = toBinary(entry.message, parsed.message);
+        decoded = { schema: entry.message, message: parsed.message };
+      }
       payloadAccepted = parsed.message !== undefined;
     } else {
       const any = event.payload.value;
@@ -135,6 +139,7 @@ export function prepareEvent(
       time: event.time ? timestampDate(event.time) : new Date(),
       attributes: event.attributes,
       payload,
+      decoded,
       idempotencyKey: idempotencyKey === "" ? undefined : idempotencyKey,
       // Only a keyed publish is ever compared with another; hashing every event showed in profiles.
       requestHash: idempotencyKey === "" ? undefined : requestHash(event, payload),
