@@ -1,7 +1,8 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { StoredEvent } from "../event-log/stored-event.js";
-import { encodedStructSize, varintSize, writeStruct, writeVarint } from "./struct-encoding.js";
+import { encodedStructSize, writeStruct } from "./struct-encoding.js";
+import { uint64Size, varintSize, writeUint64, writeVarint } from "./varint.js";
 
 /**
  * A stored event as tidings.v1.Event in protobuf binary, written straight from its fields. Every
@@ -52,7 +53,7 @@ export function encodeEventWithLength(stored: StoredEvent, payload: EventPayload
   const { seconds, nanos } = timestampFromDate(stored.time);
   const secondsValue = BigInt.asUintN(64, seconds);
   const nanosValue = BigInt.asUintN(64, BigInt(nanos)); // int32: a negative one is sign-extended to 64 bits
-  const timeBytes = (seconds === 0n ? 0 : 1 + bigVarintSize(secondsValue)) + (nanos === 0 ? 0 : 1 + bigVarintSize(nanosValue));
+  const timeBytes = (seconds === 0n ? 0 : 1 + uint64Size(secondsValue)) + (nanos === 0 ? 0 : 1 + uint64Size(nanosValue));
 
   let payloadBytes: number;
   const structSizes: number[] = [];
@@ -80,7 +81,7 @@ export function encodeEventWithLength(stored: StoredEvent, payload: EventPayload
   let size = 0;
   for (const n of stringBytes) size += stringField(n);
   size += delimited(timeBytes) + delimited(contentType.length) + delimited(payloadBytes) + attributesBytes;
-  if (sequence !== 0n) size += 1 + bigVarintSize(sequence);
+  if (sequence !== 0n) size += 1 + uint64Size(sequence);
 
   const out = Buffer.allocUnsafe(varintSize(size) + size);
   let at = writeVarint(size, out, 0);
@@ -90,11 +91,11 @@ export function encodeEventWithLength(stored: StoredEvent, payload: EventPayload
   at = writeVarint(timeBytes, out, at);
   if (seconds !== 0n) {
     out[at++] = secondsTag;
-    at = writeBigVarint(secondsValue, out, at);
+    at = writeUint64(secondsValue, out, at);
   }
   if (nanos !== 0) {
     out[at++] = nanosTag;
-    at = writeBigVarint(nanosValue, out, at);
+    at = writeUint64(nanosValue, out, at);
   }
   at = writeString(contentTypeTag, contentType, contentType.length, out, at);
   if (payload.kind === "json") {
@@ -126,7 +127,7 @@ export function encodeEventWithLength(stored: StoredEvent, payload: EventPayload
   }
   if (sequence !== 0n) {
     out[at++] = sequenceTag;
-    at = writeBigVarint(sequence, out, at);
+    at = writeUint64(sequence, out, at);
   }
   if (at !== out.length) throw new Error(`event encoding wrote ${at} bytes of ${out.length}`);
   return out;
@@ -138,24 +139,4 @@ function writeString(tag: number, value: string, bytes: number, out: Buffer, at:
   out[at++] = tag;
   at = writeVarint(bytes, out, at);
   return at + out.write(value, at, bytes, "utf8");
-}
-
-function bigVarintSize(n: bigint): number {
-  if (n < 0x1_0000_0000n) return varintSize(Number(n));
-  let size = 1;
-  while (n >= 0x80n) {
-    n >>= 7n;
-    size++;
-  }
-  return size;
-}
-
-function writeBigVarint(n: bigint, out: Buffer, at: number): number {
-  if (n < 0x1_0000_0000n) return writeVarint(Number(n), out, at);
-  while (n >= 0x80n) {
-    out[at++] = Number(n & 0x7fn) | 0x80;
-    n >>= 7n;
-  }
-  out[at++] = Number(n);
-  return at;
 }

@@ -1,7 +1,7 @@
 import { type DescMessage, type Message, toBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { type PublishBatchResponse, PublishBatchResponseSchema, type PublishResponse, PublishResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
-import { varintSize, writeVarint } from "./struct-encoding.js";
+import { uint64Size, varintSize, writeUint64, writeVarint } from "./varint.js";
 
 /**
  * Encoders for the two publish responses, written out for their four fields instead of
@@ -102,24 +102,4 @@ function timestampSize(t: Timestamp): number {
   if (t.seconds) size += 1 + uint64Size(BigInt.asUintN(64, t.seconds));
   if (t.nanos) size += 1 + (t.nanos > 0 ? varintSize(t.nanos) : 10);
   return size;
-}
-
-function uint64Size(n: bigint): number {
-  if (n < 0x80000000n) return varintSize(Number(n));
-  let size = 1;
-  while (n >= 0x80n) {
-    n >>= 7n;
-    size++;
-  }
-  return size;
-}
-
-function writeUint64(n: bigint, out: Buffer, at: number): number {
-  if (n < 0x80000000n) return writeVarint(Number(n), out, at);
-  while (n >= 0x80n) {
-    out[at++] = Number(n & 0x7fn) | 0x80;
-    n >>= 7n;
-  }
-  out[at++] = Number(n);
-  return at;
 }

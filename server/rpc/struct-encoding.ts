@@ -1,4 +1,5 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { varintSize, writeVarint } from "./varint.js";
 
 /**
  * google.protobuf.Struct in protobuf binary, written straight from a JSON object. protobuf-es
@@ -31,18 +32,6 @@ const structTag = tagLen(5);
 const listTag = tagLen(6);
 const listValuesTag = tagLen(1); // ListValue.values
 
-export function varintSize(n: number): number {
-  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
-}
-
-export function writeVarint(n: number, out: Buffer, offset: number): number {
-  while (n >= 0x80) {
-    out[offset++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
-  }
-  out[offset++] = n;
-  return offset;
-}
 
 /** A length-delimited field's size: its tag, its length, its body. */
 const delimited = (body: number) => 1 + varintSize(body) + body;
