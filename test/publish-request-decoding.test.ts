@@ -93,6 +93,8 @@ describe("the publish request decoders", () => {
       const entry = [0x0a, 0x01, 0x61, 0x12, value.length, ...value];
       return new Uint8Array([0x3a, entry.length + 2, 0x0a, entry.length, ...entry]);
     };
+    /** A Struct map entry {"a": <bool_value b>}. */
+    const boolEntry = (b: number) => [0x0a, 0x07, 0x0a, 0x01, 0x61, 0x12, 0x02, 0x20, b];
     const cases: Array<[string, Uint8Array]> = [
       ["an unknown field", request(e({ id: "x" }), [0x58, 0x01])],
       ["an unknown field in the event", request(new Uint8Array([...e({ id: "x" }), 0x68, 0x01]))],
@@ -109,6 +111,7 @@ describe("the publish request decoders", () => {
       ["a Value with two members (the last wins)", request(structEvent([0x20, 0x01, 0x1a, 0x01, 0x78]))],
       ["an empty Value (null)", request(structEvent([]))],
       ["a Struct entry without a value", request(new Uint8Array([0x3a, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0x61]))],
+      ["a Struct key given twice (the last wins)", request(new Uint8Array([0x3a, 18, ...boolEntry(0), ...boolEntry(1)]))],
     ];
     for (const [name, bytes] of cases) {
       expect(tryDecodePublishRequest(bytes), name).toBeUndefined();

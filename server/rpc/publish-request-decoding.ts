@@ -311,9 +311,9 @@ const handNestingLimit = 60;
 /**
  * A google.protobuf.Struct, read straight into the JsonObject a Struct field holds in
  * protobuf-es (its wktStructToLocal, assignment for assignment): fromBinary built a Struct, a
- * Value per member and a map of them first, a fifth of a JSON publish's decoding. A Value with
- * more than one member, an empty one, a missing map value, an unknown field or a "__proto__" key
- * is left to fromBinary (merging and defaults are its business).
+ * Value per member and a map of them first, about half of decoding a small JSON publish. A Value
+ * with more than one member, an empty one, a missing map value, a key given twice, an unknown
+ * field or a "__proto__" key is left to fromBinary (merging and defaults are its business).
  */
 function readStruct(r: Reader, end: number, nesting: number): JsonObject {
   if (nesting > handNestingLimit) throw unexpected;
@@ -336,7 +336,7 @@ function readStruct(r: Reader, end: number, nesting: number): JsonObject {
           throw unexpected;
       }
     }
-    if (r.pos !== entryEnd || value === undefined || key === "__proto__") throw unexpected;
+    if (r.pos !== entryEnd || value === undefined || key === "__proto__" || Object.hasOwn(json, key)) throw unexpected;
     json[key] = value;
   }
   if (r.pos !== end) throw unexpected;

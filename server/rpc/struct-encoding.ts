@@ -32,7 +32,6 @@ const structTag = tagLen(5);
 const listTag = tagLen(6);
 const listValuesTag = tagLen(1); // ListValue.values
 
-
 /** A length-delimited field's size: its tag, its length, its body. */
 const delimited = (body: number) => 1 + varintSize(body) + body;
 
