@@ -9,7 +9,7 @@ import { buildDescriptorSet } from "../cli/build-descriptor-set.js";
 import { defaultConfig, settings } from "../server/config/config.js";
 import { newApiKey } from "../server/auth/api-key.js";
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { startReceiver } from "./helpers/receiver.js";
 import { callJson, eventually, startTestServer, type TestServer } from "./helpers/test-server.js";
 
@@ -82,13 +82,21 @@ describe("README", () => {
       const receiver = spawn(process.execPath, ["--import", "tsx", file], { cwd: root, env: { ...process.env, PORT: String(port), TIDINGS_WEBHOOK_SECRET: created.webhook.secret } });
       let output = "";
       receiver.stdout.on("data", (d) => (output += d));
+      receiver.stderr.on("data", (d) => (output += d));
       try {
         const webhooks = t.webhooks();
-        await webhooks.createWebhook({ webhook: { url: `http://127.0.0.1:${port}/`, patterns: ["risk.alert"], secret: created.webhook.secret } });
-        await new Promise((r) => setTimeout(r, 500)); // the receiver process starts listening
+        const { webhook: local } = await webhooks.createWebhook({ webhook: { url: `http://127.0.0.1:${port}/`, patterns: ["risk.alert"], secret: created.webhook.secret } });
+        // The receiver process compiles with tsx first: wait until it listens (a fixed 500 ms was
+        // too short on a loaded CI machine, and the first attempt's retry came after the deadline).
+        await eventually(() => accepts(port), 20_000, "the README receiver to listen");
         const critical = await callJson(t.url, "Publish", { event: { type: "risk.alert", source: "pm/scanner", data: { alert_id: "r1", risk_type: "security", severity: "critical", title: "Leaked key" } } });
         await callJson(t.url, "Publish", { event: { type: "risk.alert", source: "pm/scanner", data: { alert_id: "r2", risk_type: "security", severity: "low", title: "Minor" } } });
-        await eventually(() => (output.includes(`verified risk.alert ${critical.body.id}`) ? true : undefined), 15_000, "the README receiver to verify a delivery");
+        await eventually(() => (output.includes(`verified risk.alert ${critical.body.id}`) ? true : undefined), 15_000, "the README receiver to verify a delivery").catch(async (err: Error) => {
+          // Say why: the deliveries to the receiver with their attempts, and what it printed.
+          const { deliveries } = await webhooks.listDeliveries({ webhookId: local!.id });
+          const attempts = await Promise.all(deliveries.map((d) => webhooks.getDelivery({ id: d.id })));
+          throw new Error(`${err.message}; deliveries: ${JSON.stringify(attempts.map((a) => ({ status: a.delivery?.status, attempts: a.attempts.map((x) => [x.statusCode, x.error, x.responseExcerpt]) })))}; receiver output: ${output}`);
+        });
         // The example endpoint got only the critical alert, with its custom header.
         const [got] = await rx.waitFor(1);
         expect(got!.json.data.alert_id).toBe("r1");
@@ -208,6 +216,18 @@ describe("README", () => {
     }
   });
 });
+
+/** Whether something listens on the loopback port: true, or undefined (for eventually). */
+function accepts(port: number): Promise<true | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(undefined));
+  });
+}
 
 async function freePort(): Promise<number> {
   const server = createServer();
