@@ -5,7 +5,9 @@
  */
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadCatalog } from "../server/catalog/catalog.js";
 import { ConfigError, loadConfig } from "../server/config/config.js";
+import { EventReader } from "../server/event-log/event-reader.js";
 import { AppendQueue, type NewEvent } from "../server/event-log/append-queue.js";
 import { uuidV7 } from "../server/event-log/uuid-v7.js";
 import { silentLogger } from "../server/logging/logger.js";
@@ -36,6 +38,26 @@ const count = async (table: string, where = sql`true`) =>
   Number((await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)} WHERE ${where}`.execute(database.db)).rows[0]!.n);
 
 describe("retention", () => {
+  it("leaves a hole at the start of the log that reads from before it step over", async () => {
+    // EventReader.readRange bounds an unfiltered read to (after, after + limit], which is exact
+    // while sequences have no gaps; retention's hole at the start is the one gap there is.
+    const queue = new AppendQueue(database.db, { maxEventsPerCommit: 1000, onCommitted: () => {}, logger: silentLogger, oneStatementAppends: database.kind === "postgres" });
+    await queue.append(Array.from({ length: 100 }, event));
+    await queue.close();
+    const seqs = (await sql<{ sequence: string }>`SELECT sequence FROM tidings_events ORDER BY sequence`.execute(database.db)).rows.map((r) => BigInt(r.sequence));
+    const first = seqs[0]!;
+    const head = seqs.at(-1)!;
+    await sql`DELETE FROM tidings_events WHERE sequence < ${(first + 60n).toString()}`.execute(database.db);
+    const reader = new EventReader(database.db, await loadCatalog());
+    const read = async (after: bigint, limit: number) => (await reader.readRange(after, head, limit)).map((e) => e.sequence);
+    const range = (from: bigint, n: number) => Array.from({ length: n }, (_, i) => from + BigInt(i));
+    expect(await read(first - 1n, 20)).toEqual(range(first + 60n, 20)); // entirely inside the hole
+    expect(await read(first + 50n, 15)).toEqual(range(first + 60n, 15)); // partly inside it
+    expect(await read(first + 70n, 10)).toEqual(range(first + 71n, 10)); // past it: the bounded read
+    expect(await read(head - 5n, 10)).toEqual(range(head - 4n, 5)); // near the head
+    await sql`DELETE FROM tidings_events`.execute(database.db);
+  });
+
   it("removes old events, finished deliveries with their attempts and dead letters, in batches, and keeps the rest", async () => {
     const queue = new AppendQueue(database.db, { maxEventsPerCommit: 1000, onCommitted: () => {}, logger: silentLogger, oneStatementAppends: database.kind === "postgres" });
     for (let i = 0; i < 5; i++) await queue.append(Array.from({ length: 50 }, event));

@@ -49,6 +49,42 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
     }
   });
 
+  it("deleting a webhook deletes its deliveries and their attempts, and leaves the other webhooks' alone", async () => {
+    // Attempts have no foreign key to deliveries (migration 0007): DeleteWebhook removes them
+    // itself. Checked in the database, since no API shows an attempt once its webhook is gone.
+    const storage = await createTestStorage();
+    cleanup.push(() => storage.drop());
+    const a = await startTestServer({ storage });
+    cleanup.push(() => a.stop());
+    const rx = await startReceiver(() => ({ status: 200 }));
+    cleanup.push(() => rx.close());
+    const hooks = a.webhooks();
+    const { webhook: gone } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    const { webhook: kept } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    const res = await callJson(a.url, "PublishBatch", { entries: Array.from({ length: 3 }, (_, i) => ({ event: memoryCreated(`delete-${i}`) })) });
+    expect(res.status).toBe(200);
+    await rx.waitFor(6, 10_000);
+    const db = new pg.Client({ connectionString: storage.databaseUrl });
+    await db.connect();
+    const counts = async (webhookId: string) => {
+      const r = await db.query<{ deliveries: number; attempts: number }>(
+        `SELECT (SELECT count(*)::int FROM tidings_deliveries WHERE webhook_id = $1) AS deliveries,
+                (SELECT count(*)::int FROM tidings_delivery_attempts WHERE webhook_id = $1) AS attempts`, [webhookId]);
+      return r.rows[0]!;
+    };
+    try {
+      // The successes are recorded a moment after the receiver has them.
+      for (let i = 0; i < 100 && (await counts(gone!.id)).attempts < 3; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await counts(gone!.id)).toEqual({ deliveries: 3, attempts: 3 });
+      await hooks.deleteWebhook({ id: gone!.id });
+      expect(await counts(gone!.id)).toEqual({ deliveries: 0, attempts: 0 });
+      for (let i = 0; i < 100 && (await counts(kept!.id)).attempts < 3; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await counts(kept!.id)).toEqual({ deliveries: 3, attempts: 3 });
+    } finally {
+      await db.end();
+    }
+  });
+
   it("a node routing from remembered state sees an endpoint changed elsewhere before routing its next event", async () => {
     // Node A routes its own commits from memory and does not re-read the endpoints while its
     // routing statement finds them unchanged. The change is made straight in the database, as

@@ -45,6 +45,18 @@ export class EventReader {
 
   /** Events with `after < sequence <= upTo` in sequence order, at most `limit`. */
   async readRange(after: bigint, upTo: bigint | undefined, limit: number, query: LogQuery = {}): Promise<StoredEvent[]> {
+    const unfiltered = query.patterns === undefined && !query.startTime && !query.endTime && Object.keys(query.attributes ?? {}).length === 0;
+    const end = after + BigInt(limit);
+    if (unfiltered && upTo !== undefined && end < upTo) {
+      // Committed sequences have no gaps, so the first `limit` events after `after` are exactly
+      // (after, after + limit]. Saying so in the query keeps its plan right without statistics:
+      // on a table never analysed (autovacuum off, or a fresh database) PostgreSQL took
+      // (after, upTo] for a few rows, read all of it by bitmap and sorted it to keep `limit`
+      // (2,910 rows read for 68 when routing a webhook backlog). Retention leaves a hole at
+      // the start of the log; a short page may be one, so it is read again without the bound.
+      const page = await this.page({ ...query, after, upTo: end, limit, descending: false });
+      if (page.length === limit) return page;
+    }
     return this.page({ ...query, after, upTo, limit, descending: false });
   }
 

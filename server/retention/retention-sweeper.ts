@@ -72,13 +72,20 @@ export class RetentionSweeper {
   }
 
   async #deliveries(status: number, cutoff: Date): Promise<number> {
-    // Attempts go with their delivery (ON DELETE CASCADE).
-    const res = await sql`
-      DELETE FROM tidings_deliveries WHERE id IN (
-        SELECT id FROM tidings_deliveries
-        WHERE status = ${status} AND updated_at < ${cutoff}
-        LIMIT ${this.options.batchSize}
-        FOR UPDATE SKIP LOCKED)`.execute(this.db);
-    return Number(res.numAffectedRows ?? 0);
+    // Attempts go with their delivery, in the same statement (they have no foreign key: see
+    // migration 0007). A finished delivery gets no new attempts, so none can be left behind.
+    const res = await sql<{ deleted: number }>`
+      WITH gone AS (
+        DELETE FROM tidings_deliveries WHERE id IN (
+          SELECT id FROM tidings_deliveries
+          WHERE status = ${status} AND updated_at < ${cutoff}
+          LIMIT ${this.options.batchSize}
+          FOR UPDATE SKIP LOCKED)
+        RETURNING id
+      ), attempts AS (
+        DELETE FROM tidings_delivery_attempts a USING gone WHERE a.delivery_id = gone.id
+      )
+      SELECT count(*)::int AS deleted FROM gone`.execute(this.db);
+    return Number(res.rows[0]?.deleted ?? 0);
   }
 }

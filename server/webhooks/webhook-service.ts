@@ -137,7 +137,14 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
 
     async deleteWebhook(req) {
       const row = await findWebhook(req.id);
-      await db.deleteFrom("tidings_webhooks").where("id", "=", row.id).execute();
+      await db.transaction().execute(async (trx) => {
+        // The deliveries go with the webhook (ON DELETE CASCADE); their attempts, which have no
+        // foreign key (migration 0007), are deleted after them in the same transaction: an
+        // attempt being recorded meanwhile waits for the deleted delivery's row lock and then
+        // finds no delivery to record against, so none is left behind.
+        await trx.deleteFrom("tidings_webhooks").where("id", "=", row.id).execute();
+        await trx.deleteFrom("tidings_delivery_attempts").where("webhook_id", "=", row.id).execute();
+      });
       deps.events.deleted(toApiWebhook(row));
       return {};
     },

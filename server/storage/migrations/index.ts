@@ -6,6 +6,7 @@ import { registeredTypesMigration } from "./0003-registered-types.js";
 import { deliveryClaimOrderMigration } from "./0004-delivery-claim-order.js";
 import { deliveryRetentionMigration } from "./0005-delivery-retention.js";
 import { apiKeysMigration } from "./0006-api-keys.js";
+import { attemptsWithoutForeignKeyMigration } from "./0007-attempts-without-foreign-key.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -15,6 +16,7 @@ export const migrations: Record<string, Migration> = {
   "0004-delivery-claim-order": deliveryClaimOrderMigration,
   "0005-delivery-retention": deliveryRetentionMigration,
   "0006-api-keys": apiKeysMigration,
+  "0007-attempts-without-foreign-key": attemptsWithoutForeignKeyMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
