@@ -7,7 +7,10 @@ import type pg from "pg";
  * query is parsed and planned again on every execution; for the statements that run for every
  * publish, routing pass and delivery, PostgreSQL's log showed parse and bind taking as long as
  * executing them. Only statements whose text never varies may carry it: each distinct text
- * becomes one prepared statement per connection, kept until the connection closes.
+ * becomes one prepared statement per connection, kept until the connection closes. And only
+ * statements whose plan cannot go stale: PostgreSQL keeps a prepared statement's generic plan
+ * until the table's statistics change, which without autovacuum is never, so a statement that
+ * looks rows up in a growing table (recording webhook successes) is better planned each time.
  */
 export const preparedMarker = "/* tidings:prepared */";
 
