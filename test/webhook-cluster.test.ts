@@ -6,7 +6,8 @@ import { callJson, memoryCreated, startTestServer } from "./helpers/test-server.
 
 /**
  * Several dispatcher nodes on one PostgreSQL: no attempt sent twice, routing follows changes
- * made elsewhere. A dispatcher killed mid-delivery is a fault scenario: test/faults/dispatcher-killed.test.ts.
+ * made elsewhere; and what DeleteWebhook leaves in the database, which only a direct look shows.
+ * A dispatcher killed mid-delivery is a fault scenario: test/faults/dispatcher-killed.test.ts.
  */
 describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook dispatchers on several nodes", () => {
   const cleanup: Array<() => Promise<unknown>> = [];

@@ -4,11 +4,11 @@ import { type Kysely, type Migration, sql } from "kysely";
  * Attempts lose their foreign key to deliveries. Every recorded success checked it with a
  * query of its own per attempt (PostgreSQL's referential-integrity trigger): 14–18 µs of
  * PostgreSQL's time per delivery in a webhook backlog, about a tenth of all it spent per
- * delivery. Nothing needs the check: an attempt is only ever written by the statement that
- * updates its delivery under the delivery's lease (the attempt is inserted from that UPDATE's
- * RETURNING, so it cannot name a delivery that does not exist), and the two deletes that
- * relied on ON DELETE CASCADE, retention and DeleteWebhook, now delete the attempts
- * themselves.
+ * delivery. Nothing needs the check: an attempt is only ever written together with its
+ * delivery's row, holding that row's lock: a success from the UPDATE's RETURNING in the same
+ * statement, a failure or a lease takeover in the transaction that updated or locked it. So it
+ * cannot name a delivery that does not exist. The two deletes that relied on ON DELETE
+ * CASCADE, retention and DeleteWebhook, now delete the attempts themselves.
  */
 export const attemptsWithoutForeignKeyMigration: Migration = {
   async up(db: Kysely<unknown>) {
