@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { createTestStorage, needsPostgres } from "./helpers/database.js";
 import { startReceiver } from "./helpers/receiver.js";
-import { callJson, memoryCreated, startTestServer } from "./helpers/test-server.js";
+import { callJson, eventually, memoryCreated, startTestServer } from "./helpers/test-server.js";
 
 /**
  * Several dispatcher nodes on one PostgreSQL: no attempt sent twice, routing follows changes
@@ -36,18 +36,14 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
     const ids = rx.requests.map((r) => r.headers["webhook-id"]);
     expect(new Set(ids).size).toBe(total);
     expect(rx.requests).toHaveLength(total);
-    const db = new pg.Client({ connectionString: storage.databaseUrl });
-    await db.connect();
-    try {
+    await withDatabase(storage.databaseUrl, async (db) => {
       const attempts = await db.query<{ node: string; n: string }>("SELECT node, count(*) AS n FROM tidings_delivery_attempts WHERE webhook_id = $1 GROUP BY node", [webhook!.id]);
       const byNode = Object.fromEntries(attempts.rows.map((r) => [r.node, Number(r.n)]));
       expect(Object.values(byNode).reduce((x, y) => x + y, 0)).toBe(total);
       expect(Object.keys(byNode).sort()).toEqual(["node-a", "node-b"]);
       const done = await db.query<{ n: string }>("SELECT count(*) AS n FROM tidings_deliveries WHERE webhook_id = $1 AND status = 2 AND attempts = 1", [webhook!.id]);
       expect(Number(done.rows[0]!.n)).toBe(total);
-    } finally {
-      await db.end();
-    }
+    });
   });
 
   it("deleting a webhook deletes its deliveries and their attempts, and leaves the other webhooks' alone", async () => {
@@ -65,25 +61,21 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
     const res = await callJson(a.url, "PublishBatch", { entries: Array.from({ length: 3 }, (_, i) => ({ event: memoryCreated(`delete-${i}`) })) });
     expect(res.status).toBe(200);
     await rx.waitFor(6, 10_000);
-    const db = new pg.Client({ connectionString: storage.databaseUrl });
-    await db.connect();
-    const counts = async (webhookId: string) => {
-      const r = await db.query<{ deliveries: number; attempts: number }>(
-        `SELECT (SELECT count(*)::int FROM tidings_deliveries WHERE webhook_id = $1) AS deliveries,
-                (SELECT count(*)::int FROM tidings_delivery_attempts WHERE webhook_id = $1) AS attempts`, [webhookId]);
-      return r.rows[0]!;
-    };
-    try {
+    await withDatabase(storage.databaseUrl, async (db) => {
+      const counts = async (webhookId: string) => {
+        const r = await db.query<{ deliveries: number; attempts: number }>(
+          `SELECT (SELECT count(*)::int FROM tidings_deliveries WHERE webhook_id = $1) AS deliveries,
+                  (SELECT count(*)::int FROM tidings_delivery_attempts WHERE webhook_id = $1) AS attempts`, [webhookId]);
+        return r.rows[0]!;
+      };
       // The successes are recorded a moment after the receiver has them.
-      for (let i = 0; i < 100 && (await counts(gone!.id)).attempts < 3; i++) await new Promise((r) => setTimeout(r, 50));
+      await eventually(async () => ((await counts(gone!.id)).attempts >= 3 ? true : undefined), 5_000, "the first webhook's attempts to be recorded");
       expect(await counts(gone!.id)).toEqual({ deliveries: 3, attempts: 3 });
       await hooks.deleteWebhook({ id: gone!.id });
       expect(await counts(gone!.id)).toEqual({ deliveries: 0, attempts: 0 });
-      for (let i = 0; i < 100 && (await counts(kept!.id)).attempts < 3; i++) await new Promise((r) => setTimeout(r, 50));
+      await eventually(async () => ((await counts(kept!.id)).attempts >= 3 ? true : undefined), 5_000, "the second webhook's attempts to be recorded");
       expect(await counts(kept!.id)).toEqual({ deliveries: 3, attempts: 3 });
-    } finally {
-      await db.end();
-    }
+    });
   });
 
   it("a node routing from remembered state sees an endpoint changed elsewhere before routing its next event", async () => {
@@ -106,13 +98,9 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
       expect(res.status).toBe(200);
       await rx.waitFor(i + 1); // one at a time: each is routed from what node A remembers
     }
-    const db = new pg.Client({ connectionString: storage.databaseUrl });
-    await db.connect();
-    try {
+    await withDatabase(storage.databaseUrl, async (db) => {
       await db.query(`UPDATE tidings_webhooks SET patterns = '["file.changed"]' WHERE id = $1`, [webhook!.id]);
-    } finally {
-      await db.end();
-    }
+    });
     const skipped = await callJson(a.url, "Publish", { event: memoryCreated("after-change") });
     expect(skipped.status).toBe(200);
     const routed = await callJson(a.url, "Publish", { event: { type: "file.changed", source: "pm", data: { file_path: "/tmp/x", change_type: "modified", size: 1 } } });
@@ -123,3 +111,14 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
     expect(requests[3]!.headers["webhook-id"]).toBe(routed.body.id);
   });
 });
+
+/** Runs `use` with its own connection to the test database, closed afterwards. */
+async function withDatabase<T>(url: string | undefined, use: (db: pg.Client) => Promise<T>): Promise<T> {
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    return await use(db);
+  } finally {
+    await db.end();
+  }
+}

@@ -354,7 +354,7 @@ export class DeliveryDispatcher {
         UPDATE tidings_deliveries d
         SET attempts = d.attempts - 1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
         FROM unnest(${claimed.map((c) => c.id)}::text[], ${claimed.map((c) => c.leaseToken)}::text[]) AS c(id, token)
-        WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1`.execute(this.db);
+        WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1`.execute(this.db); // + 0: see #writeSuccesses
     } catch (err) {
       this.logger.warn("could not give back leased deliveries; they will be sent when their leases expire", { err, deliveries: claimed.length });
     }
