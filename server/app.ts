@@ -27,7 +27,7 @@ import { RetentionSweeper } from "./retention/retention-sweeper.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { ingestHandler } from "./ingest/ingest-route.js";
 import { openapiHandler } from "./openapi/openapi-route.js";
-import { DeliveryDispatcher } from "./webhooks/delivery-dispatcher.js";
+import { DeliveryDispatcher, type DeliveryStats } from "./webhooks/delivery-dispatcher.js";
 import { DeliveryRouter } from "./webhooks/delivery-router.js";
 import { createAddressPolicy } from "./webhooks/http/address-policy.js";
 import { createGuardedAgent } from "./webhooks/http/guarded-agent.js";
@@ -52,6 +52,8 @@ export interface RunningServer {
   streamStats(): Readonly<StreamStats>;
   /** Publish transactions committed by this node, the events they held, how many were one statement, and how many were sent while another was being written. */
   commitStats(): Readonly<{ commits: number; events: number; oneStatementCommits: number; pipelinedCommits: number }>;
+  /** Webhook deliveries this node routed, those of them it leased to itself as it routed them, and those it leased by a claim. */
+  deliveryStats(): Readonly<DeliveryStats>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
 }
@@ -245,6 +247,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     databaseKind: database.kind,
     streamStats: () => ({ ...streams }),
     commitStats: () => ({ ...appendQueue.stats }),
+    deliveryStats: () => ({ ...dispatcher.stats }),
     close() {
       closing ??= (async () => {
         logger.info("shutting down");

@@ -702,6 +702,38 @@ describe("deliveries leased as they are routed", () => {
       await node.storage.drop();
     }
   });
+  it("16. with ten endpoints, routing makes about as many deliveries as the node has room for, so most are sent without a claim", async () => {
+    // Room for 64 deliveries (16 slots × 4). A routing pass that read as many events as there is
+    // room for made ten deliveries an event, and left nine in ten to a claim, which writes each
+    // delivery again and reads its event back.
+    const node = await startTestServer({ config: { dispatcherMaxInFlight: 16, dispatcherMaxInFlightPerEndpoint: 16 } });
+    try {
+      const rx = await receiver();
+      const run = tag("fan10");
+      const hooks = node.webhooks();
+      const ids: string[] = [];
+      for (let n = 0; n < 10; n++) {
+        const { webhook } = await hooks.createWebhook({ webhook: { url: `${rx.url}?n=${n}`, patterns: ["memory.created"], attributes: { run } } });
+        ids.push(webhook!.id);
+      }
+      const events = 200;
+      const res = await callJson(node.url, "PublishBatch", { entries: Array.from({ length: events }, (_, i) => ({ event: memory(run, `f-${i}`) })) });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      await rx.waitFor(events * 10, 30_000);
+      await sleep(300);
+      const pairs = new Set(rx.requests.map((r) => `${r.path} ${String(r.headers["webhook-id"])}`));
+      expect(pairs.size, "every event to every endpoint").toBe(events * 10);
+      expect(rx.requests).toHaveLength(events * 10);
+      const stats = node.server.deliveryStats();
+      expect(stats.routed).toBe(events * 10);
+      // Each delivery leased once, as it was routed or by a claim (every answer was a 200).
+      expect(stats.leasedAsRouted + stats.claimed).toBe(events * 10);
+      expect(stats.claimed, JSON.stringify(stats)).toBeLessThan(stats.routed / 10);
+      for (const id of ids) await hooks.deleteWebhook({ id });
+    } finally {
+      await node.close();
+    }
+  });
   it("15. a leased delivery that waits past half its lease margin for a slot is given back and sent with a fresh lease, its attempt not counted twice", async () => {
     // One request slot, a receiver that takes 250 ms, and a lease margin of 400 ms: a delivery
     // may wait at most 200 ms in the node's queue before its lease is too short to start.

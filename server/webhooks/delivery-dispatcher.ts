@@ -42,6 +42,16 @@ export interface DispatcherEvents {
   disabled(w: { webhookId: string; url: string; reason: string; consecutiveFailures: number; lastStatusCode: number; lastError: string }): void;
 }
 
+/** What this node's dispatcher has done, for tests and diagnosis. */
+export interface DeliveryStats {
+  /** Deliveries this node created by routing events. */
+  routed: number;
+  /** Of those, the ones leased to this node as they were created (sent without a claim). */
+  leasedAsRouted: number;
+  /** Deliveries leased by a claim: created without a lease, retried, or taken over. */
+  claimed: number;
+}
+
 /** A claimed delivery and what is needed to send it. */
 interface Claimed {
   id: string;
@@ -88,8 +98,11 @@ const readyDepth = 4;
 /** Successes answered but not yet recorded, per request slot, before a delivery waits for its record (see #deliver). */
 const unrecordedPerSlot = 4;
 
-/** Fewest events a routing pass reads, however little room there is: a pass costs the same for 1 or 32. */
-const minRouteRead = 32;
+/**
+ * Room a routing pass waits for (or half the node's capacity, if less): a pass costs about the
+ * same for 1 delivery or 32, and routing makes only as many deliveries as there is room for.
+ */
+const minRouteRoom = 32;
 
 /** Committed events kept for the router, so it need not read back what this node just wrote. */
 const recentLimit = 2_000;
@@ -106,6 +119,7 @@ const recentLimit = 2_000;
  * ends starts the next one at once, without a pass.
  */
 export class DeliveryDispatcher {
+  readonly stats: DeliveryStats = { routed: 0, leasedAsRouted: 0, claimed: 0 };
   readonly #inFlight = new Map<Promise<void>, string>();
   /** Successes answered but not yet recorded (see #deliver). */
   readonly #recording = new Set<Promise<void>>();
@@ -124,6 +138,8 @@ export class DeliveryDispatcher {
   #claimWanted = true;
   /** The last claim took everything it could: ask the database when the next retry is due. */
   #claimCameBackShort = false;
+  /** Deliveries the last routing pass made per event (the endpoints an event goes to), at least 1: sizes the next pass's read. */
+  #deliveriesPerEvent = 1;
   /** This node's latest committed events, consecutive (see eventsArrived). */
   #recent: StoredEvent[] = [];
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
@@ -228,8 +244,9 @@ export class DeliveryDispatcher {
       this.#foreignEvents = false;
       while (!this.#passes.stopped) {
         const room = this.#capacity - this.#heldTotal;
-        if (room <= 0) {
-          // Full: a request that ends wakes a pass, and another node may route meanwhile.
+        if (room < Math.max(1, Math.min(minRouteRoom, this.#capacity / 2))) {
+          // Full, or nearly: a request that ends wakes a pass once half the room is free (see
+          // #send), and another node may route meanwhile.
           this.#routeWanted = true;
           break;
         }
@@ -237,6 +254,7 @@ export class DeliveryDispatcher {
         let takenTotal = 0;
         const budget: LeaseBudget = {
           nodeId: this.options.nodeId,
+          maxDeliveries: room,
           take: (webhookId) => {
             const mine = (this.#held.get(webhookId) ?? 0) + (taken.get(webhookId) ?? 0);
             if (this.#heldTotal + takenTotal >= this.#capacity || mine >= this.options.maxInFlightPerEndpoint * readyDepth) return false;
@@ -247,8 +265,14 @@ export class DeliveryDispatcher {
           leaseMs: (timeoutMs) => timeoutMs + this.options.leaseMarginMs,
         };
         const leasedAt = performance.now();
-        // Read about as many events as there is room for, so a backlog is routed as it is sent.
-        const routed = await this.router.routeOnce(budget, Math.max(minRouteRead, room), this.#known, onlyKnown);
+        // Deliveries to fill the room (budget.maxDeliveries), from about as many events as make
+        // them: events read from the database beyond those routed are read again next pass.
+        const routed = await this.router.routeOnce(budget, Math.ceil(budget.maxDeliveries / this.#deliveriesPerEvent), this.#known, onlyKnown);
+        const made = routed.leased.length + routed.unleased;
+        this.stats.routed += made;
+        this.stats.leasedAsRouted += routed.leased.length;
+        // A pass whose events went nowhere says nothing of the fan-out: the estimate stays.
+        if (made > 0) this.#deliveriesPerEvent = Math.max(1, made / routed.eventsRouted);
         // Whatever was foreign has been read now; later foreign events raise the flag again.
         onlyKnown = true;
         if (routed.unleased > 0) this.#claimWanted = true;
@@ -257,7 +281,7 @@ export class DeliveryDispatcher {
           this.#hold({ group: [claimed], events: [r.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
         }
         this.#pump();
-        if (routed.looked === 0) break;
+        if (routed.eventsRouted === 0) break;
       }
     }
     if (this.#nothingCanBeDue) {
@@ -408,6 +432,7 @@ export class DeliveryDispatcher {
     if (groups.length >= free || blocked.any) this.#claimWanted = true;
     else this.#claimCameBackShort = true;
     if (groups.length === 0) return;
+    this.stats.claimed += groups.reduce((n, g) => n + g.length, 0);
     // The events of every claimed delivery in one read, not one per request.
     const events = await new EventReader(this.db, this.catalog).bySequences([...new Set(groups.flat().map((c) => c.eventSequence))]);
     const bySequence = new Map(events.map((e) => [e.sequence, e]));

@@ -42,6 +42,14 @@ export interface EndpointRow {
  */
 export interface LeaseBudget {
   nodeId: string;
+  /**
+   * Deliveries a pass should make at most: it stops before the event that would take it past
+   * this (though a pass always routes at least one event). Deliveries beyond what the node can
+   * lease are created unleased, and a claim then writes each of them again and reads its event
+   * back; with ten endpoints, routing as many events as there was room for sent nine in ten
+   * deliveries that way.
+   */
+  maxDeliveries: number;
   /** Takes a slot for one delivery to this endpoint; false when the node holds enough for it. */
   take(webhookId: string): boolean;
   /** The lease of a delivery to an endpoint with this request timeout. */
@@ -63,15 +71,15 @@ export interface RoutedDelivery {
 export type KnownEvents = (after: bigint, upTo: bigint, limit: number) => StoredEvent[] | undefined;
 
 export interface RouteResult {
-  /** Events looked at: 0 when caught up, nobody to route to, or another node routes. */
-  looked: number;
+  /** Events routed (the cursor moved past them): 0 when caught up, nobody to route to, or another node routes. */
+  eventsRouted: number;
   /** Deliveries created and leased to this node. */
   leased: RoutedDelivery[];
   /** Deliveries created without a lease (no room here, or a batching, ordered or rate-limited endpoint): the claim sends them. */
   unleased: number;
 }
 
-const nothingRouted: RouteResult = { looked: 0, leased: [], unleased: 0 };
+const nothingRouted: RouteResult = { eventsRouted: 0, leased: [], unleased: 0 };
 
 /**
  * Materialises deliveries from the durable log: for each new event, one pending delivery per
@@ -114,9 +122,9 @@ export class DeliveryRouter {
   }
 
   /**
-   * Routes the next events, at most `limit` (and the router's batch size); leases what `budget`
-   * has room for. `known` may supply the events from memory (this node's own commits), which
-   * saves reading them back.
+   * Routes the next events: at most `limit` (and the router's batch size), and no more than make
+   * `budget.maxDeliveries` deliveries; leases what `budget` has room for. `known` may supply the
+   * events from memory (this node's own commits), which saves reading them back.
    *
    * No lock is held between statements. The state (cursor, head, enabled endpoints) is read in
    * one snapshot; the deliveries are inserted and the cursor moved in one statement, which does
@@ -178,26 +186,35 @@ export class DeliveryRouter {
   async #route(state: RouterState, events: StoredEvent[], budget: LeaseBudget | undefined): Promise<RouteResult | undefined> {
     const rows: NewDelivery[] = [];
     const leased: RoutedDelivery[] = [];
-    for (const w of state.webhooks) {
-      const matcher = this.#matcherFor(w);
-      const from = BigInt(w.from_sequence);
+    const endpoints = state.webhooks.map((w) => ({
+      w,
+      matcher: this.#matcherFor(w),
+      from: BigInt(w.from_sequence),
       // Batching, ordered and rate-limited endpoints are sent by the claim, which knows their rules.
-      const leasable = budget !== undefined && w.batch_max_events === 0 && !w.ordered && w.rate_limit === 0;
-      for (const event of events) {
-        if (event.sequence <= from || !matcher.matches(event)) continue;
+      leasable: budget !== undefined && w.batch_max_events === 0 && !w.ordered && w.rate_limit === 0,
+    }));
+    // Event by event, each to all its endpoints: the cursor moves past whole events only.
+    let routed = 0;
+    const matched: Array<(typeof endpoints)[number]> = [];
+    for (const event of events) {
+      matched.length = 0;
+      for (const e of endpoints) if (event.sequence > e.from && e.matcher.matches(event)) matched.push(e);
+      if (budget && routed > 0 && rows.length + matched.length > budget.maxDeliveries) break;
+      routed++;
+      for (const { w, leasable } of matched) {
         const id = `dlv_${uuidV7()}`;
-        const token = leasable && budget.take(w.id) ? randomUUID() : "";
+        const token = leasable && budget!.take(w.id) ? randomUUID() : "";
         // A batching endpoint's deliveries wait for the batch to fill, at most max_wait.
         rows.push({ id, w, event, waitMs: w.batch_max_events > 0 ? w.batch_max_wait_ms : 0, token, leaseMs: token ? budget!.leaseMs(w.timeout_ms) : 0 });
         if (token) leased.push({ id, leaseToken: token, endpoint: w, event });
       }
     }
-    const routedTo = events[events.length - 1]!.sequence;
+    const routedTo = events[routed - 1]!.sequence;
     if (!(await this.#insert(rows, state, routedTo, budget?.nodeId ?? ""))) return undefined;
     this.#state = { ...state, last: routedTo };
     if (state.webhooks.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(state.webhooks);
-    if (rows.length > 0) this.logger.debug("deliveries routed", { events: events.length, deliveries: rows.length, leased: leased.length });
-    return { looked: events.length, leased, unleased: rows.length - leased.length };
+    if (rows.length > 0) this.logger.debug("deliveries routed", { events: routed, deliveries: rows.length, leased: leased.length });
+    return { eventsRouted: routed, leased, unleased: rows.length - leased.length };
   }
 
   /**
