@@ -52,7 +52,7 @@ export interface RunningServer {
   streamStats(): Readonly<StreamStats>;
   /** Publish transactions committed by this node, the events they held, how many were one statement, and how many were sent while another was being written. */
   commitStats(): Readonly<{ commits: number; events: number; oneStatementCommits: number; pipelinedCommits: number }>;
-  /** Webhook deliveries this node routed, those of them it leased to itself as it routed them, and those it leased by a claim. */
+  /** Webhook deliveries this node routed, those of them it leased to itself as it routed them, those it leased by a claim, and the events its router read back from the database. */
   deliveryStats(): Readonly<DeliveryStats>;
   /** Graceful shutdown: stop accepting, end streams (clients resume elsewhere), close the pool. */
   close(): Promise<void>;
@@ -121,6 +121,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     maxInFlightPerEndpoint: config.dispatcherMaxInFlightPerEndpoint,
     leaseMarginMs: config.deliveryLeaseMarginMs,
     pollIntervalMs: config.dispatcherPollIntervalMs,
+    olderEvents: (after, upTo, limit) => tail.recent(after, upTo, limit),
   }, logger.child({ component: "dispatcher" }), {
     attempt: (outcome, seconds, deliveries) => {
       metrics.deliveries.inc({ outcome }, deliveries);

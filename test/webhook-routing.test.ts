@@ -734,6 +734,38 @@ describe("deliveries leased as they are routed", () => {
       await node.close();
     }
   });
+  it("17. a backlog longer than the dispatcher's own recent events is routed from the log tail's memory, not read back from the database", async () => {
+    // 16 slots: the router leases 64 deliveries and waits. The receiver holds every request
+    // that arrives before the 5,000 events are published, so the router is thousands of events
+    // behind the head; the dispatcher keeps its latest 2,000 to 4,000 committed events, and the
+    // log tail its latest 10,000.
+    const node = await startTestServer({ config: { dispatcherMaxInFlight: 16, dispatcherMaxInFlightPerEndpoint: 16 } });
+    try {
+      let published = false;
+      const rx = await receiver(() => ({ status: 200, delayMs: published ? 0 : 2_000 }));
+      const run = tag("backlog");
+      const { webhook } = await node.webhooks().createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"], attributes: { run } } });
+      const ids: string[] = [];
+      for (let b = 0; b < 5; b++) {
+        const res = await callJson(node.url, "PublishBatch", { entries: Array.from({ length: 1000 }, (_, i) => ({ event: memory(run, `b-${b}-${i}`) })) });
+        expect(res.status, JSON.stringify(res.body)).toBe(200);
+        ids.push(...(res.body.results as Published[]).map((p) => p.id));
+      }
+      published = true;
+      const routedBefore = node.server.deliveryStats().routed;
+      expect(routedBefore, "the router waits for room while the first requests are held").toBeLessThan(1000);
+      await rx.waitFor(5000, 60_000);
+      await sleep(300);
+      expect(rx.requests).toHaveLength(5000);
+      expect(new Set(rx.requests.map((r) => String(r.headers["webhook-id"])))).toEqual(new Set(ids));
+      const stats = node.server.deliveryStats();
+      expect(stats.routed).toBe(5000);
+      expect(stats.eventsReadBack, JSON.stringify(stats)).toBe(0);
+      await node.webhooks().deleteWebhook({ id: webhook!.id });
+    } finally {
+      await node.close();
+    }
+  });
   it("15. a leased delivery that waits past half its lease margin for a slot is given back and sent with a fresh lease, its attempt not counted twice", async () => {
     // One request slot, a receiver that takes 250 ms, and a lease margin of 400 ms: a delivery
     // may wait at most 200 ms in the node's queue before its lease is too short to start.

@@ -9,7 +9,7 @@ import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
-import type { DeliveryRouter, EndpointRow, LeaseBudget } from "./delivery-router.js";
+import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget } from "./delivery-router.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
 
@@ -24,6 +24,12 @@ export interface DispatcherOptions {
   leaseMarginMs: number;
   /** How often to look for due work when nothing wakes the dispatcher. */
   pollIntervalMs: number;
+  /**
+   * Committed events this node holds in memory anyway (the log tail's window of recent
+   * events), for routing a backlog that reaches further back than the dispatcher's own recent
+   * events: read back from the database, every event is fetched and decoded again.
+   */
+  olderEvents?: KnownEvents;
 }
 
 /** What the dispatcher reports to /metrics. */
@@ -50,6 +56,8 @@ export interface DeliveryStats {
   leasedAsRouted: number;
   /** Deliveries leased by a claim: created without a lease, retried, or taken over. */
   claimed: number;
+  /** Events the router read back from the database because they were no longer (or never) in this node's memory. */
+  eventsReadBack: number;
 }
 
 /** A claimed delivery and what is needed to send it. */
@@ -119,7 +127,7 @@ const recentLimit = 2_000;
  * ends starts the next one at once, without a pass.
  */
 export class DeliveryDispatcher {
-  readonly stats: DeliveryStats = { routed: 0, leasedAsRouted: 0, claimed: 0 };
+  readonly stats: DeliveryStats = { routed: 0, leasedAsRouted: 0, claimed: 0, eventsReadBack: 0 };
   readonly #inFlight = new Map<Promise<void>, string>();
   /** Successes answered but not yet recorded (see #deliver). */
   readonly #recording = new Set<Promise<void>>();
@@ -196,8 +204,11 @@ export class DeliveryDispatcher {
     if (this.#recent.length > 2 * recentLimit) this.#recent = this.#recent.slice(-recentLimit);
   }
 
-  /** The router's KnownEvents: what #recent holds from after + 1 on. */
-  readonly #known = (after: bigint, upTo: bigint, limit: number): StoredEvent[] | undefined => {
+  /** The router's KnownEvents: what #recent holds from after + 1 on, else what options.olderEvents has. */
+  readonly #known = (after: bigint, upTo: bigint, limit: number): StoredEvent[] | undefined =>
+    this.#fromRecent(after, upTo, limit) ?? this.options.olderEvents?.(after, upTo, limit);
+
+  #fromRecent(after: bigint, upTo: bigint, limit: number): StoredEvent[] | undefined {
     const first = this.#recent[0];
     if (first === undefined) return undefined;
     const from = Number(after + 1n - first.sequence);
@@ -206,7 +217,7 @@ export class DeliveryDispatcher {
     const out: StoredEvent[] = [];
     for (let i = from; i < this.#recent.length && out.length < limit && this.#recent[i]!.sequence <= upTo; i++) out.push(this.#recent[i]!);
     return out;
-  };
+  }
 
   /** An endpoint was created or changed on this node: route and claim again at once. */
   endpointsChanged = (): void => {
@@ -271,6 +282,7 @@ export class DeliveryDispatcher {
         const made = routed.leased.length + routed.unleased;
         this.stats.routed += made;
         this.stats.leasedAsRouted += routed.leased.length;
+        this.stats.eventsReadBack += routed.eventsReadBack;
         // A pass whose events went nowhere says nothing of the fan-out: the estimate stays.
         if (made > 0) this.#deliveriesPerEvent = Math.max(1, made / routed.eventsRouted);
         // Whatever was foreign has been read now; later foreign events raise the flag again.

@@ -75,11 +75,13 @@ export interface RouteResult {
   eventsRouted: number;
   /** Deliveries created and leased to this node. */
   leased: RoutedDelivery[];
+  /** Events this pass read from the database, not finding them in memory (routed or not). */
+  eventsReadBack: number;
   /** Deliveries created without a lease (no room here, or a batching, ordered or rate-limited endpoint): the claim sends them. */
   unleased: number;
 }
 
-const nothingRouted: RouteResult = { eventsRouted: 0, leased: [], unleased: 0 };
+const nothingRouted: RouteResult = { eventsRouted: 0, eventsReadBack: 0, leased: [], unleased: 0 };
 
 /**
  * Materialises deliveries from the durable log: for each new event, one pending delivery per
@@ -161,9 +163,11 @@ export class DeliveryRouter {
       return nothingRouted;
     }
     const inMemory = known?.(state.last, state.head, readLimit);
-    const events = inMemory?.length ? inMemory : await new EventReader(this.db, this.catalog).readRange(state.last, state.head, readLimit);
+    if (inMemory?.length) return (await this.#route(state, inMemory, budget)) ?? nothingRouted;
+    const events = await new EventReader(this.db, this.catalog).readRange(state.last, state.head, readLimit);
     if (events.length === 0) return nothingRouted;
-    return (await this.#route(state, events, budget)) ?? nothingRouted;
+    const routed = await this.#route(state, events, budget);
+    return { ...(routed ?? nothingRouted), eventsReadBack: events.length };
   }
 
   async #readState(): Promise<RouterState | undefined> {
@@ -214,7 +218,7 @@ export class DeliveryRouter {
     this.#state = { ...state, last: routedTo };
     if (state.webhooks.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(state.webhooks);
     if (rows.length > 0) this.logger.debug("deliveries routed", { events: routed, deliveries: rows.length, leased: leased.length });
-    return { eventsRouted: routed, leased, unleased: rows.length - leased.length };
+    return { eventsRouted: routed, eventsReadBack: 0, leased, unleased: rows.length - leased.length };
   }
 
   /**
