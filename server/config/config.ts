@@ -86,7 +86,11 @@ export const defaultConfig: ServerConfig = {
   maxRequestBytes: 4 * 1024 * 1024,
   maxPayloadBytes: 256 * 1024,
   maxBatchEntries: 1000,
-  groupCommitMaxEvents: 2000,
+  // A few hundred events a commit: the next group is sent while one is written, and the first
+  // publishers are answered (and publish again) sooner. Eight PublishBatch clients of 100 ran at
+  // 47-52k events/s with 300 against 43-50k with 2,000 in alternated runs; a larger PublishBatch
+  // is one group whatever this is.
+  groupCommitMaxEvents: 300,
   pollIntervalMs: 1000,
   subscriberBufferEvents: 1000,
   heartbeatIntervalMs: 15_000,
