@@ -126,7 +126,8 @@ export class DeliveryRouter {
   /**
    * Routes the next events: at most `limit` (and the router's batch size), and no more than make
    * `budget.maxDeliveries` deliveries; leases what `budget` has room for. `known` may supply the
-   * events from memory (this node's own commits), which saves reading them back.
+   * events from memory (this node's own commits, and what its log tail holds), which saves
+   * reading them back.
    *
    * No lock is held between statements. The state (cursor, head, enabled endpoints) is read in
    * one snapshot; the deliveries are inserted and the cursor moved in one statement, which does
