@@ -50,6 +50,9 @@ function sizeLabel(size: number): string {
   return `${Number((size / unit).toFixed(2))}${suffix} events`;
 }
 
+/** The empty log measured again beside a larger size (see the scenario's reference database). */
+const besideLabel = (label: string) => `${sizeLabel(0)} beside ${label}`;
+
 /**
  * A memory.created as the SDK's typed publish sends it. Its time follows the seeded timeline
  * (the publisher sets it), so that time keeps rising with the sequence across seeded and
@@ -242,6 +245,13 @@ export const growthScenario: Scenario = {
     const db: ScratchDatabase = await createScratchDatabase("growth");
     const pool = new pg.Pool({ connectionString: db.url, max: 2 });
     let server: TidingsProcess | undefined;
+    // The empty log again, beside every larger size: its publish and catch-up runs alternate
+    // with that size's, so a ratio compares rates measured in the same minutes. Compared with
+    // the empty step alone, minutes before, the ratio moved with the machine's drift (0.65×
+    // in one full run, 0.89× for the same build in a run of this scenario alone).
+    const refDb: ScratchDatabase = await createScratchDatabase("growth_empty");
+    const refPool = new pg.Pool({ connectionString: refDb.url, max: 2 });
+    let refServer: TidingsProcess | undefined;
     const results: CaseResult[] = [];
     const notes: string[] = [];
     const sizeNotes: string[] = [];
@@ -271,10 +281,35 @@ export const growthScenario: Scenario = {
         ],
       };
     };
+    let n = 0;
+    /** Publishing and catching up on the log behind `url`: the two rates the growth goals compare. */
+    const rateCases = (label: string, url: string, logPool: pg.Pool): Case[] => {
+      const publishers = Array.from({ length: publishConnections }, () => createTidingsClient({ baseUrl: url, transport: "grpc" }));
+      const reader = createTidingsClient({ baseUrl: url, transport: "grpc" });
+      return [
+        {
+          name: `${label}: unary Publish, ${publishWorkers} in flight, gRPC`,
+          role: "tidings",
+          async run() {
+            const base = await headOf(logPool);
+            let k = 0;
+            const r = await closedLoop({ workers: publishWorkers, phaseMs, maxOps }, (w) => publishers[w % publishConnections]!.publish({ event: publishEvent(n++, timeOf(timeline, base + ++k)) }));
+            return publishMetrics(r);
+          },
+        },
+        {
+          name: `${label}: Subscribe catch-up from a random cursor, ${formatNumber(window)} events a stream`,
+          role: "tidings",
+          run: () => catchUp(reader, logPool, window, phaseMs, maxOps),
+        },
+      ];
+    };
     let plans: Awaited<ReturnType<typeof takePlans>> | undefined;
     const planNotes: string[] = [];
     try {
       await migrateLog(db.url);
+      await migrateLog(refDb.url);
+      await extendLog(refDb.url, { count: window, ...timeline, rebuildIndexes: false, log: ctx.log, deadline });
       for (const size of sizes) {
         if (Date.now() > deadline) throw new Error(`out of time before the ${sizeLabel(size)} step`);
         const label = sizeLabel(size);
@@ -293,29 +328,18 @@ export const growthScenario: Scenario = {
         server = await startTidings(db.url);
         ctx.log(`  ${label}: ${stored.toLocaleString("en-US")} events stored, server pid ${server.pid}`);
         const url = server.url;
-        const publishers = Array.from({ length: publishConnections }, () => createTidingsClient({ baseUrl: url, transport: "grpc" }));
         const reader = createTidingsClient({ baseUrl: url, transport: "grpc" });
+        const beside = size === sizes[0] ? [] : await (async () => {
+          refServer = await startTidings(refDb.url);
+          return rateCases(besideLabel(label), refServer.url, refPool);
+        })();
         const listInWindow = (windowMs: number) => () => {
           const start = randomSeededTime();
           return reader.listEvents({ patterns: [timePattern], startTime: timestampFromDate(start), endTime: timestampFromDate(new Date(start.getTime() + windowMs)), pageSize, payloadFormat: PayloadFormat.PROTO });
         };
-        let n = 0;
         const cases: Case[] = [
-          {
-            name: `${label}: unary Publish, ${publishWorkers} in flight, gRPC`,
-            role: "tidings",
-            async run() {
-              const base = await headOf(pool);
-              let k = 0;
-              const r = await closedLoop({ workers: publishWorkers, phaseMs, maxOps }, (w) => publishers[w % publishConnections]!.publish({ event: publishEvent(n++, timeOf(timeline, base + ++k)) }));
-              return publishMetrics(r);
-            },
-          },
-          {
-            name: `${label}: Subscribe catch-up from a random cursor, ${formatNumber(window)} events a stream`,
-            role: "tidings",
-            run: () => catchUp(reader, pool, window, phaseMs, maxOps),
-          },
+          ...rateCases(label, url, pool),
+          ...beside,
           {
             name: `${label}: ListEvents "${typePattern}" after a random sequence`,
             role: "tidings",
@@ -344,6 +368,8 @@ export const growthScenario: Scenario = {
         ctx.log(`  ${label}: done, server RSS ${(await server.rssMb()).toFixed(0)} MB`);
         await server.stop();
         server = undefined;
+        await refServer?.stop();
+        refServer = undefined;
         plans = await takePlans();
         const brief = [["by type", plans.type], ["1-hour window", plans.hour], ["1-day window", plans.day], ["start_time lookup", plans.extra[2]!]] as const;
         planNotes.push(`Plans at ${label} (${plans.head.toLocaleString("en-US")} events), at the middle of the log: ${brief.map(([what, c]) => `${what}: ${describePlan(c)}`).join("; ")}.`);
@@ -355,12 +381,17 @@ export const growthScenario: Scenario = {
       const first = sizeLabel(sizes[0]!);
       const last = sizeLabel(largest);
       const caseOf = (label: string, prefix: string) => results.find((c) => c.name.startsWith(`${label}: ${prefix}`))!.name;
+      const reference = besideLabel(last);
+      const rate = (label: string, prefix: string, metric = "events/s") => medianOf(results, caseOf(label, prefix), metric);
       const goals: GoalResult[] = [
-        ratioGoal(`publish rate, ${last} vs ${first} (events/s)`, medianOf(results, caseOf(last, "unary Publish"), "events/s"), medianOf(results, caseOf(first, "unary Publish"), "events/s"), 0.8),
-        ratioGoal(`catch-up read rate, ${last} vs ${first} (events/s)`, medianOf(results, caseOf(last, "Subscribe catch-up"), "events/s"), medianOf(results, caseOf(first, "Subscribe catch-up"), "events/s"), 0.8),
+        ratioGoal(`publish rate, ${last} vs the ${first} beside it (events/s)`, rate(last, "unary Publish"), rate(reference, "unary Publish"), 0.8),
+        ratioGoal(`catch-up read rate, ${last} vs the ${first} beside it (events/s)`, rate(last, "Subscribe catch-up"), rate(reference, "Subscribe catch-up"), 0.8),
         indexGoal(`ListEvents by type is index-backed at ${last}`, [{ label: `"${typePattern}"`, check: typePlan }]),
         indexGoal(`ListEvents by type and time is index-backed at ${last}`, [{ label: "1-hour window", check: hourPlan }, { label: "1-day window", check: dayPlan }]),
       ];
+      for (const prefix of ["unary Publish", "Subscribe catch-up"]) {
+        notes.push(`${prefix}…: ${formatNumber(rate(last, prefix))} events/s at ${last}, ${formatNumber(rate(reference, prefix))} on the ${first} in the same runs (${(rate(last, prefix) / rate(reference, prefix)).toFixed(2)}×), ${formatNumber(rate(first, prefix))} on the ${first} measured first (${(rate(last, prefix) / rate(first, prefix)).toFixed(2)}×, across minutes of the machine's drift).`);
+      }
       for (const prefix of [`ListEvents "${typePattern}"`, `ListEvents "${timePattern}" in a random 1-hour`, `ListEvents "${timePattern}" in a random 1-day`, "Subscribe from a random start_time"]) {
         const a = medianOf(results, caseOf(first, prefix), "p50 ms");
         const b = medianOf(results, caseOf(last, prefix), "p50 ms");
@@ -371,7 +402,7 @@ export const growthScenario: Scenario = {
         ...planNotes,
         ...sizeNotes,
         `Seeded rows: ${seedTypes.length} catalog types (memory.* ${Math.round((seedShare("memory.created") + seedShare("memory.accessed") + seedShare("memory.updated") + seedShare("memory.consolidated")) * 100)}%, gap.* ${Math.round((seedShare("gap.detected") + seedShare("gap.filled")) * 100)}%), protobuf payloads of their catalog messages (${Math.round(seedTypes.reduce((sum, t) => sum + t.perMille * t.payload.length, 0) / 1000)} bytes on average), agent/project attributes, UUIDv7 ids, times rising with the sequence over ${timelineDays} days at the same density at every size (${formatNumber(timelineSize / (timelineDays * 24))} events an hour; published events carry times that continue the timeline); written with generate_series while the server was stopped, secondary indexes rebuilt after large loads, then VACUUM ANALYZE and a CHECKPOINT (so that writing the load back is not billed to the measurements that follow).`,
-        `The "${sizeLabel(0)}" case holds just the ${formatNumber(window)} events a catch-up stream reads (seeded), plus what the publish runs added. Every size also grows by the events its publish runs add.`,
+        `The "${sizeLabel(0)}" case holds just the ${formatNumber(window)} events a catch-up stream reads (seeded), plus what the publish runs added. Every size also grows by the events its publish runs add. "${besideLabel("…")}" is a second database seeded the same way, served by a second server beside each larger size's, whose publish and catch-up runs alternate with that size's; the goals compare the largest size with it (it too grows by its publish runs, by tens of thousands of events).`,
         `Catch-up: Subscribe with after_sequence at a random point at least ${formatNumber(window)} events before the head, read ${formatNumber(window)} events (protobuf payloads), close, repeat for ${phaseMs / 1000} s; the rate includes opening each stream. ListEvents: one client, back to back after one warm-up call, page_size ${pageSize}, protobuf payloads, windows starting at the time of a random seeded event; ${listPhaseMs / 1000} s or ${list.maxOps} calls (the 1-day window and start_time: at least ${slow.minOps}, at most ${slow.maxOps} calls).`,
         "Server, load generator and PostgreSQL share the machine (2 cores), and other benchmarks may run at the same time: rates are noisy.",
         `Index-backed (the two plan goals): no Seq Scan of tidings_events, and either a column the read filters on bounds the index scan (in its Index Cond, so it reads the window, whatever the log's size) or the scans read and discard at most ${maxFilteredPerRow} rows per row returned. An Index Scan of the primary key that only filters on time is an index scan in EXPLAIN's words, but it reads the log in sequence order up to the window: work that grows with the log. A small time window is read through the time index and sorted (EventReader asks the planner how many events the window holds first). The plans below are for the SQL a real EventReader issues (captured from its query log), run with EXPLAIN (ANALYZE, BUFFERS) after each size's measurements with the server stopped (in full below for the largest log).`,
@@ -382,8 +413,11 @@ export const growthScenario: Scenario = {
       return { id: "growth", title: "Cost as the log grows", cases: results, goals, notes };
     } finally {
       await server?.stop().catch(() => {});
+      await refServer?.stop().catch(() => {});
       await pool.end().catch(() => {});
+      await refPool.end().catch(() => {});
       await db.drop().catch((err) => ctx.log(`  could not drop ${db.name}: ${(err as Error).message}`));
+      await refDb.drop().catch((err) => ctx.log(`  could not drop ${refDb.name}: ${(err as Error).message}`));
     }
   },
 };
