@@ -702,6 +702,33 @@ describe("deliveries leased as they are routed", () => {
       await node.storage.drop();
     }
   });
+  it("15. a leased delivery that waits past half its lease margin for a slot is given back and sent with a fresh lease, its attempt not counted twice", async () => {
+    // One request slot, a receiver that takes 250 ms, and a lease margin of 400 ms: a delivery
+    // may wait at most 200 ms in the node's queue before its lease is too short to start.
+    const node = await startTestServer({ config: { dispatcherMaxInFlight: 1, dispatcherMaxInFlightPerEndpoint: 1, deliveryLeaseMarginMs: 400 } });
+    try {
+      const rx = await receiver(() => ({ status: 200, delayMs: 250 }));
+      const { webhook } = await node.webhooks().createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+      const run = tag("late");
+      const res = await callJson(node.url, "PublishBatch", { entries: Array.from({ length: 4 }, (_, i) => ({ event: memory(run, `l-${i}`) })) });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      const ids = (res.body.results as Published[]).map((p) => p.id);
+      await rx.waitFor(4, 15_000);
+      const deliveries = await eventually(async () => {
+        const page = await node.webhooks().listDeliveries({ webhookId: webhook!.id, pageSize: 10 });
+        return page.deliveries.length === 4 && page.deliveries.every((d) => d.status === DeliveryStatus.SUCCEEDED) ? page.deliveries : undefined;
+      }, 15_000, "four succeeded deliveries");
+      expect(new Set(rx.requests.map((r) => String(r.headers["webhook-id"])))).toEqual(new Set(ids));
+      expect(rx.requests).toHaveLength(4); // each sent once
+      expect(deliveries.map((d) => d.attempts)).toEqual([1, 1, 1, 1]);
+      for (const d of deliveries) {
+        const { attempts } = await node.webhooks().getDelivery({ id: d.id });
+        expect(attempts.map((a) => a.statusCode)).toEqual([200]);
+      }
+    } finally {
+      await node.close();
+    }
+  });
   it("16. with ten endpoints, routing makes about as many deliveries as the node has room for, so most are sent without a claim", async () => {
     // Room for 64 deliveries (16 slots × 4). A routing pass that read as many events as there is
     // room for made ten deliveries an event, and left nine in ten to a claim, which writes each
@@ -762,33 +789,6 @@ describe("deliveries leased as they are routed", () => {
       expect(stats.routed).toBe(5000);
       expect(stats.eventsReadBack, JSON.stringify(stats)).toBe(0);
       await node.webhooks().deleteWebhook({ id: webhook!.id });
-    } finally {
-      await node.close();
-    }
-  });
-  it("15. a leased delivery that waits past half its lease margin for a slot is given back and sent with a fresh lease, its attempt not counted twice", async () => {
-    // One request slot, a receiver that takes 250 ms, and a lease margin of 400 ms: a delivery
-    // may wait at most 200 ms in the node's queue before its lease is too short to start.
-    const node = await startTestServer({ config: { dispatcherMaxInFlight: 1, dispatcherMaxInFlightPerEndpoint: 1, deliveryLeaseMarginMs: 400 } });
-    try {
-      const rx = await receiver(() => ({ status: 200, delayMs: 250 }));
-      const { webhook } = await node.webhooks().createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
-      const run = tag("late");
-      const res = await callJson(node.url, "PublishBatch", { entries: Array.from({ length: 4 }, (_, i) => ({ event: memory(run, `l-${i}`) })) });
-      expect(res.status, JSON.stringify(res.body)).toBe(200);
-      const ids = (res.body.results as Published[]).map((p) => p.id);
-      await rx.waitFor(4, 15_000);
-      const deliveries = await eventually(async () => {
-        const page = await node.webhooks().listDeliveries({ webhookId: webhook!.id, pageSize: 10 });
-        return page.deliveries.length === 4 && page.deliveries.every((d) => d.status === DeliveryStatus.SUCCEEDED) ? page.deliveries : undefined;
-      }, 15_000, "four succeeded deliveries");
-      expect(new Set(rx.requests.map((r) => String(r.headers["webhook-id"])))).toEqual(new Set(ids));
-      expect(rx.requests).toHaveLength(4); // each sent once
-      expect(deliveries.map((d) => d.attempts)).toEqual([1, 1, 1, 1]);
-      for (const d of deliveries) {
-        const { attempts } = await node.webhooks().getDelivery({ id: d.id });
-        expect(attempts.map((a) => a.statusCode)).toEqual([200]);
-      }
     } finally {
       await node.close();
     }
