@@ -329,10 +329,11 @@ export const growthScenario: Scenario = {
         ctx.log(`  ${label}: ${stored.toLocaleString("en-US")} events stored, server pid ${server.pid}`);
         const url = server.url;
         const reader = createTidingsClient({ baseUrl: url, transport: "grpc" });
-        const beside = size === sizes[0] ? [] : await (async () => {
+        let beside: Case[] = [];
+        if (size !== sizes[0]) {
           refServer = await startTidings(refDb.url);
-          return rateCases(besideLabel(label), refServer.url, refPool);
-        })();
+          beside = rateCases(besideLabel(label), refServer.url, refPool);
+        }
         const listInWindow = (windowMs: number) => () => {
           const start = randomSeededTime();
           return reader.listEvents({ patterns: [timePattern], startTime: timestampFromDate(start), endTime: timestampFromDate(new Date(start.getTime() + windowMs)), pageSize, payloadFormat: PayloadFormat.PROTO });
@@ -382,19 +383,19 @@ export const growthScenario: Scenario = {
       const last = sizeLabel(largest);
       const caseOf = (label: string, prefix: string) => results.find((c) => c.name.startsWith(`${label}: ${prefix}`))!.name;
       const reference = besideLabel(last);
-      const rate = (label: string, prefix: string, metric = "events/s") => medianOf(results, caseOf(label, prefix), metric);
+      const median = (label: string, prefix: string, metric = "events/s") => medianOf(results, caseOf(label, prefix), metric);
       const goals: GoalResult[] = [
-        ratioGoal(`publish rate, ${last} vs the ${first} beside it (events/s)`, rate(last, "unary Publish"), rate(reference, "unary Publish"), 0.8),
-        ratioGoal(`catch-up read rate, ${last} vs the ${first} beside it (events/s)`, rate(last, "Subscribe catch-up"), rate(reference, "Subscribe catch-up"), 0.8),
+        ratioGoal(`publish rate, ${last} vs the ${first} beside it (events/s)`, median(last, "unary Publish"), median(reference, "unary Publish"), 0.8),
+        ratioGoal(`catch-up read rate, ${last} vs the ${first} beside it (events/s)`, median(last, "Subscribe catch-up"), median(reference, "Subscribe catch-up"), 0.8),
         indexGoal(`ListEvents by type is index-backed at ${last}`, [{ label: `"${typePattern}"`, check: typePlan }]),
         indexGoal(`ListEvents by type and time is index-backed at ${last}`, [{ label: "1-hour window", check: hourPlan }, { label: "1-day window", check: dayPlan }]),
       ];
       for (const prefix of ["unary Publish", "Subscribe catch-up"]) {
-        notes.push(`${prefix}…: ${formatNumber(rate(last, prefix))} events/s at ${last}, ${formatNumber(rate(reference, prefix))} on the ${first} in the same runs (${(rate(last, prefix) / rate(reference, prefix)).toFixed(2)}×), ${formatNumber(rate(first, prefix))} on the ${first} measured first (${(rate(last, prefix) / rate(first, prefix)).toFixed(2)}×, across minutes of the machine's drift).`);
+        notes.push(`${prefix}…: ${formatNumber(median(last, prefix))} events/s at ${last}, ${formatNumber(median(reference, prefix))} on the ${first} in the same runs (${(median(last, prefix) / median(reference, prefix)).toFixed(2)}×), ${formatNumber(median(first, prefix))} on the ${first} measured first (${(median(last, prefix) / median(first, prefix)).toFixed(2)}×, across minutes of the machine's drift).`);
       }
       for (const prefix of [`ListEvents "${typePattern}"`, `ListEvents "${timePattern}" in a random 1-hour`, `ListEvents "${timePattern}" in a random 1-day`, "Subscribe from a random start_time"]) {
-        const a = medianOf(results, caseOf(first, prefix), "p50 ms");
-        const b = medianOf(results, caseOf(last, prefix), "p50 ms");
+        const a = median(first, prefix, "p50 ms");
+        const b = median(last, prefix, "p50 ms");
         notes.push(`${prefix}…: p50 ${formatNumber(a)} ms on the ${first}, ${formatNumber(b)} ms at ${last} (${(b / a).toFixed(1)}×).`);
       }
       for (const c of extraPlans) notes.push(`${c.name}: ${describePlan(c)}${indexBacked(c) ? "" : " — not index-backed"}.`);

@@ -444,9 +444,10 @@ export class DeliveryDispatcher {
     if (groups.length >= free || blocked.any) this.#claimWanted = true;
     else this.#claimCameBackShort = true;
     if (groups.length === 0) return;
-    this.stats.claimed += groups.reduce((n, g) => n + g.length, 0);
+    const claimed = groups.flat();
+    this.stats.claimed += claimed.length;
     // The events of every claimed delivery in one read, not one per request.
-    const events = await new EventReader(this.db, this.catalog).bySequences([...new Set(groups.flat().map((c) => c.eventSequence))]);
+    const events = await new EventReader(this.db, this.catalog).bySequences([...new Set(claimed.map((c) => c.eventSequence))]);
     const bySequence = new Map(events.map((e) => [e.sequence, e]));
     for (const group of groups) {
       this.#hold({ group, events: group.flatMap((c) => bySequence.get(c.eventSequence) ?? []), sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: true });
