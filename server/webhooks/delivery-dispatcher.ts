@@ -112,8 +112,17 @@ const unrecordedPerSlot = 4;
  */
 const minRouteRoom = 32;
 
-/** Committed events kept for the router, so it need not read back what this node just wrote. */
-const recentLimit = 2_000;
+/**
+ * This node's committed events kept for the router, so it need not read back what it just
+ * wrote: at least 10,000 and at most twice that, and at most 64 MB of payloads (as many as the
+ * log tail keeps). A webhook backlog is routed as it is sent, so the router falls behind the
+ * head by as much as is published meanwhile: with 2,000 kept, about 16,000 of a 20,000-event
+ * backlog were read back from the database and their payloads decoded again. The log tail's
+ * window is no substitute: with no subscriber, a poll that runs while events commit makes the
+ * tail forget it.
+ */
+const recentLimit = 10_000;
+const recentMaxBytes = 64 * 1024 * 1024;
 
 /**
  * Sends due deliveries. Each pass routes new events (DeliveryRouter), which leases the new
@@ -148,8 +157,9 @@ export class DeliveryDispatcher {
   #claimCameBackShort = false;
   /** Deliveries the last routing pass made per event (the endpoints an event goes to), at least 1: sizes the next pass's read. */
   #deliveriesPerEvent = 1;
-  /** This node's latest committed events, consecutive (see eventsArrived). */
+  /** This node's latest committed events, consecutive (see eventsArrived), and their payload bytes. */
   #recent: StoredEvent[] = [];
+  #recentBytes = 0;
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
   readonly #successWrittenAt = new Map<string, number>();
   readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items));
@@ -190,18 +200,32 @@ export class DeliveryDispatcher {
    * commits come with their events, which the router then need not read back.
    */
   eventsArrived = (committed?: readonly StoredEvent[]): void => {
-    if (committed && committed.length > 0) this.#remember(committed);
-    else this.#foreignEvents = true;
+    if (committed && committed.length > 0) {
+      // With no endpoint there is nothing to route them to: the router skips to the head.
+      if (this.router.idle) this.#forgetRecent();
+      else this.#remember(committed);
+    } else this.#foreignEvents = true;
     this.#routeWanted = true;
     this.#passes.run();
   };
 
-  /** Keeps the latest run of consecutive committed events, up to recentLimit. */
+  /** Keeps the latest run of consecutive committed events, within recentLimit and recentMaxBytes. */
   #remember(committed: readonly StoredEvent[]): void {
     const lastKnown = this.#recent[this.#recent.length - 1];
-    if (lastKnown === undefined || committed[0]!.sequence !== lastKnown.sequence + 1n) this.#recent = [];
+    if (lastKnown === undefined || committed[0]!.sequence !== lastKnown.sequence + 1n) this.#forgetRecent();
     this.#recent.push(...committed);
-    if (this.#recent.length > 2 * recentLimit) this.#recent = this.#recent.slice(-recentLimit);
+    for (const e of committed) this.#recentBytes += e.payload.byteLength;
+    if (this.#recent.length <= 2 * recentLimit && this.#recentBytes <= recentMaxBytes) return;
+    // Drop the oldest, down to recentLimit events and half the bytes, in one slice.
+    let drop = Math.max(0, this.#recent.length - recentLimit);
+    for (let i = 0; i < drop; i++) this.#recentBytes -= this.#recent[i]!.payload.byteLength;
+    while (drop < this.#recent.length - 1 && this.#recentBytes > recentMaxBytes / 2) this.#recentBytes -= this.#recent[drop++]!.payload.byteLength;
+    this.#recent = this.#recent.slice(drop);
+  }
+
+  #forgetRecent(): void {
+    this.#recent = [];
+    this.#recentBytes = 0;
   }
 
   /** The router's KnownEvents: what #recent holds from after + 1 on, else what options.olderEvents has. */
