@@ -6,11 +6,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EventCatalog, loadCatalog } from "../server/catalog/catalog.js";
 import { AppendQueue, type NewEvent } from "../server/event-log/append-queue.js";
-import { EventReader } from "../server/event-log/event-reader.js";
+import { EventReader, type LogQuery } from "../server/event-log/event-reader.js";
+import type { StoredEvent } from "../server/event-log/stored-event.js";
+import { createEventMatcher } from "../server/filtering/event-matcher.js";
 import { uuidV7 } from "../server/event-log/uuid-v7.js";
 import { silentLogger } from "../server/logging/logger.js";
 import { type DatabaseHandle, openDatabase } from "../server/storage/open-database.js";
 import { LogTail } from "../server/streaming/log-tail.js";
+import { runSubscription } from "../server/streaming/subscription.js";
 import { createTestStorage, type TestStorage } from "./helpers/database.js";
 
 let storage: TestStorage;
@@ -111,6 +114,72 @@ describe("LogTail.recent", () => {
       expect(tail.recent(start + 1n, tail.position, 100)!.map((e) => e.sequence)).toEqual([start + 2n, start + 3n]);
     } finally {
       await other.close();
+      await queue.close();
+      await tail.stop();
+    }
+  });
+});
+
+/** The real reader, noting each range it is asked for (the catch-up's reads from the database). */
+class NotingReader extends EventReader {
+  readonly reads: Array<{ after: bigint; upTo: bigint | undefined }> = [];
+  override readRange(after: bigint, upTo: bigint | undefined, limit: number, query?: LogQuery): Promise<StoredEvent[]> {
+    this.reads.push({ after, upTo });
+    return super.readRange(after, upTo, limit, query);
+  }
+}
+
+describe("catch-up (runSubscription)", () => {
+  it("reads the next page from the database while it sends one, and the rest from the tail's window: every event once, in order", async () => {
+    // The window keeps only the newest batch of 250: the first 1,000 events are the database's.
+    const { tail, queue, start } = await tailWithQueue(100);
+    const noting = new NotingReader(database.db, catalog);
+    const abort = new AbortController();
+    try {
+      for (let i = 0; i < 5; i++) await queue.append(Array.from({ length: 250 }, () => event()));
+      const got: StoredEvent[] = [];
+      let readsAtFirstEvent = -1;
+      const stream = runSubscription({
+        reader: noting, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
+        bufferEvents: 10_000, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
+      });
+      for await (const item of stream) {
+        if (item.kind !== "event") continue;
+        if (got.length === 0) readsAtFirstEvent = noting.reads.length;
+        got.push(item.event);
+        if (got.length === 1250) break;
+      }
+      // While the first page was being sent, the second was already asked for.
+      expect(readsAtFirstEvent).toBe(2);
+      expect(noting.reads.map((r) => r.after)).toEqual([start, start + 500n]);
+      expect(got.map((e) => e.sequence)).toEqual(Array.from({ length: 1250 }, (_, i) => start + 1n + BigInt(i)));
+      const fromLog = await reader.readRange(start, tail.position, 2000);
+      expect(got.map((e) => e.id)).toEqual(fromLog.map((e) => e.id));
+    } finally {
+      abort.abort();
+      await queue.close();
+      await tail.stop();
+    }
+  });
+
+  it("a stream that ends while a page is being read ahead leaves nothing behind", async () => {
+    const { tail, queue, start } = await tailWithQueue(100);
+    const noting = new NotingReader(database.db, catalog);
+    const abort = new AbortController();
+    try {
+      for (let i = 0; i < 5; i++) await queue.append(Array.from({ length: 250 }, () => event()));
+      let seen = 0;
+      for await (const item of runSubscription({
+        reader: noting, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
+        bufferEvents: 10_000, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
+      })) {
+        if (item.kind === "event" && ++seen === 10) break; // the read of events 501-1000 is under way
+      }
+      expect(noting.reads.length).toBe(2);
+      // The abandoned read finishes on its own; the pool still serves (a leaked connection would not).
+      for (let i = 0; i < 8; i++) expect((await reader.readRange(start, start + 3n, 10)).length).toBe(3);
+    } finally {
+      abort.abort();
       await queue.close();
       await tail.stop();
     }

@@ -88,8 +88,8 @@ export class LogTail {
    * log and each decoded and encoded the same events again, which made them fall further behind.
    */
   recent(after: bigint, upTo: bigint, limit: number): StoredEvent[] | undefined {
+    if (!this.holds(after)) return undefined;
     const window = this.#window;
-    if (window.length === 0 || after < window[0]!.after || after >= window[window.length - 1]!.upTo) return undefined;
     // The first batch that ends past `after`.
     let lo = 0;
     let hi = window.length - 1;
@@ -107,6 +107,12 @@ export class LogTail {
       }
     }
     return out;
+  }
+
+  /** Whether recent() can answer for events after `after` now. */
+  holds(after: bigint): boolean {
+    const window = this.#window;
+    return window.length > 0 && after >= window[0]!.after && after < window[window.length - 1]!.upTo;
   }
 
   /** A subscriber starts reading toward the tail (see recent()); `catchUpEnded` when it attaches or ends. */

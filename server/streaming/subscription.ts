@@ -43,6 +43,8 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
     return { kind: "heartbeat", cursor };
   };
   const sqlFilter = { patterns: o.matcher.patterns, attributes: o.matcher.attributes };
+  /** The catch-up page after `after`, being read from the database while the one before it is sent. */
+  let readAhead: { after: bigint; target: bigint; page: Promise<StoredEvent[]> } | undefined;
 
   // While not attached the subscriber reads toward the tail, which keeps recent rows for it.
   let catchingUp = true;
@@ -57,7 +59,21 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
       if (!attached) {
         const target = o.tail.position;
         if (cursor < target) {
-          const page = o.tail.recent(cursor, target, o.pageSize) ?? (await o.reader.readRange(cursor, target, o.pageSize, sqlFilter));
+          const ahead = readAhead?.after === cursor ? readAhead : undefined;
+          readAhead = undefined;
+          const inMemory = ahead ? undefined : o.tail.recent(cursor, target, o.pageSize);
+          // A page read ahead only goes up to the target of its time (see below).
+          const pageTarget = ahead?.target ?? target;
+          const page = inMemory ?? (await (ahead?.page ?? o.reader.readRange(cursor, target, o.pageSize, sqlFilter)));
+          const last = page[page.length - 1];
+          // Read the next page from the database while this one is sent: reading and sending
+          // one after the other left PostgreSQL idle while the stream was written and the
+          // stream idle while PostgreSQL read, and a log too large for memory reads slower.
+          if (inMemory === undefined && last !== undefined && page.length === o.pageSize && !o.tail.holds(last.sequence)) {
+            const next = o.reader.readRange(last.sequence, pageTarget, o.pageSize, sqlFilter);
+            next.catch(() => {}); // an abandoned read's failure is nobody's; a used one rethrows when awaited
+            readAhead = { after: last.sequence, target: pageTarget, page: next };
+          }
           for (const event of page) {
             if (o.signal.aborted) return;
             cursor = event.sequence;
@@ -66,7 +82,7 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
               yield { kind: "event", event, cursor };
             }
           }
-          if (page.length < o.pageSize) cursor = target;
+          if (page.length < o.pageSize) cursor = pageTarget;
           if (Date.now() - lastSent >= o.heartbeatMs) yield beat();
           continue;
         }
