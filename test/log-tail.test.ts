@@ -132,20 +132,29 @@ class NotingReader extends EventReader {
   }
 }
 
+/**
+ * 1,250 events in five commits, and a subscription from before the first that reads them with
+ * pages of 500. The tail's window keeps only the newest commit (250 events): the first 1,000
+ * come from the database.
+ */
+async function catchingUp() {
+  const { tail, queue, start } = await tailWithQueue(100);
+  for (let i = 0; i < 5; i++) await queue.append(Array.from({ length: 250 }, () => event()));
+  const noting = new NotingReader(database.db, catalog);
+  const abort = new AbortController();
+  const stream = runSubscription({
+    reader: noting, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
+    bufferEvents: 10_000, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
+  });
+  return { tail, queue, start, noting, stream, abort };
+}
+
 describe("catch-up (runSubscription)", () => {
   it("reads the next page from the database while it sends one, and the rest from the tail's window: every event once, in order", async () => {
-    // The window keeps only the newest batch of 250: the first 1,000 events are the database's.
-    const { tail, queue, start } = await tailWithQueue(100);
-    const noting = new NotingReader(database.db, catalog);
-    const abort = new AbortController();
+    const { tail, queue, start, noting, stream, abort } = await catchingUp();
     try {
-      for (let i = 0; i < 5; i++) await queue.append(Array.from({ length: 250 }, () => event()));
       const got: StoredEvent[] = [];
       let readsAtFirstEvent = -1;
-      const stream = runSubscription({
-        reader: noting, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
-        bufferEvents: 10_000, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
-      });
       for await (const item of stream) {
         if (item.kind !== "event") continue;
         if (got.length === 0) readsAtFirstEvent = noting.reads.length;
@@ -166,16 +175,10 @@ describe("catch-up (runSubscription)", () => {
   });
 
   it("a stream that ends while a page is being read ahead lets that read finish and give its connection back", async () => {
-    const { tail, queue, start } = await tailWithQueue(100);
-    const noting = new NotingReader(database.db, catalog);
-    const abort = new AbortController();
+    const { tail, queue, start, noting, stream, abort } = await catchingUp();
     try {
-      for (let i = 0; i < 5; i++) await queue.append(Array.from({ length: 250 }, () => event()));
       let seen = 0;
-      for await (const item of runSubscription({
-        reader: noting, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
-        bufferEvents: 10_000, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
-      })) {
+      for await (const item of stream) {
         if (item.kind === "event" && ++seen === 10) break; // the read of events 501-1000 is under way
       }
       expect(noting.reads.map((r) => r.after)).toEqual([start, start + 500n]);
