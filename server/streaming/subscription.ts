@@ -68,8 +68,9 @@ export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<S
           const last = page[page.length - 1];
           // Read the next page from the database while this one is sent: reading and sending
           // one after the other left PostgreSQL idle while the stream was written and the
-          // stream idle while PostgreSQL read, and a log too large for memory reads slower.
-          if (inMemory === undefined && last !== undefined && page.length === o.pageSize && !o.tail.holds(last.sequence)) {
+          // stream idle while PostgreSQL read, and a log too large for memory reads slower. A
+          // full page that ends at the target leaves nothing to read ahead.
+          if (inMemory === undefined && last !== undefined && page.length === o.pageSize && last.sequence < pageTarget && !o.tail.holds(last.sequence)) {
             const next = o.reader.readRange(last.sequence, pageTarget, o.pageSize, sqlFilter);
             next.catch(() => {}); // an abandoned read's failure is nobody's; a used one rethrows when awaited
             readAhead = { after: last.sequence, target: pageTarget, page: next };
