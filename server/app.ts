@@ -107,7 +107,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     counters.eventsPublished += events.length;
     tail.offerCommitted(events);
     dispatcher.eventsArrived(events);
-  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres" });
+  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres", listenerId: database.doorbell.listenerId });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const publishSystemEvent = systemPublisher(catalog, appendQueue, logger);
   const systemEvents = createSystemEvents(publishSystemEvent);

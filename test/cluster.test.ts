@@ -97,6 +97,46 @@ describe.runIf(needsPostgres("poll fallback (a commit from another connection)")
   });
 });
 
+describe.runIf(needsPostgres("ringing only when another node listens"))("commit notifications", () => {
+  it("a commit rings (NOTIFY) only while another node is registered as listening; a stopped node unregisters", async () => {
+    // A poll interval far longer than the test waits, as in the cluster tests above.
+    const t = await startTestServer({ config: { pollIntervalMs: 600_000 } });
+    const listener = new pg.Client({ connectionString: t.storage.databaseUrl! });
+    await listener.connect();
+    const rings: string[] = [];
+    listener.on("notification", (n) => rings.push(n.payload ?? ""));
+    try {
+      await listener.query("LISTEN tidings_events");
+      const registered = async () => (await listener.query<{ n: number }>("SELECT count(*)::int AS n FROM tidings_event_listeners WHERE listening_until > now()")).rows[0]!.n;
+      // The node registered its own listener, which its commits do not ring.
+      expect(await registered()).toBe(1);
+      const alone = await callJson(t.url, "Publish", { event: memoryCreated("alone") });
+      expect(alone.status).toBe(200);
+      // Rung commits notify before the publish answers; give a stray one time to arrive anyway.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(rings).toEqual([]);
+
+      // Another node registers: commits ring, with the new head.
+      await listener.query("INSERT INTO tidings_event_listeners (id, listening_until) VALUES ('listener_other', now() + interval '1 minute')");
+      const rung = await callJson(t.url, "Publish", { event: memoryCreated("rung") });
+      await eventuallyTrue(() => rings.length === 1);
+      expect(rings).toEqual([rung.body.sequence]);
+
+      // Its registration ran out (it stopped renewing): commits stop ringing it.
+      await listener.query("UPDATE tidings_event_listeners SET listening_until = now() - interval '1 second' WHERE id = 'listener_other'");
+      await callJson(t.url, "Publish", { event: memoryCreated("expired") });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(rings).toEqual([rung.body.sequence]);
+
+      await t.stop();
+      expect(await registered()).toBe(0);
+    } finally {
+      await listener.end();
+      await t.close();
+    }
+  });
+});
+
 /** Appends like a node whose notification was lost: the same transaction, without pg_notify. */
 async function appendWithoutNotify(databaseUrl: string) {
   const payload = Buffer.from(toBinary(MemoryCreatedSchema, create(MemoryCreatedSchema, { memoryId: "silent" })));

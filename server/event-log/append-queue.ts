@@ -80,6 +80,12 @@ export interface AppendQueueOptions {
    * connection.
    */
   oneStatementAppends?: boolean;
+  /**
+   * This node's listener (Doorbell.listenerId): a commit then rings (NOTIFY) only when another
+   * listener is registered in tidings_event_listeners, since this node learns of its own
+   * commits without it (onCommitted). Unset: every commit rings.
+   */
+  listenerId?: string;
 }
 
 /** Groups being written at once: the one holding the head row, and the next one waiting for it. */
@@ -117,10 +123,20 @@ export class AppendQueue {
   #arrived: (() => void) | undefined;
   #closed = false;
 
+  /** Whether a commit rings the other nodes (see AppendQueueOptions.listenerId): true, or a check of the listeners. */
+  readonly #othersListen;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly options: AppendQueueOptions,
-  ) {}
+  ) {
+    // Evaluated in the committing statement itself: a node registered before the statement
+    // began is rung. One registering meanwhile may miss that ring, and finds the commit by
+    // its poll, as it does any lost notification.
+    this.#othersListen = options.listenerId === undefined
+      ? sql<boolean>`true`
+      : sql<boolean>`EXISTS (SELECT 1 FROM tidings_event_listeners WHERE id <> ${options.listenerId} AND listening_until > now())`;
+  }
 
   /** Appends the events atomically; resolves once they are committed. */
   append(events: NewEvent[]): Promise<AppendResult[]> {
@@ -293,7 +309,7 @@ export class AppendQueue {
       await this.#insert(trx, rows);
       await trx.updateTable("tidings_log_head").set({ last_sequence: next.toString() }).where("id", "=", 1).execute();
       // A doorbell for other nodes, delivered at commit. It carries no event data.
-      await sql`SELECT pg_notify(${eventsChannel}, ${next.toString()})`.execute(trx);
+      await sql`SELECT pg_notify(${eventsChannel}, ${next.toString()}) WHERE ${this.#othersListen}`.execute(trx);
     }
     await this.options.beforeCommit?.();
     return { outcomes, written: rows, oneStatement: false };
@@ -307,7 +323,7 @@ export class AppendQueue {
    * The common case: no idempotency key and no publisher-chosen id, so nothing can conflict and
    * every unit is accepted. One statement is its own transaction: the UPDATE locks the head row
    * until the statement commits, exactly as the explicit transaction does, so commit order
-   * still equals sequence order. The NOTIFY is delivered at that commit.
+   * still equals sequence order. The NOTIFY, if another node listens, is delivered at that commit.
    */
   async #commitOneStatement(group: readonly Unit[]): Promise<GroupWrite> {
     const events = group.flatMap((u) => u.events);
@@ -331,7 +347,7 @@ export class AppendQueue {
         -- be sent as text, every payload written out in hex by the client and read back.
         CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${payloads.offsets}::int[])[e.ord] + 1 FOR (${payloads.lengths}::int[])[e.ord]) AS payload) p
       )
-      SELECT base, pg_notify(${eventsChannel}, (base + ${count})::text) FROM head`.execute(this.db);
+      SELECT base, CASE WHEN ${this.#othersListen} THEN pg_notify(${eventsChannel}, (base + ${count})::text) END FROM head`.execute(this.db);
     const base = BigInt(result.rows[0]!.base);
     const written = events.map((e, i) => ({ ...e, sequence: base + BigInt(i + 1) }));
     let sequence = base;

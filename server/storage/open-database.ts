@@ -32,6 +32,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   try {
     const applied = await migrateToLatest(handle.db as Kysely<unknown>);
     if (applied.length > 0) options.logger.info("migrations applied", { migrations: applied });
+    await handle.doorbell.announce();
   } catch (err) {
     await handle.close();
     throw err;

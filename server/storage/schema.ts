@@ -11,6 +11,13 @@ export interface Database {
   tidings_registered_files: RegisteredFilesTable;
   tidings_catalog_head: CatalogHeadTable;
   tidings_api_keys: ApiKeysTable;
+  tidings_event_listeners: EventListenersTable;
+}
+
+/** A node listening for commit notifications (NOTIFY tidings_events), until its registration runs out. */
+export interface EventListenersTable {
+  id: string;
+  listening_until: ColumnType<Date, Date | string, Date | string>;
 }
 
 /** The event log: one row per event, in sequence order. */

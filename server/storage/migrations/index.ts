@@ -7,6 +7,7 @@ import { deliveryClaimOrderMigration } from "./0004-delivery-claim-order.js";
 import { deliveryRetentionMigration } from "./0005-delivery-retention.js";
 import { apiKeysMigration } from "./0006-api-keys.js";
 import { attemptsWithoutForeignKeyMigration } from "./0007-attempts-without-foreign-key.js";
+import { eventListenersMigration } from "./0008-event-listeners.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -17,6 +18,7 @@ export const migrations: Record<string, Migration> = {
   "0005-delivery-retention": deliveryRetentionMigration,
   "0006-api-keys": apiKeysMigration,
   "0007-attempts-without-foreign-key": attemptsWithoutForeignKeyMigration,
+  "0008-event-listeners": eventListenersMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
