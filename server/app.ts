@@ -122,6 +122,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     leaseMarginMs: config.deliveryLeaseMarginMs,
     pollIntervalMs: config.dispatcherPollIntervalMs,
     olderEvents: (after, upTo, limit) => tail.recent(after, upTo, limit),
+    lookups: database.lookups,
   }, logger.child({ component: "dispatcher" }), {
     attempt: (outcome, seconds, deliveries) => {
       metrics.deliveries.inc({ outcome }, deliveries);

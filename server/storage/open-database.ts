@@ -4,6 +4,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Logger } from "../logging/logger.js";
 import { type Doorbell, pgDoorbell, silentDoorbell } from "./doorbell.js";
+import { kyselyLookupSession, type LookupSession, pgLookupSession } from "./lookup-session.js";
 import { migrateToLatest } from "./migrations/index.js";
 import { sendMarkedStatementsPrepared } from "./prepared-statements.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
@@ -14,6 +15,8 @@ export interface DatabaseHandle {
   kind: "postgres" | "pglite";
   /** Rings when another node (or this one) commits events. */
   doorbell: Doorbell;
+  /** For statements that find rows by key in growing tables, planned once as index lookups (see LookupSession). */
+  lookups: LookupSession;
   /** The PostgreSQL pool's connections now; undefined for PGlite, which has none. */
   poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
@@ -54,13 +57,16 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
   });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const doorbell = await pgDoorbell(url, options.logger);
+  const lookups = pgLookupSession(url, options.logger);
   return {
     db,
     kind: "postgres",
     doorbell,
+    lookups,
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async close() {
       await doorbell.close();
+      await lookups.close();
       await db.destroy();
     },
   };
@@ -75,6 +81,7 @@ async function openPGlite(options: OpenDatabaseOptions): Promise<DatabaseHandle>
     kind: "pglite",
     // PGlite belongs to this process alone: every commit is local and wakes readers directly.
     doorbell: silentDoorbell,
+    lookups: kyselyLookupSession(db as Kysely<unknown>),
     poolStats: () => undefined,
     async close() {
       await db.destroy();

@@ -7,6 +7,8 @@ import type { StoredEvent } from "../event-log/stored-event.js";
 import { BatchWriter } from "../concurrency/batch-writer.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
+import { kyselyLookupSession, type LookupSession } from "../storage/lookup-session.js";
+import { preparedMarker } from "../storage/prepared-statements.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
 import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget } from "./delivery-router.js";
@@ -30,6 +32,8 @@ export interface DispatcherOptions {
    * events: read back from the database, every event is fetched and decoded again.
    */
   olderEvents?: KnownEvents;
+  /** Where successes are recorded (Database.lookups on PostgreSQL); through `db` if unset. */
+  lookups?: LookupSession;
 }
 
 /** What the dispatcher reports to /metrics. */
@@ -169,6 +173,7 @@ export class DeliveryDispatcher {
     () => this.#schedule(),
   );
   #timer: NodeJS.Timeout | undefined;
+  readonly #lookups: LookupSession;
   /** Stopped, and the grace period is over: requests still running are not recorded. */
   #abandoned = false;
 
@@ -181,7 +186,9 @@ export class DeliveryDispatcher {
     private readonly options: DispatcherOptions,
     private readonly logger: Logger,
     private readonly metrics?: DispatcherMetrics,
-  ) {}
+  ) {
+    this.#lookups = options.lookups ?? kyselyLookupSession(db as Kysely<unknown>);
+  }
 
   start(): void {
     this.wake();
@@ -648,12 +655,11 @@ export class DeliveryDispatcher {
     // read every pending delivery through that index into a hash join, for each statement
     // (4,000 index entries for 72 rows in a webhook backlog); the primary key finds each row.
     // (The lease token alone already implies a pending delivery; the status check is a guard.)
-    // Not a prepared statement: a prepared one keeps the plan it made while the table was
-    // small (a sequential scan) until statistics change, and without autovacuum they never do:
-    // every statement of a 20,000-delivery backlog then read the whole table. Planned each
-    // time, with the real number of rows, it costs about 0.2 ms of planning a statement, and
-    // a statement records all the successes that came in while the one before it ran.
-    const done = await sql<{ delivery_id: string; latency: number }>`
+    // Prepared on the lookup session, whose planner can only look the deliveries up by key:
+    // prepared on a pooled connection it kept the sequential scan it chose while the table
+    // was small, and planned at every execution it cost PostgreSQL more than it ran (see
+    // LookupSession).
+    const done = await this.#lookups.run(sql<{ delivery_id: string; latency: number }>`${sql.raw(preparedMarker)}
       WITH c AS (
         SELECT * FROM unnest(
           ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],
@@ -671,10 +677,10 @@ export class DeliveryDispatcher {
         INSERT INTO tidings_delivery_attempts (delivery_id, webhook_id, number, started_at, duration_ms, status_code, response_excerpt, error, node)
         SELECT id, webhook_id, attempts, started_at, duration_ms, code, excerpt, error, ${this.options.nodeId} FROM done
       )
-      SELECT id AS delivery_id, extract(epoch FROM clock_timestamp() - created_at)::float8 AS latency FROM done`.execute(this.db);
-    this.metrics?.delivered(done.rows.map((r) => Number(r.latency)));
-    if (done.rows.length < rows.length) {
-      const recorded = new Set(done.rows.map((r) => r.delivery_id));
+      SELECT id AS delivery_id, extract(epoch FROM clock_timestamp() - created_at)::float8 AS latency FROM done`.compile(this.db));
+    this.metrics?.delivered(done.map((r) => Number(r.latency)));
+    if (done.length < rows.length) {
+      const recorded = new Set(done.map((r) => r.delivery_id));
       for (const { c } of rows) if (!recorded.has(c.id)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
     }
   }
