@@ -131,7 +131,7 @@ export const settings: readonly Setting[] = [
   { key: "port", flag: "port", env: "TIDINGS_PORT", kind: "int", help: "Port for gRPC, gRPC-Web and Connect" },
   { key: "databaseUrl", flag: "database-url", env: "DATABASE_URL", kind: "string", help: "PostgreSQL URL; unset = embedded PGlite" },
   { key: "dataDir", flag: "data-dir", env: "TIDINGS_DATA_DIR", kind: "string", help: "PGlite data directory" },
-  { key: "poolSize", flag: "pool-size", env: "TIDINGS_POOL_SIZE", kind: "int", help: "PostgreSQL pool connections" },
+  { key: "poolSize", flag: "pool-size", env: "TIDINGS_POOL_SIZE", kind: "int", help: "PostgreSQL pool connections (a node opens two more of its own: the NOTIFY listener and the webhook-success recorder)" },
   { key: "logLevel", flag: "log-level", env: "TIDINGS_LOG_LEVEL", kind: "string", help: "debug, info, warn or error" },
   { key: "maxRequestBytes", flag: "max-request-bytes", env: "TIDINGS_MAX_REQUEST_BYTES", kind: "int", help: "Largest request body" },
   { key: "maxPayloadBytes", flag: "max-payload-bytes", env: "TIDINGS_MAX_PAYLOAD_BYTES", kind: "int", help: "Largest encoded event payload" },

@@ -10,7 +10,7 @@ export const catalogChannel = "tidings_catalog";
 export const keysChannel = "tidings_api_keys";
 
 /** How long a listener's registration in tidings_event_listeners lasts, and how often it is renewed. */
-export const listenerRegistrationMs = 30_000;
+const listenerRegistrationMs = 30_000;
 const listenerRenewalMs = 10_000;
 
 /**

@@ -29,7 +29,7 @@ export interface LookupSession {
 export const lookupApplicationName = "tidings-lookups";
 
 /** The planner settings of a lookup session: index lookups in nested loops only. */
-export const lookupPlannerSettings = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan";
+const lookupPlannerSettings = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan";
 
 /**
  * A LookupSession on a connection of its own, opened on first use. If the connection fails,
