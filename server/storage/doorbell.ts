@@ -27,7 +27,9 @@ export interface Doorbell {
   readonly listenerId: string;
   /**
    * Registers the listener, so that other nodes' commits ring it, and keeps it registered.
-   * Called once the schema is migrated (the table may not exist before).
+   * Called once the schema is migrated (the table may not exist before), and before this
+   * node's readers start: they read the log from the head when they do, so commits that did
+   * not ring this node before it registered are not missed.
    */
   announce(): Promise<void>;
   /** The listener gets the head sequence the ring announced, or nothing when it may have missed rings. */
@@ -141,8 +143,6 @@ export async function pgDoorbell(url: string, logger: Logger): Promise<Doorbell>
         if (live) void register(live);
       }, listenerRenewalMs);
       renewTimer.unref();
-      // Other nodes' commits between LISTEN and the registration did not ring: look now.
-      ring();
     },
     onRing(listener) {
       listeners.push(listener);

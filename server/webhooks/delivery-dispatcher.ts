@@ -7,7 +7,7 @@ import type { StoredEvent } from "../event-log/stored-event.js";
 import { BatchWriter } from "../concurrency/batch-writer.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
-import { kyselyLookupSession, type LookupSession } from "../storage/lookup-session.js";
+import type { LookupSession } from "../storage/lookup-session.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
@@ -32,8 +32,8 @@ export interface DispatcherOptions {
    * events: read back from the database, every event is fetched and decoded again.
    */
   olderEvents?: KnownEvents;
-  /** Where successes are recorded (Database.lookups on PostgreSQL); through `db` if unset. */
-  lookups?: LookupSession;
+  /** Where successes are recorded: DatabaseHandle.lookups (see LookupSession). */
+  lookups: LookupSession;
 }
 
 /** What the dispatcher reports to /metrics. */
@@ -173,7 +173,6 @@ export class DeliveryDispatcher {
     () => this.#schedule(),
   );
   #timer: NodeJS.Timeout | undefined;
-  readonly #lookups: LookupSession;
   /** Stopped, and the grace period is over: requests still running are not recorded. */
   #abandoned = false;
 
@@ -186,9 +185,7 @@ export class DeliveryDispatcher {
     private readonly options: DispatcherOptions,
     private readonly logger: Logger,
     private readonly metrics?: DispatcherMetrics,
-  ) {
-    this.#lookups = options.lookups ?? kyselyLookupSession(db as Kysely<unknown>);
-  }
+  ) {}
 
   start(): void {
     this.wake();
@@ -659,7 +656,7 @@ export class DeliveryDispatcher {
     // prepared on a pooled connection it kept the sequential scan it chose while the table
     // was small, and planned at every execution it cost PostgreSQL more than it ran (see
     // LookupSession).
-    const done = await this.#lookups.run(sql<{ delivery_id: string; latency: number }>`${sql.raw(preparedMarker)}
+    const done = await this.options.lookups.run(sql<{ delivery_id: string; latency: number }>`${sql.raw(preparedMarker)}
       WITH c AS (
         SELECT * FROM unnest(
           ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],
