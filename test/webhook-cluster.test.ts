@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
 import { createTestStorage, needsPostgres } from "./helpers/database.js";
 import { startReceiver } from "./helpers/receiver.js";
@@ -37,7 +38,10 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
     expect(new Set(ids).size).toBe(total);
     expect(rx.requests).toHaveLength(total);
     await withDatabase(storage.databaseUrl, async (db) => {
-      const attempts = await db.query<{ node: string; n: string }>("SELECT node, count(*) AS n FROM tidings_delivery_attempts WHERE webhook_id = $1 GROUP BY node", [webhook!.id]);
+      // Every attempt succeeded, so each is recorded on its delivery's row (success_node), none as an attempt row.
+      const failed = await db.query<{ n: string }>("SELECT count(*) AS n FROM tidings_delivery_attempts WHERE webhook_id = $1", [webhook!.id]);
+      expect(Number(failed.rows[0]!.n)).toBe(0);
+      const attempts = await db.query<{ node: string; n: string }>("SELECT success_node AS node, count(*) AS n FROM tidings_deliveries WHERE webhook_id = $1 AND success_node IS NOT NULL GROUP BY success_node", [webhook!.id]);
       const byNode = Object.fromEntries(attempts.rows.map((r) => [r.node, Number(r.n)]));
       expect(Object.values(byNode).reduce((x, y) => x + y, 0)).toBe(total);
       expect(Object.keys(byNode).sort()).toEqual(["node-a", "node-b"]);
@@ -49,32 +53,42 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
   it("deleting a webhook deletes its deliveries and their attempts, and leaves the other webhooks' alone", async () => {
     // Attempts have no foreign key to deliveries (migration 0007): DeleteWebhook removes them
     // itself. Checked in the database, since no API shows an attempt once its webhook is gone.
+    // Every delivery fails once before it succeeds, so that each has an attempt row (a failure)
+    // and a success recorded on its own row (migration 0009).
     const storage = await createTestStorage();
     cleanup.push(() => storage.drop());
     const a = await startTestServer({ storage });
     cleanup.push(() => a.stop());
-    const rx = await startReceiver(() => ({ status: 200 }));
+    const failedOnce = new Set<string>();
+    const rx = await startReceiver((r) => {
+      const key = `${r.path} ${String(r.headers["webhook-id"])}`;
+      if (failedOnce.has(key)) return { status: 200 };
+      failedOnce.add(key);
+      return { status: 500 };
+    });
     cleanup.push(() => rx.close());
     const hooks = a.webhooks();
-    const { webhook: gone } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
-    const { webhook: kept } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    const retryPolicy = { maxAttempts: 3, schedule: [durationFromMs(50)] };
+    const { webhook: gone } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=gone`, patterns: ["memory.created"], retryPolicy } });
+    const { webhook: kept } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=kept`, patterns: ["memory.created"], retryPolicy } });
     const res = await callJson(a.url, "PublishBatch", { entries: Array.from({ length: 3 }, (_, i) => ({ event: memoryCreated(`delete-${i}`) })) });
     expect(res.status).toBe(200);
-    await rx.waitFor(6, 10_000);
+    await rx.waitFor(12, 10_000);
     await withDatabase(storage.databaseUrl, async (db) => {
       const counts = async (webhookId: string) => {
-        const r = await db.query<{ deliveries: number; attempts: number }>(
+        const r = await db.query<{ deliveries: number; attempts: number; successes: number }>(
           `SELECT (SELECT count(*)::int FROM tidings_deliveries WHERE webhook_id = $1) AS deliveries,
-                  (SELECT count(*)::int FROM tidings_delivery_attempts WHERE webhook_id = $1) AS attempts`, [webhookId]);
+                  (SELECT count(*)::int FROM tidings_delivery_attempts WHERE webhook_id = $1) AS attempts,
+                  (SELECT count(*)::int FROM tidings_deliveries WHERE webhook_id = $1 AND success_started_at IS NOT NULL) AS successes`, [webhookId]);
         return r.rows[0]!;
       };
       // The successes are recorded a moment after the receiver has them.
-      await eventually(async () => ((await counts(gone!.id)).attempts >= 3 ? true : undefined), 5_000, "the first webhook's attempts to be recorded");
-      expect(await counts(gone!.id)).toEqual({ deliveries: 3, attempts: 3 });
+      await eventually(async () => ((await counts(gone!.id)).successes >= 3 ? true : undefined), 5_000, "the first webhook's successes to be recorded");
+      expect(await counts(gone!.id)).toEqual({ deliveries: 3, attempts: 3, successes: 3 });
       await hooks.deleteWebhook({ id: gone!.id });
-      expect(await counts(gone!.id)).toEqual({ deliveries: 0, attempts: 0 });
-      await eventually(async () => ((await counts(kept!.id)).attempts >= 3 ? true : undefined), 5_000, "the second webhook's attempts to be recorded");
-      expect(await counts(kept!.id)).toEqual({ deliveries: 3, attempts: 3 });
+      expect(await counts(gone!.id)).toEqual({ deliveries: 0, attempts: 0, successes: 0 });
+      await eventually(async () => ((await counts(kept!.id)).successes >= 3 ? true : undefined), 5_000, "the second webhook's successes to be recorded");
+      expect(await counts(kept!.id)).toEqual({ deliveries: 3, attempts: 3, successes: 3 });
     });
   });
 

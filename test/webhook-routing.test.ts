@@ -540,6 +540,14 @@ describe("webhook routing and delivery", () => {
       expect(ms).toBeGreaterThanOrEqual(started - 1_000);
       expect(ms).toBeLessThanOrEqual(Date.now() + 1_000);
     }
+    // The window bounds the attempts, the successes (recorded on their deliveries' rows) and the
+    // failures (attempt rows) alike; the counts of deliveries are not windowed.
+    const lastAttempt = Math.max(...(await Promise.all((await api.listDeliveries({ webhookId: hook.id })).deliveries.map(async (d) =>
+      Math.max(...(await api.getDelivery({ id: d.id })).attempts.map((a) => timestampDate(a.time!).getTime()))))));
+    await new Promise((r) => setTimeout(r, 100));
+    const windowMs = Date.now() - lastAttempt - 50;
+    const recent = await api.getWebhookStats({ id: hook.id, window: durationFromMs(windowMs) });
+    expect(recent).toMatchObject({ succeeded: 3n, dead: 1n, attempts: 0n, successRate: 0 });
   });
 
   it("11. ListDeliveries filters by webhook, status, event and time, and pages", async () => {

@@ -126,10 +126,20 @@ export interface DeliveriesTable {
   last_status_code: ColumnType<number, number | undefined, number>;
   last_error: ColumnType<string, string | undefined, string>;
   replay: ColumnType<boolean, boolean | undefined, boolean>;
+  /**
+   * The successful attempt, recorded on the row (see migration 0009): when it started, how long
+   * it took, the start of the response and the node that made it; NULL until a success is
+   * recorded here. Its status code is last_status_code and its number `attempts`.
+   */
+  success_started_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  success_duration_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  success_response_excerpt: ColumnType<string | null, string | null | undefined, string | null>;
+  success_node: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: ColumnType<Date, Date | undefined, never>;
   updated_at: ColumnType<Date, Date | undefined, Date>;
 }
 
+/** Attempts that failed; a success is recorded on its delivery's row (DeliveriesTable.success_started_at). */
 export interface DeliveryAttemptsTable {
   id: ColumnType<string, never, never>;
   delivery_id: string;

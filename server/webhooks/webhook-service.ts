@@ -223,18 +223,34 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
 
     async getDelivery(req) {
       const row = await findDelivery(req.id);
-      const attempts = await db.selectFrom("tidings_delivery_attempts").selectAll().where("delivery_id", "=", row.id).orderBy("id").execute();
-      return { delivery: toApiDelivery(row), attempts: attempts.map(toApiAttempt) };
+      const failed = await db.selectFrom("tidings_delivery_attempts").selectAll().where("delivery_id", "=", row.id).orderBy("id").execute();
+      // The successful attempt, if any, is on the delivery's row (migration 0009), and is its last.
+      const success = successAttemptOf(row);
+      return { delivery: toApiDelivery(row), attempts: [...failed, ...(success ? [success] : [])].map(toApiAttempt) };
     },
 
     async retryDelivery(req) {
-      const row = await findDelivery(req.id);
-      if (row.lease_expires_at && row.lease_expires_at.getTime() > Date.now()) {
-        throw fieldError(Code.FailedPrecondition, [{ field: "id", description: "the delivery is being attempted right now" }]);
-      }
-      const updated = await db.updateTable("tidings_deliveries")
-        .set({ status: DeliveryStatus.PENDING, next_attempt_at: new Date(), updated_at: new Date() })
-        .where("id", "=", row.id).returningAll().executeTakeFirstOrThrow();
+      await findDelivery(req.id);
+      const updated = await db.transaction().execute(async (trx) => {
+        // Locked, so that no success is recorded between the check and the move below.
+        const row = await trx.selectFrom("tidings_deliveries").selectAll().where("id", "=", req.id).forUpdate().executeTakeFirstOrThrow();
+        if (row.lease_expires_at && row.lease_expires_at.getTime() > Date.now()) {
+          throw fieldError(Code.FailedPrecondition, [{ field: "id", description: "the delivery is being attempted right now" }]);
+        }
+        // A retried success keeps its attempt: the row's success record becomes an attempt row,
+        // and the row is free for the success to come.
+        const success = successAttemptOf(row);
+        if (success) {
+          const { id: _, ...attempt } = success;
+          await trx.insertInto("tidings_delivery_attempts").values(attempt).execute();
+        }
+        return trx.updateTable("tidings_deliveries")
+          .set({
+            status: DeliveryStatus.PENDING, next_attempt_at: new Date(), updated_at: new Date(),
+            success_started_at: null, success_duration_ms: null, success_response_excerpt: null, success_node: null,
+          })
+          .where("id", "=", row.id).returningAll().executeTakeFirstOrThrow();
+      });
       deps.wakeDispatcher();
       return { delivery: toApiDelivery(updated) };
     },
@@ -325,7 +341,15 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
                percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
                percentile_cont(0.9) WITHIN GROUP (ORDER BY duration_ms) AS p90,
                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99
-        FROM tidings_delivery_attempts WHERE webhook_id = ${row.id} AND started_at >= ${since}`.execute(db);
+        FROM (
+          SELECT status_code, duration_ms FROM tidings_delivery_attempts WHERE webhook_id = ${row.id} AND started_at >= ${since}
+          UNION ALL
+          -- Successes are recorded on their deliveries' rows (migration 0009). updated_at, set when
+          -- the success was recorded, is never before the attempt started: the retention index
+          -- (status, updated_at, webhook_id) finds the window's candidates without the heap.
+          SELECT last_status_code, success_duration_ms FROM tidings_deliveries
+          WHERE status = ${sql.lit(DeliveryStatus.SUCCEEDED)} AND updated_at >= ${since} AND webhook_id = ${row.id} AND success_started_at >= ${since}
+        ) a`.execute(db);
       const s = a.rows[0]!;
       const attempts = Number(s.attempts);
       const ms = (v: number | null) => (v === null ? undefined : durationFromMs(Math.round(Number(v))));
@@ -418,6 +442,23 @@ function toApiDelivery(row: Selectable<DeliveriesTable>): Delivery {
     createTime: timestampFromDate(row.created_at),
     updateTime: timestampFromDate(row.updated_at),
   });
+}
+
+/** The successful attempt recorded on a delivery's row, as an attempt row (id "": it has none of its own). */
+function successAttemptOf(row: Selectable<DeliveriesTable>): Selectable<DeliveryAttemptsTable> | undefined {
+  if (row.success_started_at === null) return undefined;
+  return {
+    id: "",
+    delivery_id: row.id,
+    webhook_id: row.webhook_id,
+    number: row.attempts,
+    started_at: row.success_started_at,
+    duration_ms: row.success_duration_ms ?? 0,
+    status_code: row.last_status_code,
+    response_excerpt: row.success_response_excerpt ?? "",
+    error: "",
+    node: row.success_node ?? "",
+  };
 }
 
 function toApiAttempt(row: Selectable<DeliveryAttemptsTable>) {
