@@ -5,6 +5,7 @@ import { silentLogger } from "../server/logging/logger.js";
 import { lookupApplicationName, pgLookupSession } from "../server/storage/lookup-session.js";
 import { openDatabase, type DatabaseHandle } from "../server/storage/open-database.js";
 import { preparedMarker, sendMarkedStatementsPrepared } from "../server/storage/prepared-statements.js";
+import { recordSuccessesStatement, type SuccessRow } from "../server/webhooks/success-record.js";
 import { createTestStorage, needsPostgres, type TestStorage } from "./helpers/database.js";
 
 /**
@@ -60,6 +61,75 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
       // What the session exists to prevent: the plan made while the table was small.
       expect(plainPlan).toContain("Seq Scan on lookup_test");
       expect(await session.run(compiled(["k1", "k2", "nope"]))).toEqual(expect.arrayContaining([{ id: "k1" }, { id: "k2" }]));
+    } finally {
+      await plain.end();
+      await session.close();
+    }
+  });
+
+  it("records webhook successes by key, and only with the lease token, however small the table was when the statement was planned", async () => {
+    const session = pgLookupSession(storage.databaseUrl!, silentLogger);
+    const success = (deliveryId: string, leaseToken: string): SuccessRow => ({ deliveryId, leaseToken, statusCode: 200, startedAt: new Date(), durationMs: 3, responseExcerpt: "ok" });
+    try {
+      await sql`INSERT INTO tidings_webhooks (id, url, secrets, retry_policy, timeout_ms, max_consecutive_failures, max_failing_ms, from_sequence)
+        VALUES ('wh_lookup', 'http://127.0.0.1:9/', '[]', '{}', 1000, 10, 60000, 0)`.execute(handle.db);
+      const deliveries = (from: number, to: number) => sql`INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, lease_token)
+        SELECT 'dlv_' || g, 'wh_lookup', g, 'evt_' || g, 'memory.created', 'token_' || g FROM generate_series(${from}::int, ${to}::int) g`.execute(handle.db);
+      // A new deployment: one delivery when the statement is first planned, and planned for good.
+      await deliveries(0, 0);
+      for (let i = 0; i < 10; i++) expect(await session.run(recordSuccessesStatement(handle.db, [success("dlv_none", "x")], "node-a"))).toEqual([]);
+      await deliveries(1, 50_000);
+
+      const statement = recordSuccessesStatement(handle.db, [success("dlv_5", "token_5"), success("dlv_7", "not its token"), success("dlv_none", "x")], "node-a");
+      const [prepared] = await session.run(sql.raw<{ name: string; generic_plans: string }>("SELECT name, generic_plans FROM pg_prepared_statements WHERE statement LIKE '%tidings_deliveries%'").compile(handle.db));
+      expect(Number(prepared!.generic_plans)).toBe(10);
+      // EXECUTE takes its parameters as literals: arrays in PostgreSQL's text form.
+      const text = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
+      const literal = (p: unknown) => (Array.isArray(p) ? `{${p.map((v) => `"${text(v).replace(/["\\]/g, "\\$&")}"`).join(",")}}` : text(p));
+      const literals = statement.parameters.map((p) => `'${literal(p).replaceAll("'", "''")}'`).join(", ");
+      const plan = (await session.run(sql.raw<Record<string, string>>(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE ${prepared!.name}(${literals})`).compile(handle.db))).map((r) => r["QUERY PLAN"]).join("\n");
+      // Each named row: one primary key lookup, inside a loop over the named rows.
+      expect(plan).toMatch(/Nested Loop[^\n]*\n[^\n]*\n\s*->\s+Function Scan on c/);
+      expect(plan).toMatch(/Index Scan using tidings_deliveries_pkey on tidings_deliveries d[^\n]*\n\s*Index Cond: \(id = c\.id\)/);
+      expect(plan).not.toContain("Seq Scan");
+      // A few pages for three rows, not the 50,000-row table's hundreds.
+      const hits = [...plan.matchAll(/shared hit=(\d+)/g)].map((m) => Number(m[1]));
+      expect(Math.max(...hits), plan).toBeLessThan(60);
+      // EXPLAIN ANALYZE ran it: dlv_5 is recorded; dlv_7, whose token is another's, is not.
+      const rows = await sql<{ id: string; status: number; success_node: string | null; success_response_excerpt: string | null }>`
+        SELECT id, status, success_node, success_response_excerpt FROM tidings_deliveries WHERE id IN ('dlv_5', 'dlv_7') ORDER BY id`.execute(handle.db);
+      expect(rows.rows).toEqual([
+        { id: "dlv_5", status: 2, success_node: "node-a", success_response_excerpt: "ok" },
+        { id: "dlv_7", status: 1, success_node: null, success_response_excerpt: null },
+      ]);
+      expect(await session.run(recordSuccessesStatement(handle.db, [success("dlv_9", "token_9"), success("dlv_5", "token_5")], "node-a"))).toEqual([
+        { delivery_id: "dlv_9", latency: expect.any(Number) },
+      ]);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it("never compiles its statements with JIT, though a disabled plan node costs past jit_above_cost", async () => {
+    const session = pgLookupSession(storage.databaseUrl!, silentLogger);
+    const plain = new pg.Client({ connectionString: storage.databaseUrl });
+    await plain.connect();
+    try {
+      // No index: the sequential scan the session disables is the only plan there is.
+      await sql`CREATE TABLE lookup_unindexed (id text, n int)`.execute(handle.db);
+      const explain = "EXPLAIN (ANALYZE) SELECT count(*) FROM lookup_unindexed WHERE id = 'x'";
+      const sessionPlan = (await session.run(sql.raw<Record<string, string>>(explain).compile(handle.db))).map((r) => r["QUERY PLAN"]).join("\n");
+      expect(sessionPlan).toContain("Seq Scan on lookup_unindexed");
+      expect(sessionPlan).not.toContain("JIT:");
+      const jitAvailable = (await plain.query("SELECT pg_jit_available() AS on")).rows[0].on === true;
+      if (!jitAvailable) {
+        console.log("lookup session JIT control skipped: this PostgreSQL has no JIT, so nothing could be compiled either way");
+        return;
+      }
+      // The control: the same settings with JIT allowed compile this one-page scan.
+      await plain.query("SET enable_seqscan = off");
+      const plainPlan = (await plain.query(explain)).rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n");
+      expect(plainPlan).toContain("JIT:");
     } finally {
       await plain.end();
       await session.close();

@@ -8,17 +8,18 @@ import { sendMarkedStatementsPrepared } from "./prepared-statements.js";
  * statements whose plan can only be index lookups, whatever the table's size or statistics.
  *
  * Recording webhook successes is such a statement (an UPDATE of the deliveries named in it,
- * joined to them by primary key). Prepared on a pooled connection, PostgreSQL keeps the plan it
- * chose while the table was small (a sequential scan and a hash join) until the table's
- * statistics change, which without autovacuum is never, so every statement of a 20,000-delivery
- * backlog read the whole table; it was therefore planned at every execution, which at 500
- * deliveries/s (a few successes a statement) cost PostgreSQL more than running it: its log put
- * parse and plan at 0.56 ms a statement against 0.38 ms for the execution. This connection
- * turns sequential scans, hash joins and merge joins off (enable_seqscan, enable_hashjoin,
- * enable_mergejoin), so the one plan left is the nested loop of index lookups, and makes
- * PostgreSQL keep the plan it makes first (plan_cache_mode = force_generic_plan): each
- * statement is parsed and planned once per connection. It is a connection of its own because
- * those settings would mislead the planner for the statements that do read many rows.
+ * found by primary key; see recordSuccessesStatement). Prepared on a pooled connection,
+ * PostgreSQL keeps the plan it chose while the table was small (a sequential scan and a hash
+ * join) until the table's statistics change, which without autovacuum is never, so every
+ * statement of a 20,000-delivery backlog read the whole table; it was therefore planned at
+ * every execution, which at 500 deliveries/s (a few successes a statement) cost PostgreSQL
+ * more than running it: its log put parse and plan at 0.56 ms a statement against 0.38 ms for
+ * the execution. This connection turns sequential scans, hash joins and merge joins off
+ * (enable_seqscan, enable_hashjoin, enable_mergejoin), so the one plan left is the nested loop
+ * of index lookups, and makes PostgreSQL keep the plan it makes first (plan_cache_mode =
+ * force_generic_plan): each statement is parsed and planned once per connection. It is a
+ * connection of its own because those settings would mislead the planner for the statements
+ * that do read many rows.
  */
 export interface LookupSession {
   /** Runs the statement (marked with preparedMarker to be prepared) and returns its rows. */
@@ -28,8 +29,14 @@ export interface LookupSession {
 
 export const lookupApplicationName = "tidings-lookups";
 
-/** The planner settings of a lookup session: index lookups in nested loops only. */
-const lookupPlannerSettings = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan";
+/**
+ * The planner settings of a lookup session: index lookups in nested loops only. And no JIT
+ * compilation: a disabled plan node still costs 10^10, so any plan that keeps one (a sequential
+ * scan of a table with no usable index) passes jit_above_cost and would be compiled at every
+ * execution, for statements that touch a handful of rows. A routing statement made to record
+ * successes on this session did (an experiment, not kept): 2 ms of PostgreSQL time per event.
+ */
+const lookupPlannerSettings = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan; SET jit = off";
 
 /**
  * A LookupSession on a connection of its own, opened on first use. If the connection fails,

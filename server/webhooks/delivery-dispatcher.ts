@@ -8,12 +8,12 @@ import { BatchWriter } from "../concurrency/batch-writer.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
 import type { Logger } from "../logging/logger.js";
 import type { LookupSession } from "../storage/lookup-session.js";
-import { preparedMarker } from "../storage/prepared-statements.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
 import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget } from "./delivery-router.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
+import { recordSuccessesStatement } from "./success-record.js";
 
 export interface DispatcherOptions {
   /** Names this node in leases and attempt records. */
@@ -418,7 +418,7 @@ export class DeliveryDispatcher {
         UPDATE tidings_deliveries d
         SET attempts = d.attempts - 1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
         FROM unnest(${claimed.map((c) => c.id)}::text[], ${claimed.map((c) => c.leaseToken)}::text[]) AS c(id, token)
-        WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1`.execute(this.db); // + 0: see #writeSuccesses
+        WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1`.execute(this.db); // + 0: see recordSuccessesStatement
     } catch (err) {
       this.logger.warn("could not give back leased deliveries; they will be sent when their leases expire", { err, deliveries: claimed.length });
     }
@@ -644,36 +644,12 @@ export class DeliveryDispatcher {
 
   async #writeSuccesses(items: Array<{ group: Claimed[]; outcome: AttemptOutcome }>): Promise<void> {
     const rows = items.flatMap(({ group, outcome }) => group.map((c) => ({ c, o: outcome })));
-    const col = <V>(pick: (r: (typeof rows)[number]) => V) => rows.map(pick);
-    // The successful attempt is recorded on the delivery's row, in the same UPDATE that marks it
-    // succeeded (see migration 0009): an attempt row beside it cost PostgreSQL a tenth of its
-    // CPU per delivery. `status + 0 = 1` keeps the partial index of pending deliveries out of
-    // the plan: without statistics (a table never analysed) PostgreSQL took `status = 1` for a
-    // rare value and read every pending delivery through that index into a hash join, for each
-    // statement (4,000 index entries for 72 rows in a webhook backlog); the primary key finds
-    // each row. (The lease token alone already implies a pending delivery; the status check is
-    // a guard.) Prepared on the lookup session, whose planner can only look the deliveries up
-    // by key: prepared on a pooled connection it kept the sequential scan it chose while the
-    // table was small, and planned at every execution it cost PostgreSQL more than it ran (see
-    // LookupSession).
-    const done = await this.options.lookups.run(sql<{ delivery_id: string; latency: number }>`${sql.raw(preparedMarker)}
-      WITH c AS (
-        SELECT * FROM unnest(
-          ${col((r) => r.c.id)}::text[], ${col((r) => r.c.leaseToken)}::text[], ${col((r) => r.o.statusCode)}::int[],
-          ${col((r) => r.o.startedAt)}::timestamptz[], ${col((r) => Math.round(r.o.durationMs))}::int[],
-          ${col((r) => r.o.responseExcerpt)}::text[]
-        ) AS c(id, token, code, started_at, duration_ms, excerpt)
-      ), done AS (
-        UPDATE tidings_deliveries d
-        SET status = ${deliveryStatus.succeeded}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-            last_status_code = c.code, last_error = '', updated_at = now(),
-            success_started_at = c.started_at, success_duration_ms = c.duration_ms, success_response_excerpt = c.excerpt,
-            success_node = ${this.options.nodeId}
-        FROM c
-        WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1
-        RETURNING d.id, d.created_at
-      )
-      SELECT id AS delivery_id, extract(epoch FROM clock_timestamp() - created_at)::float8 AS latency FROM done`.compile(this.db));
+    // On the lookup session: prepared on a pooled connection it kept the sequential scan it
+    // chose while the table was small, and planned at every execution it cost PostgreSQL more
+    // than it ran (see LookupSession and recordSuccessesStatement).
+    const done = await this.options.lookups.run(recordSuccessesStatement(this.db, rows.map(({ c, o }) => ({
+      deliveryId: c.id, leaseToken: c.leaseToken, statusCode: o.statusCode, startedAt: o.startedAt, durationMs: o.durationMs, responseExcerpt: o.responseExcerpt,
+    })), this.options.nodeId));
     this.metrics?.delivered(done.map((r) => Number(r.latency)));
     if (done.length < rows.length) {
       const recorded = new Set(done.map((r) => r.delivery_id));
