@@ -13,7 +13,7 @@ import { buildDeliveryRequest } from "./delivery-request.js";
 import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget } from "./delivery-router.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
-import { recordSuccessesStatement } from "./success-record.js";
+import { recordSuccessesStatement, type SuccessRow } from "./success-record.js";
 
 export interface DispatcherOptions {
   /** Names this node in leases and attempt records. */
@@ -643,19 +643,20 @@ export class DeliveryDispatcher {
   }
 
   async #writeSuccesses(items: Array<{ group: Claimed[]; outcome: AttemptOutcome }>): Promise<void> {
-    const rows = items.flatMap(({ group, outcome }) => group.map((c) => ({ c, o: outcome })));
+    const rows = items.flatMap(({ group, outcome: o }) => group.map((c): SuccessRow => ({
+      deliveryId: c.id, leaseToken: c.leaseToken, statusCode: o.statusCode, startedAt: o.startedAt, durationMs: o.durationMs, responseExcerpt: o.responseExcerpt,
+    })));
     // On the lookup session: prepared on a pooled connection it kept the sequential scan it
     // chose while the table was small, and planned at every execution it cost PostgreSQL more
     // than it ran (see LookupSession and recordSuccessesStatement).
-    const done = await this.options.lookups.run(recordSuccessesStatement(this.db, rows.map(({ c, o }) => ({
-      deliveryId: c.id, leaseToken: c.leaseToken, statusCode: o.statusCode, startedAt: o.startedAt, durationMs: o.durationMs, responseExcerpt: o.responseExcerpt,
-    })), this.options.nodeId));
+    const done = await this.options.lookups.run(recordSuccessesStatement(this.db, rows, this.options.nodeId));
     this.metrics?.delivered(done.map((r) => Number(r.latency)));
     if (done.length < rows.length) {
       const recorded = new Set(done.map((r) => r.delivery_id));
-      for (const { c } of rows) if (!recorded.has(c.id)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: c.id });
+      for (const r of rows) if (!recorded.has(r.deliveryId)) this.logger.warn("lease lost before the attempt finished; another node owns the delivery now", { delivery: r.deliveryId });
     }
   }
+
 
   /** Records the attempt and moves each delivery on, unless its lease was taken over. */
   async #complete(trx: Transaction<Database>, group: Claimed[], outcome: AttemptOutcome, reports: Report[]): Promise<void> {
