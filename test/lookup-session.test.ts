@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import pg from "pg";
 import { silentLogger } from "../server/logging/logger.js";
-import { lookupApplicationName, pgLookupSession } from "../server/storage/lookup-session.js";
+import { lookupApplicationName, type LookupSession, pgLookupSession } from "../server/storage/lookup-session.js";
 import { openDatabase, type DatabaseHandle } from "../server/storage/open-database.js";
 import { preparedMarker, sendMarkedStatementsPrepared } from "../server/storage/prepared-statements.js";
 import { recordSuccessesStatement, type SuccessRow } from "../server/webhooks/success-record.js";
@@ -27,6 +27,11 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
     await storage?.drop();
   });
 
+  /** EXPLAIN's output as one text. */
+  const planText = (rows: Array<Record<string, string>>) => rows.map((r) => r["QUERY PLAN"]).join("\n");
+  /** A statement of any text, run on the session. */
+  const onSession = (session: LookupSession, text: string) => session.run(sql.raw<Record<string, string>>(text).compile(handle.db));
+
   // Shaped like the statement that records successes: rows named in arrays, joined by key.
   const compiled = (ids: string[]) =>
     sql<{ id: string }>`${sql.raw(preparedMarker)} UPDATE lookup_test t SET hits = t.hits + 1 FROM unnest(${ids}::text[]) AS c(id) WHERE t.id = c.id RETURNING t.id`.compile(handle.db);
@@ -49,12 +54,12 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
 
       const explain = async (run: (q: string) => Promise<Array<Record<string, string>>>) => {
         const name = (await run("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%lookup_test%'"))[0]!["name"];
-        return (await run(`EXPLAIN EXECUTE ${name}('{k1,k2}')`)).map((r) => r["QUERY PLAN"]).join("\n");
+        return planText(await run(`EXPLAIN EXECUTE ${name}('{k1,k2}')`));
       };
       // Planned once: every execution used the one generic plan.
       const counts = await session.run(sql.raw<{ generic_plans: string; custom_plans: string }>("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%lookup_test%'").compile(handle.db));
       expect(counts.map((c) => [Number(c.generic_plans), Number(c.custom_plans)])).toEqual([[10, 0]]);
-      const sessionPlan = await explain((q) => session.run(sql.raw<Record<string, string>>(q).compile(handle.db)));
+      const sessionPlan = await explain((q) => onSession(session, q));
       const plainPlan = await explain(async (q) => (await plain.query(q)).rows);
       expect(sessionPlan).toContain("Index Scan using lookup_test_pkey");
       expect(sessionPlan).not.toContain("Seq Scan on lookup_test");
@@ -87,7 +92,7 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
       const text = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
       const literal = (p: unknown) => (Array.isArray(p) ? `{${p.map((v) => `"${text(v).replace(/["\\]/g, "\\$&")}"`).join(",")}}` : text(p));
       const literals = statement.parameters.map((p) => `'${literal(p).replaceAll("'", "''")}'`).join(", ");
-      const plan = (await session.run(sql.raw<Record<string, string>>(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE ${prepared!.name}(${literals})`).compile(handle.db))).map((r) => r["QUERY PLAN"]).join("\n");
+      const plan = planText(await onSession(session, `EXPLAIN (ANALYZE, BUFFERS) EXECUTE ${prepared!.name}(${literals})`));
       // Each named row: one primary key lookup, inside a loop over the named rows.
       expect(plan).toMatch(/Nested Loop[^\n]*\n[^\n]*\n\s*->\s+Function Scan on c/);
       expect(plan).toMatch(/Index Scan using tidings_deliveries_pkey on tidings_deliveries d[^\n]*\n\s*Index Cond: \(id = c\.id\)/);
@@ -118,7 +123,7 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
       // No index: the sequential scan the session disables is the only plan there is.
       await sql`CREATE TABLE lookup_unindexed (id text, n int)`.execute(handle.db);
       const explain = "EXPLAIN (ANALYZE) SELECT count(*) FROM lookup_unindexed WHERE id = 'x'";
-      const sessionPlan = (await session.run(sql.raw<Record<string, string>>(explain).compile(handle.db))).map((r) => r["QUERY PLAN"]).join("\n");
+      const sessionPlan = planText(await onSession(session, explain));
       expect(sessionPlan).toContain("Seq Scan on lookup_unindexed");
       expect(sessionPlan).not.toContain("JIT:");
       // On whatever the server's own setting is; pg_jit_available() then says whether LLVM is there.
@@ -131,7 +136,7 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
       }
       // The control: the same settings with JIT allowed compile this one-page scan.
       await plain.query("SET enable_seqscan = off");
-      const plainPlan = (await plain.query(explain)).rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n");
+      const plainPlan = planText((await plain.query(explain)).rows);
       expect(plainPlan).toContain("JIT:");
     } finally {
       await plain.end();
