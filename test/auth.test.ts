@@ -287,22 +287,26 @@ describe("security events", () => {
     const bogus = newApiKey();
     const marker = `probe-${Date.now()}`;
     const { key: slow } = await keyWith([{ scope: Scope.PUBLISH }], { publishRate: 1, publishBurst: 1 });
-    // Reports are rate-limited (earlier tests made plenty of refusals), so probe until one is published.
-    const probe = async () => {
+    // Reports are rate-limited (earlier tests made plenty of refusals), so probe until one is
+    // published. Each kind is probed alone: both share one token bucket, and a probe making an
+    // auth failure just before each over-limit publish took nearly every token for the failure.
+    const refuseKey = async () => {
       const res = await fetch(`${t.url}/tidings.v1.AdminService/GetStats`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${bogus}`, "user-agent": marker }, body: "{}" });
       expect(res.status).toBe(401);
+    };
+    const exceedLimit = async () => {
       await codeOf(events(slow).publishBatch({ entries: [{ event: wire(memoryCreated("m-slow")) }] }));
     };
-    const find = async (type: string, filter: string) => {
+    const find = async (probe: () => Promise<void>, type: string, filter: string) => {
       await probe();
       return (await events(adminKey).listEvents({ patterns: [type], filter })).events[0];
     };
-    const found = await eventually(() => find("security.auth_failed", `data.user_agent == "${marker}"`), 10_000, "security.auth_failed");
+    const found = await eventually(() => find(refuseKey, "security.auth_failed", `data.user_agent == "${marker}"`), 10_000, "security.auth_failed");
     const data = found.payload.case === "data" ? (found.payload.value as Record<string, unknown>) : {};
     expect(data).toMatchObject({ reason: "unknown_key", method: "tidings.v1.AdminService/GetStats", key_prefix: bogus.slice(0, 12) });
     expect(String(data.ip_address)).toMatch(/127\.0\.0\.1|::1/);
     expect(jsonOf(found)).not.toContain(bogus);
-    const limited = await eventually(() => find("security.suspicious_activity", `data.activity_type == "rate_limit_exceeded" && data.metadata.key_prefix == "${slow.slice(0, 12)}"`), 10_000, "security.suspicious_activity");
+    const limited = await eventually(() => find(exceedLimit, "security.suspicious_activity", `data.activity_type == "rate_limit_exceeded" && data.metadata.key_prefix == "${slow.slice(0, 12)}"`), 10_000, "security.suspicious_activity");
     expect(limited.payload.case === "data" && limited.payload.value).toMatchObject({ severity: "low", metadata: { method: "tidings.v1.EventService/PublishBatch", limit: "publish_rate 1/s" } });
     // No log line anywhere holds a key that was presented.
     expect(JSON.stringify(logs)).not.toContain(bogus);
