@@ -107,7 +107,9 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     counters.eventsPublished += events.length;
     tail.offerCommitted(events);
     dispatcher.eventsArrived(events);
-  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres", listenerId: database.doorbell.listenerId });
+  }, logger, beforeCommit: options.beforeCommit, oneStatementAppends: database.kind === "postgres", listenerId: database.doorbell.listenerId,
+  // A plain group's webhook deliveries are routed in the statement that appends it, when they can be.
+  commitRider: (events, base) => dispatcher.commitRider(events, base) });
   const agent = createGuardedAgent({ policy: addressPolicy, connections: config.dispatcherMaxInFlightPerEndpoint });
   const publishSystemEvent = systemPublisher(catalog, appendQueue, logger);
   const systemEvents = createSystemEvents(publishSystemEvent);

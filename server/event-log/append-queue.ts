@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import { type Kysely, sql, type Transaction } from "kysely";
+import { type Kysely, type RawBuilder, sql, type Transaction } from "kysely";
 import type { Logger } from "../logging/logger.js";
 import { eventsChannel } from "../storage/doorbell.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
@@ -62,6 +62,24 @@ interface PriorEvent {
   requestHash: Uint8Array | null;
 }
 
+/**
+ * More work for a plain group's one statement (AppendQueueOptions.commitRider): committed with
+ * the events, or not at all.
+ */
+export interface CommitRider {
+  /**
+   * CTEs added after the statement's own, each written `, name AS (…)`. They may read `head`,
+   * one row whose `base` is the sequence before the group's first event (the group's events
+   * are base + 1, base + 2, … in order). They must not be able to fail the statement: a
+   * publish must not fail for them.
+   */
+  ctes: RawBuilder<unknown>;
+  /** What the statement returns for the rider (as column `rider`). */
+  result: RawBuilder<boolean>;
+  /** Called once with the statement's outcome (undefined if it failed), before onCommitted. */
+  settle(outcome: { result: boolean; base: bigint } | undefined): void;
+}
+
 export interface AppendQueueOptions {
   maxEventsPerCommit: number;
   /** Called after each commit (once it is durable) with the new head and the events it wrote, in sequence order. */
@@ -86,6 +104,13 @@ export interface AppendQueueOptions {
    * commits without it (onCommitted). Unset: every commit rings.
    */
   listenerId?: string;
+  /**
+   * Asked as a plain group is written as one statement, with the sequence expected before its
+   * first event (the head after every group sent so far; other nodes' appends can make it
+   * wrong, which the rider's statement must check): more work to do in that statement, or
+   * undefined (the webhook dispatcher routes the group's deliveries there: DeliveryRouter.planInCommit).
+   */
+  commitRider?: (events: readonly NewEvent[], base: bigint) => CommitRider | undefined;
 }
 
 /** Groups being written at once: the one holding the head row, and the next one waiting for it. */
@@ -122,6 +147,14 @@ export class AppendQueue {
   /** Set while the drain waits with a group in flight: an append wakes it to send beside it. */
   #arrived: (() => void) | undefined;
   #closed = false;
+  /**
+   * The head once every group sent so far has committed, as far as this node knows: from the
+   * latest answer, plus the events of groups sent since. Undefined until an answer says, or
+   * while a group whose size is not known in advance (duplicates) is being written.
+   */
+  #expectedHead: bigint | undefined;
+  /** Groups sent so far: tells whether an answer is the latest group's. */
+  #sentCount = 0;
 
   /** Whether a commit rings the other nodes (see AppendQueueOptions.listenerId): true, or a check of the listeners. */
   readonly #othersListen;
@@ -265,6 +298,9 @@ export class AppendQueue {
   }
 
   async #commit(trx: Transaction<Database>, group: Unit[]): Promise<GroupWrite> {
+    // How many events it writes depends on what it finds: the next one-statement answer tells.
+    this.#sentCount++;
+    this.#expectedHead = undefined;
     const head = await sql<{ last_sequence: string }>`
       SELECT last_sequence FROM tidings_log_head WHERE id = 1 FOR UPDATE`.execute(trx);
     let next = BigInt(head.rows[0]!.last_sequence);
@@ -335,7 +371,13 @@ export class AppendQueue {
     // The text is well-formed Unicode (requests with a lone surrogate are refused when decoded,
     // JSON or binary), so JSON.stringify writes no \ud800 escape, which jsonb would refuse.
     const rows = JSON.stringify(events.map((e) => [e.id, e.type, e.source, e.subject, e.attributes]));
-    const result = await sql<{ base: string }>`${sql.raw(preparedMarker)}
+    const sent = ++this.#sentCount;
+    const expectedBase = this.#expectedHead;
+    if (expectedBase !== undefined) this.#expectedHead = expectedBase + BigInt(count);
+    const rider = expectedBase === undefined ? undefined : this.options.commitRider?.(events, expectedBase);
+    let result;
+    try {
+      result = await sql<{ base: string; rider?: boolean }>`${sql.raw(preparedMarker)}
       WITH head AS (
         UPDATE tidings_log_head SET last_sequence = last_sequence + ${count} WHERE id = 1
         RETURNING last_sequence - ${count} AS base
@@ -346,9 +388,20 @@ export class AppendQueue {
         -- The payloads travel as one binary parameter, cut apart here: an array of bytea would
         -- be sent as text, every payload written out in hex by the client and read back.
         CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${payloads.offsets}::int[])[e.ord] + 1 FOR (${payloads.lengths}::int[])[e.ord]) AS payload) p
-      )
-      SELECT base, CASE WHEN ${this.#othersListen} THEN pg_notify(${eventsChannel}, (base + ${count})::text) END FROM head`.execute(this.db);
+      )${rider ? rider.ctes : sql``}
+      SELECT base, CASE WHEN ${this.#othersListen} THEN pg_notify(${eventsChannel}, (base + ${count})::text) END${rider ? sql`, ${rider.result} AS rider` : sql``} FROM head`.execute(this.db);
+    } catch (err) {
+      // The head is not known now: the next answer tells.
+      this.#expectedHead = undefined;
+      rider?.settle(undefined);
+      throw err;
+    }
     const base = BigInt(result.rows[0]!.base);
+    // The latest group's answer says where the head is; an earlier group's can only say that
+    // what was expected is off (another node appended in between, or a group failed).
+    if (sent === this.#sentCount) this.#expectedHead = base + BigInt(count);
+    else if (base !== expectedBase) this.#expectedHead = undefined;
+    rider?.settle({ result: result.rows[0]!.rider === true, base });
     const written = events.map((e, i) => ({ ...e, sequence: base + BigInt(i + 1) }));
     let sequence = base;
     const outcomes = group.map((unit) => unit.events.map((e) => ({ id: e.id, sequence: ++sequence, time: e.time, duplicate: false })));

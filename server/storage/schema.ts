@@ -97,6 +97,8 @@ export interface WebhooksTable {
 export interface WebhookRouterTable {
   id: ColumnType<number, never, never>;
   last_sequence: ColumnType<string | bigint, never, string>;
+  /** Bumped by triggers at every change of what routing reads of the enabled endpoints (migration 0010). */
+  endpoints_version: ColumnType<string | bigint, never, never>;
 }
 
 /**

@@ -3,6 +3,7 @@ import { type Kysely, sql, type Transaction } from "kysely";
 import type { Dispatcher } from "undici";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { EventReader } from "../event-log/event-reader.js";
+import type { CommitRider, NewEvent } from "../event-log/append-queue.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import { BatchWriter } from "../concurrency/batch-writer.js";
 import { CoalescingRunner } from "../concurrency/coalescing-runner.js";
@@ -10,7 +11,7 @@ import type { Logger } from "../logging/logger.js";
 import type { LookupSession } from "../storage/lookup-session.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
-import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget } from "./delivery-router.js";
+import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget, RoutedDelivery } from "./delivery-router.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
 import { recordSuccessesStatement, type SuccessRow } from "./success-record.js";
@@ -56,6 +57,8 @@ export interface DispatcherEvents {
 export interface DeliveryStats {
   /** Deliveries this node created by routing events. */
   routed: number;
+  /** Of those, the ones created in the statement that appended their event (DeliveryRouter.planInCommit). */
+  routedInCommit: number;
   /** Of those, the ones leased to this node as they were created (sent without a claim). */
   leasedAsRouted: number;
   /** Deliveries leased by a claim: created without a lease, retried, or taken over. */
@@ -140,7 +143,7 @@ const recentMaxBytes = 64 * 1024 * 1024;
  * ends starts the next one at once, without a pass.
  */
 export class DeliveryDispatcher {
-  readonly stats: DeliveryStats = { routed: 0, leasedAsRouted: 0, claimed: 0, eventsReadBack: 0 };
+  readonly stats: DeliveryStats = { routed: 0, routedInCommit: 0, leasedAsRouted: 0, claimed: 0, eventsReadBack: 0 };
   readonly #inFlight = new Map<Promise<void>, string>();
   /** Successes answered but not yet recorded (see #deliver). */
   readonly #recording = new Set<Promise<void>>();
@@ -161,6 +164,8 @@ export class DeliveryDispatcher {
   #claimCameBackShort = false;
   /** Deliveries the last routing pass made per event (the endpoints an event goes to), at least 1: sizes the next pass's read. */
   #deliveriesPerEvent = 1;
+  /** Deliveries planned into appends' statements and not yet answered (see commitRider): room they will take. */
+  #riding = 0;
   /** This node's latest committed events, consecutive (see eventsArrived), and their payload bytes. */
   #recent: StoredEvent[] = [];
   #recentBytes = 0;
@@ -282,27 +287,14 @@ export class DeliveryDispatcher {
       let onlyKnown = !this.#foreignEvents;
       this.#foreignEvents = false;
       while (!this.#passes.stopped) {
-        const room = this.#capacity - this.#heldTotal;
+        const room = this.#capacity - this.#heldTotal - this.#riding;
         if (room < Math.max(1, Math.min(minRouteRoom, this.#capacity / 2))) {
           // Full, or nearly: a request that ends wakes a pass once half the room is free (see
           // #send), and another node may route meanwhile.
           this.#routeWanted = true;
           break;
         }
-        const taken = new Map<string, number>();
-        let takenTotal = 0;
-        const budget: LeaseBudget = {
-          nodeId: this.options.nodeId,
-          maxDeliveries: room,
-          take: (webhookId) => {
-            const mine = (this.#held.get(webhookId) ?? 0) + (taken.get(webhookId) ?? 0);
-            if (this.#heldTotal + takenTotal >= this.#capacity || mine >= this.options.maxInFlightPerEndpoint * readyDepth) return false;
-            taken.set(webhookId, (taken.get(webhookId) ?? 0) + 1);
-            takenTotal++;
-            return true;
-          },
-          leaseMs: (timeoutMs) => timeoutMs + this.options.leaseMarginMs,
-        };
+        const budget = this.#budget(room);
         const leasedAt = performance.now();
         // Deliveries to fill the room (budget.maxDeliveries), from about as many events as make
         // them: events read from the database beyond those routed are read again next pass.
@@ -316,11 +308,7 @@ export class DeliveryDispatcher {
         // Whatever was foreign has been read now; later foreign events raise the flag again.
         onlyKnown = true;
         if (routed.unleased > 0) this.#claimWanted = true;
-        for (const r of routed.leased) {
-          const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) };
-          this.#hold({ group: [claimed], events: [r.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
-        }
-        this.#pump();
+        this.#holdRouted(routed.leased, leasedAt);
         if (routed.eventsRouted === 0) break;
       }
     }
@@ -330,6 +318,66 @@ export class DeliveryDispatcher {
     }
     if (this.#claimWanted && !this.#passes.stopped) await this.#claimAndSend();
   }
+
+  /**
+   * Room for `room` new deliveries, at most maxInFlightPerEndpoint × readyDepth held per endpoint.
+   * Slots taken are only counted here: the caller holds what it was given (#holdRouted).
+   */
+  #budget(room: number): LeaseBudget {
+    const taken = new Map<string, number>();
+    let takenTotal = 0;
+    return {
+      nodeId: this.options.nodeId,
+      maxDeliveries: room,
+      take: (webhookId) => {
+        const mine = (this.#held.get(webhookId) ?? 0) + (taken.get(webhookId) ?? 0);
+        if (this.#heldTotal + this.#riding + takenTotal >= this.#capacity || mine >= this.options.maxInFlightPerEndpoint * readyDepth) return false;
+        taken.set(webhookId, (taken.get(webhookId) ?? 0) + 1);
+        takenTotal++;
+        return true;
+      },
+      leaseMs: (timeoutMs) => timeoutMs + this.options.leaseMarginMs,
+    };
+  }
+
+  /** Deliveries routed and leased to this node: each waits in its endpoint's queue for a request slot. */
+  #holdRouted(leased: readonly RoutedDelivery[], leasedAt: number): void {
+    for (const r of leased) {
+      const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) };
+      this.#hold({ group: [claimed], events: [r.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
+    }
+    this.#pump();
+  }
+
+  /**
+   * The append queue's commitRider: routes a plain group of events in the statement that appends
+   * them, when the router is caught up and this node has room for every delivery (see
+   * DeliveryRouter.planInCommit). The leased deliveries are held once the statement answers, so
+   * the pass that the commit then wakes finds nothing to route and runs no statement.
+   */
+  readonly commitRider = (events: readonly NewEvent[], base: bigint): CommitRider | undefined => {
+    if (this.#passes.stopped) return undefined;
+    const plan = this.router.planInCommit(events, base, this.#budget(this.#capacity - this.#heldTotal - this.#riding));
+    if (!plan) return undefined;
+    const riding = plan.leased.length;
+    this.#riding += riding;
+    const leasedAt = performance.now();
+    return {
+      ...plan.rider,
+      settle: (outcome) => {
+        this.#riding -= riding;
+        plan.rider.settle(outcome);
+        if (outcome?.result !== true) return;
+        this.stats.routed += riding;
+        this.stats.routedInCommit += riding;
+        this.stats.leasedAsRouted += riding;
+        if (riding === 0) return;
+        // Stopping: leases given back now are sent by any node at once, instead of when they run out.
+        if (this.#passes.stopped) void this.#giveBack(plan.leased.map((r) => ({ id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) })));
+        else this.#holdRouted(plan.leased, leasedAt);
+      },
+    };
+  };
 
   /** No enabled endpoint and nothing held: no delivery can be claimable. */
   get #nothingCanBeDue(): boolean {

@@ -7,8 +7,9 @@ import { compileFilter, defaultFilterLimits, type FilterLimits, savedFilterLimit
 import { createEventMatcher, type EventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
-import type { StoredEvent } from "../event-log/stored-event.js";
+import { type EventFields, StoredEvent } from "../event-log/stored-event.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
+import type { CommitRider } from "../event-log/append-queue.js";
 import { type Database, maxSequence, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 
 /** An enabled endpoint as the router and the dispatcher read it: what routing and sending need. */
@@ -81,6 +82,13 @@ export interface RouteResult {
   unleased: number;
 }
 
+/**
+ * How far behind an append's first event the router may be for the append to route its own
+ * events (planInCommit): about a group or two in flight, which a pass routes in the meantime.
+ * Further behind, the router is working through a backlog and the append could not route.
+ */
+const maxRiderGap = 256n;
+
 const nothingRouted: RouteResult = { eventsRouted: 0, eventsReadBack: 0, leased: [], unleased: 0 };
 
 /**
@@ -129,13 +137,14 @@ export class DeliveryRouter {
    * events from memory (this node's own commits, and what its log tail holds), which saves
    * reading them back.
    *
-   * No lock is held between statements. The state (cursor, head, enabled endpoints) is read in
-   * one snapshot; the deliveries are inserted and the cursor moved in one statement, which does
-   * nothing if the cursor moved meanwhile (another node routed those events) or the enabled
-   * endpoints changed (their fingerprint: ids, versions, health). So an endpoint created before
-   * an event committed is always routed that event. When the node routed last and the events
-   * are in memory, the state read is skipped: the guarded statement alone tells whether the
-   * remembered state still holds, and the pass is one statement instead of two.
+   * No lock is held between statements. The state (cursor, head, enabled endpoints and their
+   * version) is read in one snapshot; the deliveries are inserted and the cursor moved in one
+   * statement, which does nothing if the cursor moved meanwhile (another node routed those
+   * events, or an append did: planInCommit) or the endpoints' version did (migration 0010: any
+   * change to what routing or sending reads of them). So an endpoint created before an event
+   * committed is always routed that event. When the node routed last and the events are in
+   * memory, the state read is skipped: the guarded statement alone tells whether the remembered
+   * state still holds, and the pass is one statement instead of two.
    */
   async routeOnce(budget?: LeaseBudget, limit = this.batchSize, known?: KnownEvents, onlyKnown = false): Promise<RouteResult> {
     if (this.idle) return nothingRouted;
@@ -152,10 +161,14 @@ export class DeliveryRouter {
         if (routed) return routed;
       }
     }
-    this.#state = undefined;
+    // The remembered state stays while this reads, for appends' riders (planInCommit): their
+    // statements check it, and an append may route past what this read sees, so the further
+    // cursor is kept (as #route does).
     const state = await this.#readState();
+    const before = this.#state;
+    this.#state = !state || state.webhooks.length === 0 ? undefined
+      : before && before.version === state.version && before.last > state.last ? { ...state, last: before.last } : state;
     if (!state || state.head < state.last) return nothingRouted;
-    if (state.webhooks.length > 0) this.#state = state;
     if (state.head === state.last) return nothingRouted;
     if (state.webhooks.length === 0) {
       this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
@@ -171,20 +184,89 @@ export class DeliveryRouter {
     return { ...(routed ?? nothingRouted), eventsReadBack: events.length };
   }
 
+  /**
+   * Routes events that are about to be appended in the append's own statement (see
+   * AppendQueueOptions.commitRider): one statement and one wake-up per group fewer than a
+   * routing pass after the commit, and the deliveries can be sent as soon as it answers.
+   *
+   * `base` is the sequence the append queue expects before the group's first event (the head
+   * after every group it has sent). Only when this node routed last and the router is at most
+   * `maxRiderGap` events behind that (a pass routing the groups before it may finish first),
+   * every enabled endpoint's deliveries can be leased here (no batching, ordering or rate limit)
+   * and there is room for all of them. The statement locks the router row with SKIP LOCKED, only
+   * if the head is at `base` (a routing pass or an endpoint change under way makes it route
+   * nothing, and a pass routes the group later: publishing never waits for routing), and moves
+   * the cursor and inserts the deliveries only if the row's latest version has the cursor at
+   * `base` and the endpoints' version is the state's.
+   */
+  planInCommit(events: readonly EventFields[], base: bigint, budget: LeaseBudget): InCommitPlan | undefined {
+    const state = this.#state;
+    if (!state || state.webhooks.length === 0 || this.idle) return undefined;
+    if (state.webhooks.some((w) => w.batch_max_events > 0 || w.ordered || w.rate_limit > 0)) return undefined;
+    if (base < state.last || base - state.last > maxRiderGap) return undefined;
+    // More events than room for one delivery each: a backlog in the making, which passes route
+    // as room frees up (a PublishBatch of 1,000 to one endpoint, with room for 256).
+    if (events.length > budget.maxDeliveries) return undefined;
+    const stored = events.map((e, i) => new StoredEvent({ ...e, sequence: base + BigInt(i + 1) }, this.catalog));
+    const leased: RoutedDelivery[] = [];
+    const leaseMs: number[] = [];
+    for (const event of stored) {
+      for (const w of state.webhooks) {
+        if (event.sequence <= BigInt(w.from_sequence) || !this.#matcherFor(w).matches(event)) continue;
+        if (leased.length >= budget.maxDeliveries || !budget.take(w.id)) return undefined;
+        leased.push({ id: `dlv_${uuidV7()}`, leaseToken: randomUUID(), endpoint: w, event });
+        leaseMs.push(budget.leaseMs(w.timeout_ms));
+      }
+    }
+    const to = base + BigInt(events.length);
+    const col = <V>(pick: (d: RoutedDelivery, i: number) => V) => leased.map(pick);
+    return {
+      leased,
+      rider: {
+        // The router row is locked only if the head is where this plan predicted (else nothing
+        // here can route), and by id alone, so the lock follows the row to its latest version (an
+        // earlier group's statement may have moved it after this one's snapshot was taken); the
+        // UPDATE compares what the lock returned.
+        ctes: sql`, router_locked AS (
+            SELECT last_sequence, endpoints_version FROM tidings_webhook_router
+            WHERE id = 1 AND (SELECT base FROM head) = ${base.toString()}
+            FOR UPDATE SKIP LOCKED
+          ), router_moved AS (
+            UPDATE tidings_webhook_router r SET last_sequence = ${to.toString()}
+            FROM router_locked l
+            WHERE r.id = 1 AND l.last_sequence = ${base.toString()} AND l.endpoints_version = ${state.version}
+            RETURNING 1
+          ), routed_deliveries AS (
+            INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
+            SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now(), 1, ${budget.nodeId}, d.token, now() + d.lease_ms * interval '1 millisecond'
+            FROM unnest(${col((d) => d.id)}::text[], ${col((d) => d.endpoint.id)}::text[], ${col((d) => d.event.sequence.toString())}::bigint[],
+                        ${col((d) => d.event.id)}::text[], ${col((d) => d.event.type)}::text[], ${col((d) => d.leaseToken)}::text[], ${leaseMs}::int[])
+              AS d(id, webhook_id, seq, event_id, event_type, token, lease_ms)
+            WHERE EXISTS (SELECT 1 FROM router_moved)
+          )`,
+        result: sql<boolean>`EXISTS (SELECT 1 FROM router_moved)`,
+        settle: (outcome) => {
+          if (outcome?.result !== true) return;
+          const now = this.#state;
+          if (now && now.version === state.version && now.last < to) this.#state = { ...now, last: to, head: now.head > to ? now.head : to };
+        },
+      },
+    };
+  }
+
   async #readState(): Promise<RouterState | undefined> {
-    const res = await sql<{ last_sequence: string; head: string; webhooks: EndpointRow[]; fingerprint: string }>`
-      SELECT r.last_sequence::text, h.last_sequence::text AS head,
+    const res = await sql<{ last_sequence: string; head: string; webhooks: EndpointRow[]; endpoints_version: string }>`
+      SELECT r.last_sequence::text, h.last_sequence::text AS head, r.endpoints_version::text,
         (SELECT coalesce(json_agg(w), '[]'::json) FROM (
           SELECT id, patterns, attributes, "filter", updated_at::text AS updated_at, from_sequence::text AS from_sequence,
                  url, headers, secrets, retry_policy, timeout_ms, batch_max_events, batch_max_wait_ms, rate_limit, ordered,
                  content_mode, max_consecutive_failures, max_failing_ms,
                  (consecutive_failures > 0 OR failing_since IS NOT NULL) AS failing
-          FROM tidings_webhooks WHERE enabled ORDER BY id) w) AS webhooks,
-        ${endpointsFingerprint} AS fingerprint
+          FROM tidings_webhooks WHERE enabled ORDER BY id) w) AS webhooks
       FROM tidings_webhook_router r CROSS JOIN tidings_log_head h
       WHERE r.id = 1`.execute(this.db);
     const row = res.rows[0];
-    return row && { last: BigInt(row.last_sequence), head: BigInt(row.head), webhooks: row.webhooks, fingerprint: row.fingerprint };
+    return row && { last: BigInt(row.last_sequence), head: BigInt(row.head), webhooks: row.webhooks, version: row.endpoints_version };
   }
 
   /** Routes `events` (which follow state.last) as of `state`; undefined when the state no longer holds. */
@@ -216,7 +298,9 @@ export class DeliveryRouter {
     }
     const routedTo = events[routed - 1]!.sequence;
     if (!(await this.#insert(rows, state, routedTo, budget?.nodeId ?? ""))) return undefined;
-    this.#state = { ...state, last: routedTo };
+    // An append may have routed further meanwhile (planInCommit): the cursor only moves on.
+    const now = this.#state;
+    this.#state = { ...state, last: now && now.version === state.version && now.last > routedTo ? now.last : routedTo };
     if (state.webhooks.some((w) => w.batch_max_events > 0)) await this.#flushFullBatches(state.webhooks);
     if (rows.length > 0) this.logger.debug("deliveries routed", { events: routed, deliveries: rows.length, leased: leased.length });
     return { eventsRouted: routed, eventsReadBack: 0, leased, unleased: rows.length - leased.length };
@@ -224,8 +308,9 @@ export class DeliveryRouter {
 
   /**
    * The deliveries and the cursor in one statement, if the cursor is still at state.last and the
-   * enabled endpoints still have state's fingerprint; false otherwise (another node routed, or
-   * an endpoint changed). A leased delivery counts its attempt now, as a claim would: attempts
+   * endpoints' version is still state's; false otherwise (another node or an append routed, or
+   * an endpoint changed). The version is compared on the router row's latest version, which
+   * the UPDATE re-reads if it changed after the statement's snapshot. A leased delivery counts its attempt now, as a claim would: attempts
    * is the number of attempts started or about to start.
    */
   async #insert(rows: NewDelivery[], state: RouterState, routedTo: bigint, nodeId: string): Promise<boolean> {
@@ -233,7 +318,7 @@ export class DeliveryRouter {
     const res = await sql<{ moved: number }>`${sql.raw(preparedMarker)}
       WITH moved AS (
         UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()}
-        WHERE id = 1 AND last_sequence = ${state.last.toString()} AND ${endpointsFingerprint} = ${state.fingerprint}
+        WHERE id = 1 AND last_sequence = ${state.last.toString()} AND endpoints_version = ${state.version}
         RETURNING 1
       ), inserted AS (
         INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
@@ -287,23 +372,19 @@ export class DeliveryRouter {
   }
 }
 
-/** The router's view: its cursor, the head, and the enabled endpoints with their fingerprint. */
+/** The router's view: its cursor, the head, and the enabled endpoints with their version (tidings_webhook_router.endpoints_version). */
 interface RouterState {
   last: bigint;
   head: bigint;
   webhooks: EndpointRow[];
-  fingerprint: string;
+  version: string;
 }
 
-/**
- * Changes whenever anything the router or a sender reads of the enabled endpoints does (one is
- * created, deleted, enabled, disabled or updated, a secret rotated, the health flag flips), even
- * twice within the same millisecond; compared in the routing statement itself.
- */
-const endpointsFingerprint = sql<string>`(SELECT md5(coalesce(string_agg(row(
-    id, updated_at, patterns, attributes, "filter", from_sequence, url, headers, secrets, retry_policy, timeout_ms,
-    batch_max_events, batch_max_wait_ms, rate_limit, ordered, content_mode, max_consecutive_failures, max_failing_ms,
-    consecutive_failures > 0 OR failing_since IS NOT NULL)::text, ',' ORDER BY id), '')) FROM tidings_webhooks WHERE enabled)`;
+/** Deliveries routed in an append's statement (DeliveryRouter.planInCommit): leased to this node if the rider's result is true. */
+export interface InCommitPlan {
+  leased: RoutedDelivery[];
+  rider: CommitRider;
+}
 
 interface NewDelivery {
   id: string;

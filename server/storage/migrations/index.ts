@@ -9,6 +9,7 @@ import { apiKeysMigration } from "./0006-api-keys.js";
 import { attemptsWithoutForeignKeyMigration } from "./0007-attempts-without-foreign-key.js";
 import { eventListenersMigration } from "./0008-event-listeners.js";
 import { successOnDeliveryRowMigration } from "./0009-success-on-delivery-row.js";
+import { endpointsVersionMigration } from "./0010-endpoints-version.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -21,6 +22,7 @@ export const migrations: Record<string, Migration> = {
   "0007-attempts-without-foreign-key": attemptsWithoutForeignKeyMigration,
   "0008-event-listeners": eventListenersMigration,
   "0009-success-on-delivery-row": successOnDeliveryRowMigration,
+  "0010-endpoints-version": endpointsVersionMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
