@@ -3,6 +3,10 @@
  * next one, so N concurrent writers cost about one commit per batch instead of N (the same
  * group commit the append queue does for events). `add` resolves when its batch is written and
  * rejects with the batch's error.
+ *
+ * With `lingerMs`, a write that starts while none is in flight first waits that long for more
+ * items: at a low, steady rate every item would otherwise arrive to an idle writer and be a
+ * write of its own. Items that arrive while writes follow one another never wait for it.
  */
 export class BatchWriter<T> {
   #queue: Array<{ item: T; resolve: () => void; reject: (err: unknown) => void }> = [];
@@ -11,6 +15,7 @@ export class BatchWriter<T> {
   constructor(
     private readonly write: (items: T[]) => Promise<void>,
     private readonly maxBatch = 500,
+    private readonly lingerMs = 0,
   ) {}
 
   add(item: T): Promise<void> {
@@ -23,6 +28,7 @@ export class BatchWriter<T> {
   async #drain(): Promise<void> {
     this.#writing = true;
     try {
+      if (this.lingerMs > 0) await new Promise((r) => setTimeout(r, this.lingerMs));
       while (this.#queue.length > 0) {
         const batch = this.#queue.splice(0, this.maxBatch);
         try {

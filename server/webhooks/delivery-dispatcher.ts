@@ -110,6 +110,14 @@ interface ReadyGroup {
  * requests going while the next pass runs.
  */
 const readyDepth = 4;
+/**
+ * How long recording a success waits for others when no recording is under way. At 500
+ * deliveries/s nearly every success found the writer idle and was a statement of its own; a
+ * 5 ms wait made PostgreSQL's CPU per event 18% lower (560 -> 460 µs, median of 4 alternated
+ * pairs) and the p99 from publish to receiver 12.4 -> 9.7 ms. The request slot is freed at the
+ * answer, not at the record, so the wait holds nothing back but the record.
+ */
+const successLingerMs = 5;
 /** Successes answered but not yet recorded, per request slot, before a delivery waits for its record (see #deliver). */
 const unrecordedPerSlot = 4;
 
@@ -171,7 +179,7 @@ export class DeliveryDispatcher {
   #recentBytes = 0;
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
   readonly #successWrittenAt = new Map<string, number>();
-  readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items));
+  readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items), 500, successLingerMs);
   readonly #passes = new CoalescingRunner(
     () => this.#pass(),
     (err) => this.logger.warn("dispatcher pass failed; retrying on the next poll", { err }),
