@@ -194,6 +194,44 @@ describe("bad input", () => {
     expect(res.body.message).toContain("page_size");
   });
 
+  it("a time outside a protobuf Timestamp's range, which only the binary form can carry", async () => {
+    const event = (time: { seconds: bigint; nanos: number }) => ({ type: "memory.created", source: "x", time, payload: { case: "data" as const, value: { memoryId: "m" } } });
+    const outOfRange = [
+      { seconds: 253_402_300_800n, nanos: 0 }, // 10000-01-01T00:00:00Z
+      { seconds: 100_000_000_000_000n, nanos: 0 }, // beyond any JavaScript date: it once reached PostgreSQL as "NaN" and failed as internal
+      { seconds: -62_135_596_801n, nanos: 0 }, // a second before 0001-01-01
+      { seconds: 0n, nanos: 1_000_000_000 },
+      { seconds: 0n, nanos: -1 },
+      { seconds: 253_402_300_799n, nanos: 999_999_999 }, // rounds to the millisecond, into the year 10000
+    ];
+    const grpc = t.client("grpc");
+    const violationsOf = (err: unknown) => {
+      expect(err, String(err)).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+      return (err as ConnectError).findDetails(BadRequestSchema)[0]!.fieldViolations.map((v) => v.field);
+    };
+    const before = await head();
+    for (const time of outOfRange) {
+      expect(violationsOf(await grpc.publish({ event: event(time) }).catch((e) => e))).toEqual(["event.time"]);
+      expect(violationsOf(await grpc.publishBatch({ entries: [{ event: event({ seconds: 1n, nanos: 0 }) }, { event: event(time) }] }).catch((e) => e))).toEqual(["entries[1].event.time"]);
+      expect(violationsOf(await grpc.listEvents({ startTime: { ...time, $typeName: "google.protobuf.Timestamp" } }).catch((e) => e))).toEqual(["start_time"]);
+      expect(violationsOf(await grpc.listEvents({ endTime: { ...time, $typeName: "google.protobuf.Timestamp" } }).catch((e) => e))).toEqual(["end_time"]);
+      const stream = await firstStreamError(t, { start: { case: "startTime", value: { ...time, $typeName: "google.protobuf.Timestamp" } } });
+      expect(violationsOf(stream)).toEqual(["start_time"]);
+    }
+    expect(await head()).toBe(before);
+    // Refused before it reaches a group commit: a good publish sent beside a bad one is written.
+    const [good, bad] = await Promise.allSettled([grpc.publish({ event: event({ seconds: 1_700_000_000n, nanos: 0 }) }), grpc.publish({ event: event(outOfRange[1]!) })]);
+    expect(good.status).toBe("fulfilled");
+    expect(bad.status).toBe("rejected");
+    // The range's ends are accepted.
+    for (const time of [{ seconds: 253_402_300_799n, nanos: 999_000_000 }, { seconds: -62_135_596_800n, nanos: 0 }]) {
+      const res = await grpc.publish({ event: event(time) });
+      const got = await callJson(t.url, "GetEvent", { id: res.id });
+      expect(got.body.event?.time, JSON.stringify(got.body)).toBe(time.seconds > 0n ? "9999-12-31T23:59:59.999Z" : "0001-01-01T00:00:00Z");
+    }
+  });
+
   it("an after_sequence no log can reach (a uint64 above PostgreSQL's bigint)", async () => {
     const res = await callJson(t.url, "ListEvents", { afterSequence: "18446744073709551615" });
     expect(res.status).toBe(400);

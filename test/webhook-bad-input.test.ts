@@ -609,6 +609,28 @@ describe("WebhookService: bad input", () => {
       await expectRefused("ReplayEvents", { webhookId: hook.id, timeRange: { startTime: "2099-01-01T00:00:00Z", endTime: "2020-01-01T00:00:00Z" } }, "invalid_argument", "time_range.end_time: ");
     });
 
+    it("times outside a protobuf Timestamp's range, which only the binary form can carry, in every RPC that takes one", async () => {
+      const before = await snapshot();
+      const wh = t.webhooks();
+      const tooLate = { $typeName: "google.protobuf.Timestamp" as const, seconds: 253_402_300_800n, nanos: 0 };
+      const beyondDates = { $typeName: "google.protobuf.Timestamp" as const, seconds: 100_000_000_000_000n, nanos: 0 };
+      const fine = { $typeName: "google.protobuf.Timestamp" as const, seconds: 1_700_000_000n, nanos: 0 };
+      const fieldsOf = async (call: Promise<unknown>) => {
+        const err = await call.then(() => undefined, (e: unknown) => e);
+        expect(err).toBeInstanceOf(ConnectError);
+        expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+        return (err as ConnectError).findDetails(BadRequestSchema)[0]!.fieldViolations.map((v) => v.field);
+      };
+      for (const bad of [tooLate, beyondDates]) {
+        expect(await fieldsOf(wh.listDeliveries({ startTime: bad }))).toEqual(["start_time"]);
+        expect(await fieldsOf(wh.listDeliveries({ endTime: bad }))).toEqual(["end_time"]);
+        expect(await fieldsOf(wh.listDeadLetters({ startTime: bad }))).toEqual(["start_time"]);
+        expect(await fieldsOf(wh.redriveDeadLetters({ webhookId: hook.id, endTime: bad }))).toEqual(["end_time"]);
+        expect(await fieldsOf(wh.replayEvents({ webhookId: hook.id, range: { case: "timeRange", value: { startTime: fine, endTime: bad } } }))).toEqual(["time_range.end_time"]);
+      }
+      expect(await snapshot()).toEqual(before);
+    });
+
     it("both ranges at once", async () => {
       await expectRefused(
         "ReplayEvents",

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
 import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { isValidTimestamp, timestampRange } from "./timestamps.js";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
 import { PayloadFormat, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
@@ -74,6 +75,7 @@ export function prepareEvent(
   if (event.subject.length > envelopeLimits.subjectLength) v.add("subject", `is longer than ${envelopeLimits.subjectLength} characters`);
   else if (event.subject.includes("\0")) v.add("subject", nulRefused);
   if (event.sequence !== 0n) v.add("sequence", "is assigned by the server; leave it unset");
+  if (event.time && !isValidTimestamp(event.time)) v.add("time", timestampRange);
   const attributeKeys = Object.keys(event.attributes);
   if (attributeKeys.length > envelopeLimits.attributes) v.add("attributes", `has more than ${envelopeLimits.attributes} entries`);
   for (const key of attributeKeys) {

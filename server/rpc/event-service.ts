@@ -4,7 +4,6 @@ import {
   durationMs,
   type FileDescriptorProto,
   FileDescriptorSetSchema,
-  timestampDate,
   timestampFromDate,
 } from "@bufbuild/protobuf/wkt";
 import {
@@ -39,6 +38,7 @@ import { maxSequence } from "../storage/schema.js";
 import type { LogTail } from "../streaming/log-tail.js";
 import { runSubscription } from "../streaming/subscription.js";
 import { connectCodeOf, fieldError, invalidArgument } from "./errors.js";
+import { dateOf } from "./timestamps.js";
 import { binaryEventResponse, prepareEvent, toApiEvent, withFreshCatalog } from "./event-envelope.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "./page-token.js";
 import type { EventAccess } from "../auth/event-access.js";
@@ -232,8 +232,8 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
     async listEvents(req: ListEventsRequest, ctx: HandlerContext) {
       const matcher = buildMatcher(deps.access.readPatterns(ctx, req.patterns), req.attributes, req.filter, catalog, filterLimits);
       const pageSize = pageSizeOf(req.pageSize, defaultPageSize, maxPageSize);
-      const startTime = req.startTime ? timestampDate(req.startTime) : undefined;
-      const endTime = req.endTime ? timestampDate(req.endTime) : undefined;
+      const startTime = req.startTime ? dateOf(req.startTime, "start_time") : undefined;
+      const endTime = req.endTime ? dateOf(req.endTime, "end_time") : undefined;
       if (startTime && endTime && endTime <= startTime) throw invalidArgument("end_time", "must be after start_time");
       // Sequences are PostgreSQL bigints: a larger uint64 could never be one (and failed the query).
       if (req.afterSequence > maxSequence) throw invalidArgument("after_sequence", `must be at most ${maxSequence}`);
@@ -376,7 +376,7 @@ async function startCursor(req: SubscribeRequest, reader: EventReader): Promise<
       return start.value;
     }
     case "startTime":
-      return reader.cursorBeforeTime(timestampDate(start.value));
+      return reader.cursorBeforeTime(dateOf(start.value, "start_time"));
     case "position":
       if (start.value === StartPosition.EARLIEST) return 0n;
       return reader.headSequence();

@@ -1,6 +1,6 @@
 import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, durationMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Kysely, type Selectable, sql } from "kysely";
 import type { Dispatcher } from "undici";
 import {
@@ -20,6 +20,7 @@ import { compileFilter, type FilterLimits, savedFilterLimits } from "../filterin
 import { createEventMatcher } from "../filtering/event-matcher.js";
 import { parseTypePattern, TypePatternError } from "../filtering/type-pattern.js";
 import { fieldError, invalidArgument } from "../rpc/errors.js";
+import { dateOf } from "../rpc/timestamps.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "../rpc/page-token.js";
 import type { Database, DeliveriesTable, DeliveryAttemptsTable, StoredSecret, WebhooksTable } from "../storage/schema.js";
 import { buildPingRequest } from "./delivery-request.js";
@@ -473,8 +474,8 @@ function toApiAttempt(row: Selectable<DeliveryAttemptsTable>) {
 }
 
 function timeRange(start: { seconds: bigint; nanos: number } | undefined, end: typeof start, prefix = ""): { start?: Date; end?: Date } {
-  const s = start ? timestampDate(start as never) : undefined;
-  const e = end ? timestampDate(end as never) : undefined;
+  const s = start ? dateOf(start as Timestamp, `${prefix}start_time`) : undefined;
+  const e = end ? dateOf(end as Timestamp, `${prefix}end_time`) : undefined;
   if (s && e && e <= s) throw invalidArgument(`${prefix}end_time`, "must be after start_time");
   return { start: s, end: e };
 }
