@@ -383,11 +383,11 @@ export class AppendQueue {
         RETURNING last_sequence - ${count} AS base
       ), inserted AS (
         INSERT INTO tidings_events (sequence, id, type, source, subject, time, attributes, payload)
-        SELECT head.base + e.ord, e.row->>0, e.row->>1, e.row->>2, e.row->>3, (${events.map((e) => e.time)}::timestamptz[])[e.ord], e.row->4, p.payload
+        SELECT head.base + e.ord, e.row->>0, e.row->>1, e.row->>2, e.row->>3, (${timesLiteral(events)}::timestamptz[])[e.ord], e.row->4, p.payload
         FROM head, jsonb_array_elements(${rows}::jsonb) WITH ORDINALITY AS e(row, ord)
         -- The payloads travel as one binary parameter, cut apart here: an array of bytea would
         -- be sent as text, every payload written out in hex by the client and read back.
-        CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${payloads.offsets}::int[])[e.ord] + 1 FOR (${payloads.lengths}::int[])[e.ord]) AS payload) p
+        CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${arrayLiteral(payloads.offsets)}::int[])[e.ord] + 1 FOR (${arrayLiteral(payloads.lengths)}::int[])[e.ord]) AS payload) p
       )${rider ? rider.ctes : sql``}
       SELECT base, CASE WHEN ${this.#othersListen} THEN pg_notify(${eventsChannel}, (base + ${count})::text) END${rider ? sql`, ${rider.result} AS rider` : sql``} FROM head`.execute(this.db);
     } catch (err) {
@@ -402,9 +402,14 @@ export class AppendQueue {
     if (sent === this.#sentCount) this.#expectedHead = base + BigInt(count);
     else if (base !== expectedBase) this.#expectedHead = undefined;
     rider?.settle({ result: result.rows[0]!.rider === true, base });
-    const written = events.map((e, i) => ({ ...e, sequence: base + BigInt(i + 1) }));
-    let sequence = base;
-    const outcomes = group.map((unit) => unit.events.map((e) => ({ id: e.id, sequence: ++sequence, time: e.time, duplicate: false })));
+    // Written out field by field: a spread of each event (with the fields only the append
+    // needs) was 4% of the server's CPU in PublishBatch.
+    const written: CommittedEvent[] = [];
+    const outcomes = group.map((unit) => unit.events.map((e) => {
+      const sequence = base + BigInt(written.length + 1);
+      written.push({ sequence, id: e.id, type: e.type, source: e.source, subject: e.subject, time: e.time, attributes: e.attributes, payload: e.payload, decoded: e.decoded });
+      return { id: e.id, sequence, time: e.time, duplicate: false };
+    }));
     return { outcomes, written, oneStatement: true };
   }
 
@@ -468,6 +473,23 @@ export class AppendQueue {
         .execute();
     }
   }
+}
+
+/**
+ * The events' times as one PostgreSQL array literal. Given the Dates, node-postgres formats each
+ * in local time by hand and quotes and escapes it: 6% of the server's CPU in PublishBatch, with
+ * the two integer arrays below. ISO times need no quoting in an array literal. Every time is a
+ * valid date from the year 1 to 9999 (see rpc/timestamps.ts).
+ */
+function timesLiteral(events: readonly NewEvent[]): string {
+  let literal = "{";
+  for (let i = 0; i < events.length; i++) literal += (i === 0 ? "" : ",") + events[i]!.time.toISOString();
+  return literal + "}";
+}
+
+/** Integers as a PostgreSQL array literal, for the same reason. */
+function arrayLiteral(values: readonly number[]): string {
+  return `{${values.join(",")}}`;
 }
 
 /** Byte strings end to end in one buffer, with where each begins. */
