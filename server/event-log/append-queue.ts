@@ -483,7 +483,17 @@ export class AppendQueue {
  */
 function timesLiteral(events: readonly NewEvent[]): string {
   let literal = "{";
-  for (let i = 0; i < events.length; i++) literal += (i === 0 ? "" : ",") + events[i]!.time.toISOString();
+  // Events published together mostly share their millisecond: each distinct one is formatted once.
+  let lastMs = Number.NaN;
+  let lastIso = "";
+  for (let i = 0; i < events.length; i++) {
+    const time = events[i]!.time;
+    if (time.getTime() !== lastMs) {
+      lastMs = time.getTime();
+      lastIso = time.toISOString();
+    }
+    literal += (i === 0 ? "" : ",") + lastIso;
+  }
   return literal + "}";
 }
 
