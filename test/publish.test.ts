@@ -46,6 +46,16 @@ describe("publishing and reading back", () => {
     expect(res.body).toMatchObject({ id: "alma-evt-42", time: "2026-01-28T12:00:00Z" });
   });
 
+  it("stores each event's own time in a batch, the same millisecond repeated or not, and reads them back", async () => {
+    // One statement writes the batch: its times travel as one array, each distinct one formatted once.
+    const times = ["2026-01-28T12:00:00.001Z", "2026-01-28T12:00:00.001Z", "1999-12-31T23:59:59.999Z", "2026-01-28T12:00:00.001Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"];
+    const entries = times.map((time, i) => ({ event: { ...memoryCreated(`m-times-${i}`), time } }));
+    const res = await callJson(t.url, "PublishBatch", { entries });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const read = await Promise.all(res.body.results.map((r: { id: string }) => callJson(t.url, "GetEvent", { id: r.id })));
+    expect(read.map((r) => r.body.event.time)).toEqual(times);
+  });
+
   it("refuses a lone surrogate in JSON text (not UTF-8) with invalid_argument", async () => {
     for (const event of [{ ...memoryCreated("m-3"), subject: "s\ud800" }, { ...memoryCreated("m-3"), attributes: { agent: "a\udc00b" } }]) {
       const res = await callJson(t.url, "Publish", { event });
