@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
 import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { isValidTimestamp, timestampRange } from "./timestamps.js";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
 import { PayloadFormat, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
@@ -13,6 +12,7 @@ import type { StoredEvent } from "../event-log/stored-event.js";
 import { uuidV7 } from "../event-log/uuid-v7.js";
 import { nulRefused } from "../storage/schema.js";
 import { encodeEventWithLength } from "./event-encoding.js";
+import { isValidTimestamp, timestampRange } from "./timestamps.js";
 
 /** Limits on the envelope; the payload limit is configurable. */
 export const envelopeLimits = {
