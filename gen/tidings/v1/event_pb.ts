@@ -50,7 +50,8 @@ export type Event = Message<"tidings.v1.Event"> & {
   subject: string;
 
   /**
-   * When the occurrence happened. Defaults to the time the server received the event.
+   * When the occurrence happened. Defaults to the time the server received the event. Stored
+   * to the nearest millisecond, from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z.
    *
    * @generated from field: google.protobuf.Timestamp time = 5;
    */
