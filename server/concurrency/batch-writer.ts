@@ -4,16 +4,13 @@
  * group commit the append queue does for events). `add` resolves when its batch is written and
  * rejects with the batch's error.
  *
- * With `lingerMs`, each write first waits that long for more items, or until a full batch is
- * waiting: at a low, steady rate every item would otherwise arrive to an idle writer and be a
- * write of its own, and in a backlog each write would take only what came during the one
- * before.
+ * With `lingerMs`, a write that starts while none is in flight first waits that long for more
+ * items: at a low, steady rate every item would otherwise arrive to an idle writer and be a
+ * write of its own. Items that arrive while writes follow one another never wait for it.
  */
 export class BatchWriter<T> {
   #queue: Array<{ item: T; resolve: () => void; reject: (err: unknown) => void }> = [];
   #writing = false;
-  /** Ends the current linger early: set while the drain waits for company. */
-  #endLinger: (() => void) | undefined;
 
   constructor(
     private readonly write: (items: T[]) => Promise<void>,
@@ -24,7 +21,6 @@ export class BatchWriter<T> {
   add(item: T): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ item, resolve, reject });
-      if (this.#queue.length >= this.maxBatch) this.#endLinger?.();
       if (!this.#writing) void this.#drain();
     });
   }
@@ -32,8 +28,8 @@ export class BatchWriter<T> {
   async #drain(): Promise<void> {
     this.#writing = true;
     try {
+      if (this.lingerMs > 0) await new Promise((r) => setTimeout(r, this.lingerMs));
       while (this.#queue.length > 0) {
-        if (this.lingerMs > 0 && this.#queue.length < this.maxBatch) await this.#linger();
         const batch = this.#queue.splice(0, this.maxBatch);
         try {
           await this.write(batch.map((b) => b.item));
@@ -45,17 +41,5 @@ export class BatchWriter<T> {
     } finally {
       this.#writing = false;
     }
-  }
-
-  /** Waits lingerMs, or until a full batch is waiting. */
-  async #linger(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, this.lingerMs);
-      this.#endLinger = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-    this.#endLinger = undefined;
   }
 }

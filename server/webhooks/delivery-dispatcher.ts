@@ -111,14 +111,11 @@ interface ReadyGroup {
  */
 const readyDepth = 4;
 /**
- * How long each statement recording successes waits for more (BatchWriter lingerMs). At 500
- * deliveries/s nearly every success found the writer idle and was a statement of its own; the
- * wait made PostgreSQL's CPU per event 18% lower (560 -> 460 µs, median of 4 alternated pairs)
- * and the p99 from publish to receiver 12.4 -> 9.7 ms. In a backlog to one endpoint, where a
- * statement took about 46 successes, it made PostgreSQL's CPU per delivery 57 -> 49 µs and the
- * rate 6.9k -> 7.2k/s (medians of 7 alternated pairs). The request slot is freed at the answer,
- * not at the record, so the wait holds nothing back but the record (and at most
- * unrecordedPerSlot successes a slot wait for it).
+ * How long recording a success waits for others when no recording is under way. At 500
+ * deliveries/s nearly every success found the writer idle and was a statement of its own; a
+ * 5 ms wait made PostgreSQL's CPU per event 18% lower (560 -> 460 µs, median of 4 alternated
+ * pairs) and the p99 from publish to receiver 12.4 -> 9.7 ms. The request slot is freed at the
+ * answer, not at the record, so the wait holds nothing back but the record.
  */
 const successLingerMs = 5;
 /** Successes answered but not yet recorded, per request slot, before a delivery waits for its record (see #deliver). */
