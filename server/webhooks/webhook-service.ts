@@ -473,9 +473,9 @@ function toApiAttempt(row: Selectable<DeliveryAttemptsTable>) {
   });
 }
 
-function timeRange(start: { seconds: bigint; nanos: number } | undefined, end: typeof start, prefix = ""): { start?: Date; end?: Date } {
-  const s = start ? dateOf(start as Timestamp, `${prefix}start_time`) : undefined;
-  const e = end ? dateOf(end as Timestamp, `${prefix}end_time`) : undefined;
+function timeRange(start: Timestamp | undefined, end: Timestamp | undefined, prefix = ""): { start?: Date; end?: Date } {
+  const s = start ? dateOf(start, `${prefix}start_time`) : undefined;
+  const e = end ? dateOf(end, `${prefix}end_time`) : undefined;
   if (s && e && e <= s) throw invalidArgument(`${prefix}end_time`, "must be after start_time");
   return { start: s, end: e };
 }
