@@ -1,6 +1,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { type Kysely, type RawBuilder, sql, type Transaction } from "kysely";
 import type { Logger } from "../logging/logger.js";
+import { integerArrayLiteral, timestampArrayLiteral } from "../storage/array-literals.js";
 import { eventsChannel } from "../storage/doorbell.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
 import type { Database } from "../storage/schema.js";
@@ -383,11 +384,11 @@ export class AppendQueue {
         RETURNING last_sequence - ${count} AS base
       ), inserted AS (
         INSERT INTO tidings_events (sequence, id, type, source, subject, time, attributes, payload)
-        SELECT head.base + e.ord, e.row->>0, e.row->>1, e.row->>2, e.row->>3, (${timesLiteral(events)}::timestamptz[])[e.ord], e.row->4, p.payload
+        SELECT head.base + e.ord, e.row->>0, e.row->>1, e.row->>2, e.row->>3, (${timestampArrayLiteral(events.map((e) => e.time))}::timestamptz[])[e.ord], e.row->4, p.payload
         FROM head, jsonb_array_elements(${rows}::jsonb) WITH ORDINALITY AS e(row, ord)
         -- The payloads travel as one binary parameter, cut apart here: an array of bytea would
         -- be sent as text, every payload written out in hex by the client and read back.
-        CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${arrayLiteral(payloads.offsets)}::int[])[e.ord] + 1 FOR (${arrayLiteral(payloads.lengths)}::int[])[e.ord]) AS payload) p
+        CROSS JOIN LATERAL (SELECT substring(${payloads.blob}::bytea FROM (${integerArrayLiteral(payloads.offsets)}::int[])[e.ord] + 1 FOR (${integerArrayLiteral(payloads.lengths)}::int[])[e.ord]) AS payload) p
       )${rider ? rider.ctes : sql``}
       SELECT base, CASE WHEN ${this.#othersListen} THEN pg_notify(${eventsChannel}, (base + ${count})::text) END${rider ? sql`, ${rider.result} AS rider` : sql``} FROM head`.execute(this.db);
     } catch (err) {
@@ -473,33 +474,6 @@ export class AppendQueue {
         .execute();
     }
   }
-}
-
-/**
- * The events' times as one PostgreSQL array literal. Given the Dates, node-postgres formats each
- * in local time by hand and quotes and escapes it: 6% of the server's CPU in PublishBatch, with
- * the two integer arrays below. ISO times need no quoting in an array literal. Every time is a
- * valid date from the year 1 to 9999 (see rpc/timestamps.ts).
- */
-function timesLiteral(events: readonly NewEvent[]): string {
-  let literal = "{";
-  // Events published together mostly share their millisecond: each distinct one is formatted once.
-  let lastMs = Number.NaN;
-  let lastIso = "";
-  for (let i = 0; i < events.length; i++) {
-    const time = events[i]!.time;
-    if (time.getTime() !== lastMs) {
-      lastMs = time.getTime();
-      lastIso = time.toISOString();
-    }
-    literal += (i === 0 ? "" : ",") + lastIso;
-  }
-  return literal + "}";
-}
-
-/** Integers as a PostgreSQL array literal, for the same reason. */
-function arrayLiteral(values: readonly number[]): string {
-  return `{${values.join(",")}}`;
 }
 
 /** Byte strings end to end in one buffer, with where each begins. */

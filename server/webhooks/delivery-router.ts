@@ -8,6 +8,7 @@ import { createEventMatcher, type EventMatcher } from "../filtering/event-matche
 import { parseTypePattern } from "../filtering/type-pattern.js";
 import type { Logger } from "../logging/logger.js";
 import { type EventFields, StoredEvent } from "../event-log/stored-event.js";
+import { integerArrayLiteral, textArrayLiteral } from "../storage/array-literals.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
 import type { CommitRider } from "../event-log/append-queue.js";
 import { type Database, maxSequence, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
@@ -239,8 +240,9 @@ export class DeliveryRouter {
           ), routed_deliveries AS (
             INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
             SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now(), 1, ${budget.nodeId}, d.token, now() + d.lease_ms * interval '1 millisecond'
-            FROM unnest(${col((d) => d.id)}::text[], ${col((d) => d.endpoint.id)}::text[], ${col((d) => d.event.sequence.toString())}::bigint[],
-                        ${col((d) => d.event.id)}::text[], ${col((d) => d.event.type)}::text[], ${col((d) => d.leaseToken)}::text[], ${leaseMs}::int[])
+            FROM unnest(${textArrayLiteral(col((d) => d.id))}::text[], ${textArrayLiteral(col((d) => d.endpoint.id))}::text[],
+                        ${integerArrayLiteral(col((d) => d.event.sequence.toString()))}::bigint[], ${textArrayLiteral(col((d) => d.event.id))}::text[],
+                        ${textArrayLiteral(col((d) => d.event.type))}::text[], ${textArrayLiteral(col((d) => d.leaseToken))}::text[], ${integerArrayLiteral(leaseMs)}::int[])
               AS d(id, webhook_id, seq, event_id, event_type, token, lease_ms)
             WHERE EXISTS (SELECT 1 FROM router_moved)
           )`,
@@ -327,9 +329,10 @@ export class DeliveryRouter {
                CASE WHEN d.token = '' THEN NULL ELSE ${nodeId} END,
                NULLIF(d.token, ''),
                CASE WHEN d.token = '' THEN NULL ELSE now() + d.lease_ms * interval '1 millisecond' END
-        FROM unnest(${col((r) => r.id)}::text[], ${col((r) => r.w.id)}::text[], ${col((r) => r.event.sequence.toString())}::bigint[],
-                    ${col((r) => r.event.id)}::text[], ${col((r) => r.event.type)}::text[], ${col((r) => r.waitMs)}::int[],
-                    ${col((r) => r.token)}::text[], ${col((r) => r.leaseMs)}::int[])
+        FROM unnest(${textArrayLiteral(col((r) => r.id))}::text[], ${textArrayLiteral(col((r) => r.w.id))}::text[],
+                    ${integerArrayLiteral(col((r) => r.event.sequence.toString()))}::bigint[], ${textArrayLiteral(col((r) => r.event.id))}::text[],
+                    ${textArrayLiteral(col((r) => r.event.type))}::text[], ${integerArrayLiteral(col((r) => r.waitMs))}::int[],
+                    ${textArrayLiteral(col((r) => r.token))}::text[], ${integerArrayLiteral(col((r) => r.leaseMs))}::int[])
           AS d(id, webhook_id, seq, event_id, event_type, wait_ms, token, lease_ms)
         WHERE EXISTS (SELECT 1 FROM moved)
       )

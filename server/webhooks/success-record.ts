@@ -1,4 +1,5 @@
 import { type CompiledQuery, type Kysely, sql } from "kysely";
+import { integerArrayLiteral, textArrayLiteral, timestampArrayLiteral } from "../storage/array-literals.js";
 import { preparedMarker } from "../storage/prepared-statements.js";
 import { deliveryStatus } from "../storage/schema.js";
 
@@ -33,13 +34,14 @@ export interface RecordedSuccess {
  * guard.
  */
 export function recordSuccessesStatement<DB>(db: Kysely<DB>, rows: readonly SuccessRow[], nodeId: string): CompiledQuery<RecordedSuccess> {
+  // Array literals made here (see storage/array-literals.ts), not JS arrays for pg to format.
   const col = <V>(pick: (r: SuccessRow) => V) => rows.map(pick);
   return sql<RecordedSuccess>`${sql.raw(preparedMarker)}
     WITH c AS (
       SELECT * FROM unnest(
-        ${col((r) => r.deliveryId)}::text[], ${col((r) => r.leaseToken)}::text[], ${col((r) => r.statusCode)}::int[],
-        ${col((r) => r.startedAt)}::timestamptz[], ${col((r) => Math.round(r.durationMs))}::int[],
-        ${col((r) => r.responseExcerpt)}::text[]
+        ${textArrayLiteral(col((r) => r.deliveryId))}::text[], ${textArrayLiteral(col((r) => r.leaseToken))}::text[], ${integerArrayLiteral(col((r) => r.statusCode))}::int[],
+        ${timestampArrayLiteral(col((r) => r.startedAt))}::timestamptz[], ${integerArrayLiteral(col((r) => Math.round(r.durationMs)))}::int[],
+        ${textArrayLiteral(col((r) => r.responseExcerpt))}::text[]
       ) AS c(id, token, code, started_at, duration_ms, excerpt)
     ), done AS (
       UPDATE tidings_deliveries d
