@@ -423,6 +423,28 @@ describe("webhook routing and delivery", () => {
     expectNotSignedWith(after, first);
   });
 
+  it("6b. stops signing with the previous secret once its grace period ends, with no change to the endpoint in between", async () => {
+    const run = tag("grace-ends");
+    const rx = await receiver();
+    const hook = await createHook({ url: rx.url, patterns: ["memory.created"], attributes: { run } });
+    const rotated = await api.rotateWebhookSecret({ id: hook.id, gracePeriod: durationFromMs(1_500) });
+    const expires = timestampDate(rotated.previousSecretExpireTime!).getTime();
+
+    await publish(memory(run, "grace-1"));
+    const [during] = await rx.waitFor(1);
+    expect(v1Signatures(during!)).toHaveLength(2);
+    expectSignedWith(during!, hook.secret);
+
+    // Nothing about the endpoint changes in between: only the time.
+    await new Promise((r) => setTimeout(r, Math.max(0, expires - Date.now()) + 100));
+    await publish(memory(run, "grace-2"));
+    const after = (await rx.waitFor(2))[1]!;
+    expect(after.json.data.memory_id).toBe("grace-2");
+    expect(v1Signatures(after)).toHaveLength(1);
+    expectSignedWith(after, rotated.webhook!.secret);
+    expectNotSignedWith(after, hook.secret);
+  });
+
   it("7. sends CloudEvents in structured and binary mode, signed", async () => {
     const run = tag("ce");
     const rxStructured = await receiver();

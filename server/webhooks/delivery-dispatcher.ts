@@ -11,6 +11,7 @@ import type { Logger } from "../logging/logger.js";
 import type { LookupSession } from "../storage/lookup-session.js";
 import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
 import { buildDeliveryRequest } from "./delivery-request.js";
+import { type SigningSecrets, signingSecrets } from "./signing-secrets.js";
 import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget, RoutedDelivery } from "./delivery-router.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
@@ -92,6 +93,8 @@ interface Endpoint {
   maxFailingMs: number;
   /** The health row recorded failures when this was claimed: a success must reset them. */
   failing: boolean;
+  /** The secrets that sign, until the first of them expires (see signingSecrets). */
+  signing?: SigningSecrets;
 }
 
 /** A group of leased deliveries waiting on this node for a free request slot. */
@@ -177,6 +180,8 @@ export class DeliveryDispatcher {
   /** This node's latest committed events, consecutive (see eventsArrived), and their payload bytes. */
   #recent: StoredEvent[] = [];
   #recentBytes = 0;
+  /** Endpoints of routed deliveries, by their router state's row (see #routedEndpoint). */
+  readonly #routedEndpoints = new WeakMap<EndpointRow, Endpoint>();
   /** When this node last wrote last_success_at per endpoint (see #completeSuccess). */
   readonly #successWrittenAt = new Map<string, number>();
   readonly #successes = new BatchWriter<{ group: Claimed[]; outcome: AttemptOutcome }>((items) => this.#writeSuccesses(items), 500, successLingerMs);
@@ -348,10 +353,24 @@ export class DeliveryDispatcher {
     };
   }
 
+  /**
+   * The endpoint a routed delivery goes to, made once per row of the router's state, which every
+   * delivery routed with that state shares: a copy per delivery was most of what routing
+   * allocated per delivery, and its signing secrets were worked out again each time.
+   */
+  #routedEndpoint(row: EndpointRow): Endpoint {
+    let endpoint = this.#routedEndpoints.get(row);
+    if (endpoint === undefined) {
+      endpoint = toEndpoint(row.id, row);
+      this.#routedEndpoints.set(row, endpoint);
+    }
+    return endpoint;
+  }
+
   /** Deliveries routed and leased to this node: each waits in its endpoint's queue for a request slot. */
   #holdRouted(leased: readonly RoutedDelivery[], leasedAt: number): void {
     for (const r of leased) {
-      const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) };
+      const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint) };
       this.#hold({ group: [claimed], events: [r.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
     }
     this.#pump();
@@ -381,7 +400,7 @@ export class DeliveryDispatcher {
         this.stats.leasedAsRouted += riding;
         if (riding === 0) return;
         // Stopping: leases given back now are sent by any node at once, instead of when they run out.
-        if (this.#passes.stopped) void this.#giveBack(plan.leased.map((r) => ({ id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: toEndpoint(r.endpoint.id, r.endpoint) })));
+        if (this.#passes.stopped) void this.#giveBack(plan.leased.map((r) => ({ id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint) })));
         else this.#holdRouted(plan.leased, leasedAt);
       },
     };
@@ -651,7 +670,7 @@ export class DeliveryDispatcher {
   async #deliver(group: Claimed[], events: StoredEvent[]): Promise<void> {
     const endpoint = group[0]!.endpoint;
     const now = new Date();
-    const secrets = endpoint.secrets.filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now.getTime()).map((s) => s.secret);
+    const secrets = signingSecrets(endpoint, now.getTime());
     const asBatch = endpoint.batchMaxEvents > 0;
     // Receivers de-duplicate on webhook-id: the event id, or for a batch its first delivery.
     const messageId = asBatch ? `batch_${group[0]!.id}` : events[0]?.id ?? group[0]!.id;
