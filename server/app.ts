@@ -10,6 +10,7 @@ import { type EventCatalog, loadCatalog } from "./catalog/catalog.js";
 import type { ServerConfig } from "./config/config.js";
 import { AppendQueue } from "./event-log/append-queue.js";
 import { EventReader } from "./event-log/event-reader.js";
+import { TimeSummary } from "./event-log/time-summary.js";
 import type { Logger } from "./logging/logger.js";
 import { RegisteredTypeStore } from "./catalog/registration/registered-type-store.js";
 import { addReflection } from "./reflection/reflection-service.js";
@@ -85,7 +86,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   database.doorbell.onCatalogChange(() => {
     catalog.refreshIfStale().catch((err) => logger.warn("could not reload the registered event types", { err }));
   });
-  const reader = new EventReader(database.db, catalog);
+  const timeSummary = new TimeSummary(database.db, logger);
+  const reader = new EventReader(database.db, catalog, undefined, timeSummary);
   // The latest events stay in memory for subscribers that fall behind: 10,000 or 64 MB of payloads.
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, recentEvents: 10_000, recentBytes: 64 * 1024 * 1024, logger });
   await tail.start();
@@ -243,6 +245,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
   }
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
   logger.info("tidings listening", { url, database: database.kind, eventTypes: catalog.list().length, auth: auth.mode });
+  timeSummary.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -265,6 +268,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
         await appendQueue.close();
         await transport.close(config.shutdownGraceMs);
         await tail.stop();
+        await timeSummary.stop();
         // The dispatcher has had its grace period: requests still running are cut off.
         await agent.destroy();
         await database.close();

@@ -1,8 +1,9 @@
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type RawBuilder, sql } from "kysely";
 import type { EventCatalog } from "../catalog/catalog.js";
 import type { TypePattern } from "../filtering/type-pattern.js";
 import type { Database } from "../storage/schema.js";
 import { type EventRow, StoredEvent } from "./stored-event.js";
+import { timeBlockSize, TimeSummary } from "./time-summary.js";
 
 const eventColumns = ["sequence", "id", "type", "source", "subject", "time", "attributes", "payload"] as const;
 
@@ -35,6 +36,8 @@ export class EventReader {
     private readonly catalog: EventCatalog,
     /** The planner's estimate of a time window's events up to which it is read through the time index. */
     private readonly smallTimeWindowRows = 300_000,
+    /** Finds a time's place in a large log (cursorBeforeTime); the server passes one that logs. */
+    private readonly timeSummary = new TimeSummary(db),
   ) {}
 
   /** The last committed sequence. */
@@ -158,12 +161,41 @@ export class EventReader {
 
   /** The cursor just before the first event in log order whose time is at or after `time`. */
   async cursorBeforeTime(time: Date): Promise<bigint> {
-    // min(sequence) walks the log from the start, filtering on time; for a recent time, read
-    // the few events after it through the time index instead (see #timeWindowIsSmall).
-    const row = (await this.#timeWindowIsSmall(time, undefined, undefined))
-      ? await this.db.selectFrom("tidings_events").select(sql<string>`min(sequence + 0)`.as("first")).where("time", ">=", time).executeTakeFirst()
-      : await this.db.selectFrom("tidings_events").select((eb) => eb.fn.min("sequence").as("first")).where("time", ">=", time).executeTakeFirst();
-    if (row?.first === null || row?.first === undefined) return this.headSequence();
-    return BigInt(row.first as string | bigint) - 1n;
+    // For a recent time, read the few events after it through the time index (see
+    // #timeWindowIsSmall); for one further back, find its block in the time summary.
+    const first = (await this.#timeWindowIsSmall(time, undefined, undefined))
+      ? await this.#lowestSequence(sql`time >= ${time}`, sql`sequence + 0`)
+      : await this.#firstAtOrAfterByBlocks(time);
+    return first === undefined ? this.headSequence() : first - 1n;
+  }
+
+  /**
+   * The first event at or after `time` by the time summary: the first block whose latest time
+   * is at or after it holds the answer, read alone by primary key (at most 4,096 events). If
+   * that block's matching events are gone (retention), the search goes on after them. Blocks
+   * not summarized yet are walked in sequence order, as every read did before the summary.
+   */
+  async #firstAtOrAfterByBlocks(time: Date): Promise<bigint | undefined> {
+    const covered = await this.timeSummary.update();
+    let from = 0n;
+    for (;;) {
+      const block = await this.timeSummary.firstCandidate(from, time);
+      if (block === undefined) break;
+      const lo = block * timeBlockSize;
+      const hi = lo + timeBlockSize;
+      const first = await this.#lowestSequence(sql`sequence >= ${lo.toString()} AND sequence < ${hi.toString()} AND time >= ${time}`, sql`sequence`);
+      if (first !== undefined) return first;
+      const next = await this.#lowestSequence(sql`sequence >= ${hi.toString()}`, sql`sequence`);
+      if (next === undefined) return undefined;
+      from = next / timeBlockSize > block ? next / timeBlockSize : block + 1n;
+    }
+    return this.#lowestSequence(sql`sequence >= ${(covered * timeBlockSize).toString()} AND time >= ${time}`, sql`sequence`);
+  }
+
+  /** min(`of`), a sequence, over the events `where` holds for; undefined for none. */
+  async #lowestSequence(where: RawBuilder<unknown>, of: RawBuilder<unknown>): Promise<bigint | undefined> {
+    const res = await sql<{ first: string | null }>`SELECT min(${of})::text AS first FROM tidings_events WHERE ${where}`.execute(this.db);
+    const first = res.rows[0]?.first;
+    return first === null || first === undefined ? undefined : BigInt(first);
   }
 }

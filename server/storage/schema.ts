@@ -12,6 +12,14 @@ export interface Database {
   tidings_catalog_head: CatalogHeadTable;
   tidings_api_keys: ApiKeysTable;
   tidings_event_listeners: EventListenersTable;
+  tidings_time_blocks: TimeBlocksTable;
+}
+
+/** The latest event time per block of sequences (see migration 0011 and EventReader.cursorBeforeTime). */
+export interface TimeBlocksTable {
+  block: ColumnType<string, bigint | string, never>;
+  /** -infinity for a block whose events are all gone. */
+  max_time: ColumnType<Date, Date | string, never>;
 }
 
 /** A node listening for commit notifications (NOTIFY tidings_events), until its registration runs out. */
