@@ -138,8 +138,11 @@ async function firstEventAfter(client: Client, start: Date): Promise<void> {
 
 /** The page's own query, not the planner estimate a time window asks for first (EXPLAIN). */
 const isPageQuery = (sql: string) => sql.includes('from "tidings_events"') && !/^\s*explain/i.test(sql);
-/** cursorBeforeTime's read of the one block the time summary names (TimeSummary). */
-const isBlockLookup = (sql: string) => /FROM tidings_events WHERE sequence >= \$1 AND sequence < \$2 AND time >= \$3/.test(sql);
+/**
+ * cursorBeforeTime's read: of the one block the time summary names (TimeSummary), or, for a
+ * time with few events after it, of those events through the time index.
+ */
+const isCursorLookup = (sql: string) => /FROM tidings_events WHERE (sequence >= \$1 AND sequence < \$2 AND time >= \$3|time >= \$1)/.test(sql);
 
 /** The SQL a real EventReader issues over the same database, captured from its query log. */
 async function readerSql(url: string, read: (reader: EventReader) => Promise<unknown>, pick = isPageQuery): Promise<{ sql: string; parameters: readonly unknown[] }> {
@@ -279,7 +282,7 @@ export const growthScenario: Scenario = {
         extra: [
           await plan(`ListEvents by type, newest first ("${typePattern}", descending, page_size ${pageSize})`, (r) => r.page({ ...byType, after: undefined, descending: true }), ["type", "sequence"]),
           await plan(`ListEvents by type and time, the last day ("${timePattern}", 1 day from ${lastDay.toISOString()}, oldest first)`, (r) => r.page(byTime(dayMs, lastDay)), ["time"]),
-          await plan(`Subscribe start_time: the cursor lookup in the block the time summary names (EventReader.cursorBeforeTime, ${midTime.toISOString()})`, (r) => r.cursorBeforeTime(midTime), ["sequence"], isBlockLookup),
+          await plan(`Subscribe start_time: the cursor lookup (EventReader.cursorBeforeTime, ${midTime.toISOString()})`, (r) => r.cursorBeforeTime(midTime), ["sequence", "time"], isCursorLookup),
           await plan(`Subscribe catch-up: one page of the log (EventReader.readRange after ${mid}, every type, ${catchUpPage} rows)`, (r) => r.readRange(BigInt(mid), BigInt(head), catchUpPage, { patterns: undefined, attributes: {} }), ["sequence"]),
           await plan(`Subscribe catch-up: one page of the log for "${typePattern}" (EventReader.readRange after ${mid}, ${catchUpPage} rows)`, (r) => r.readRange(BigInt(mid), BigInt(head), catchUpPage, { patterns: [parseTypePattern(typePattern)], attributes: {} }), ["type", "sequence"]),
         ],
