@@ -355,8 +355,8 @@ export class DeliveryDispatcher {
 
   /**
    * The endpoint a routed delivery goes to, made once per row of the router's state, which every
-   * delivery routed with that state shares: a copy per delivery was most of what routing
-   * allocated per delivery, and its signing secrets were worked out again each time.
+   * delivery routed with that state shares: not a copy per delivery, with its signing secrets
+   * worked out again for each.
    */
   #routedEndpoint(row: EndpointRow): Endpoint {
     let endpoint = this.#routedEndpoints.get(row);
