@@ -163,7 +163,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     deliveriesMs: config.deliveryRetentionHours * 3_600_000,
     deadLettersMs: config.deadLetterRetentionHours * 3_600_000,
     batchSize: 1000,
-  }, logger.child({ component: "retention" }));
+  }, logger.child({ component: "retention" }), timeSummary);
   const sweeps = new CoalescingRunner(
     async () => {
       await retention.sweepOnce(new Date(), () => sweeps.stopped);

@@ -12,6 +12,7 @@ import { AppendQueue, type NewEvent } from "../server/event-log/append-queue.js"
 import { EventReader } from "../server/event-log/event-reader.js";
 import { timeBlockSize, TimeSummary } from "../server/event-log/time-summary.js";
 import { uuidV7 } from "../server/event-log/uuid-v7.js";
+import { RetentionSweeper } from "../server/retention/retention-sweeper.js";
 import { createJsonLogger, silentLogger } from "../server/logging/logger.js";
 import { type DatabaseHandle, openDatabase } from "../server/storage/open-database.js";
 import { createTestStorage, type TestStorage } from "./helpers/database.js";
@@ -109,5 +110,20 @@ describe("the cursor before a time, through the time summary", () => {
     const blocks = await sql<{ n: number; gone: number }>`SELECT count(*)::int AS n, count(*) FILTER (WHERE max_time = '-infinity')::int AS gone FROM tidings_time_blocks`.execute(database.db);
     // Blocks 0 and 1 lost all their events: summarized as -infinity, never a candidate.
     expect(blocks.rows[0]).toEqual({ n: Math.floor((times.length + 1) / Number(timeBlockSize)), gone: 2 });
+  });
+
+  it("forgets, when retention removes events, the blocks it emptied, and still agrees with the scan", async () => {
+    // Through the sweeper, as a server's retention runs: the events up to the middle of block 3
+    // were recorded two hours ago, and events are kept for one.
+    const upTo = Number(timeBlockSize) * 3 + 50;
+    await sql`UPDATE tidings_events SET recorded_at = now() - interval '2 hours' WHERE sequence <= ${upTo}`.execute(database.db);
+    const blocks = async () => (await sql<{ block: string }>`SELECT block::text FROM tidings_time_blocks ORDER BY block`.execute(database.db)).rows.map((r) => Number(r.block));
+    const sealed = Math.floor((times.length + 1) / Number(timeBlockSize));
+    expect(await blocks()).toEqual(Array.from({ length: sealed }, (_, b) => b));
+    const removed = await new RetentionSweeper(database.db, { eventsMs: 3_600_000, deliveriesMs: 0, deadLettersMs: 0, batchSize: 1000 }, silentLogger, summary).sweepOnce();
+    expect(removed.events).toBe(upTo - (Number(timeBlockSize) * 2 + 100));
+    // Blocks 0 to 2 hold nothing now; block 3 keeps its row, as does the last.
+    expect(await blocks()).toEqual(Array.from({ length: sealed - 3 }, (_, b) => b + 3));
+    for (const t of probes()) expect(await reader().cursorBeforeTime(new Date(t)), new Date(t).toISOString()).toBe(expected(t, upTo + 1));
   });
 });

@@ -62,6 +62,19 @@ export class TimeSummary {
     await this.settled();
   }
 
+  /**
+   * Drops the rows of blocks that retention emptied: every block before the first event left
+   * (they hold nothing a read could find), except the last summarized block, from which the
+   * summary goes on. Returns how many rows went.
+   */
+  async forgetRemovedBlocks(): Promise<number> {
+    const res = await sql`
+      DELETE FROM tidings_time_blocks
+      WHERE block < (SELECT min(sequence) FROM tidings_events) / ${timeBlockSize.toString()}::bigint
+        AND block < (SELECT max(block) FROM tidings_time_blocks)`.execute(this.db);
+    return Number(res.numAffectedRows ?? 0);
+  }
+
   /** The first summarized block at or after `from` whose latest time is at or after `time`. */
   async firstCandidate(from: bigint, time: Date): Promise<bigint | undefined> {
     const res = await sql<{ block: string | null }>`

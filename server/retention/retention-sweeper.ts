@@ -1,4 +1,5 @@
 import { type Kysely, sql } from "kysely";
+import { TimeSummary } from "../event-log/time-summary.js";
 import type { Logger } from "../logging/logger.js";
 import { type Database, deliveryStatus } from "../storage/schema.js";
 
@@ -35,6 +36,8 @@ export class RetentionSweeper {
     private readonly db: Kysely<Database>,
     private readonly options: RetentionOptions,
     private readonly logger: Logger,
+    /** Forgets the blocks of the log that removing events emptied. */
+    private readonly timeSummary = new TimeSummary(db),
   ) {}
 
   /** One sweep: batches until nothing older than the windows is left. `now` is for tests. */
@@ -44,6 +47,7 @@ export class RetentionSweeper {
     if (deliveriesMs > 0) result.deliveries = await this.#drain(() => this.#deliveries(deliveryStatus.succeeded, new Date(now.getTime() - deliveriesMs)), shouldStop);
     if (deadLettersMs > 0) result.deadLetters = await this.#drain(() => this.#deliveries(deliveryStatus.dead, new Date(now.getTime() - deadLettersMs)), shouldStop);
     if (eventsMs > 0) result.events = await this.#drain(() => this.#events(new Date(now.getTime() - eventsMs)), shouldStop);
+    if (result.events > 0) await this.timeSummary.forgetRemovedBlocks();
     if (result.events + result.deliveries + result.deadLetters > 0) {
       this.logger.info("retention removed old rows", { ...result, batchSize });
     }
