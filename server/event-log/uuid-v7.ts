@@ -23,8 +23,8 @@ text.write("-", 23);
 /**
  * A time-ordered UUID (RFC 9562 version 7): ids sort by creation and index well. Made for every
  * event and every delivery; written digit by digit into one reused buffer, it allocates only
- * its string (a copy, a hex string and five slices of it had been a twentieth of what a webhook
- * backlog allocated).
+ * its string (a copy, a hex string and five slices of it had been 4% of what a webhook backlog
+ * allocated).
  */
 export function uuidV7(now = Date.now()): string {
   if (offset + 16 > pool.length) {
