@@ -36,11 +36,9 @@ export class TimeSummary {
    * `covered × 4096` on must be read from the log itself.
    */
   async update(): Promise<bigint> {
-    const { covered, sealed } = await this.#summarizeNext();
-    if (covered < sealed && this.#catchingUp === undefined && !this.#stopped) {
-      this.#catchingUp = this.#catchUp({ covered, sealed }).finally(() => (this.#catchingUp = undefined));
-    }
-    return covered;
+    const progress = await this.#summarizeNext();
+    if (progress.covered < progress.sealed) this.#startCatchUp(progress);
+    return progress.covered;
   }
 
   /**
@@ -48,7 +46,12 @@ export class TimeSummary {
    * without it (before the upgrade that added it) is summarized before reads need it.
    */
   start(): void {
-    if (this.#catchingUp === undefined && !this.#stopped) this.#catchingUp = this.#catchUp(undefined).finally(() => (this.#catchingUp = undefined));
+    this.#startCatchUp(undefined);
+  }
+
+  /** One background catch-up at a time, none once stopped. */
+  #startCatchUp(first: { covered: bigint; sealed: bigint } | undefined): void {
+    if (this.#catchingUp === undefined && !this.#stopped) this.#catchingUp = this.#catchUp(first).finally(() => (this.#catchingUp = undefined));
   }
 
   /** Resolves once no background catch-up is running. */
