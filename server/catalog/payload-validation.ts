@@ -94,16 +94,21 @@ function checkJsonRules(desc: DescMessage, json: { [k: string]: JsonValue }, pat
     const rules = fieldRules(field);
     if (!rules) continue;
     const value = json[field.name] ?? json[field.jsonName];
-    const fieldPath = joinPath(path, field.name);
+    // Paths are made only for a violation: this runs for every rule of every JSON payload.
     if (rules.required && !jsonPresent(field, value)) {
-      out.push({ field: fieldPath, description: "is required" });
+      out.push({ field: joinPath(path, field.name), description: "is required" });
       continue;
     }
     if (rules.allowedValues.length === 0 || value === undefined || value === null) continue;
-    const values = Array.isArray(value) ? value : [value];
-    values.forEach((v, i) => {
+    if (!Array.isArray(value)) {
+      if (typeof value === "string" && !rules.allowedValues.includes(value)) {
+        out.push({ field: joinPath(path, field.name), description: allowedDescription(rules.allowedValues, value) });
+      }
+      continue;
+    }
+    value.forEach((v, i) => {
       if (typeof v === "string" && !rules.allowedValues.includes(v)) {
-        out.push({ field: Array.isArray(value) ? `${fieldPath}[${i}]` : fieldPath, description: allowedDescription(rules.allowedValues, v) });
+        out.push({ field: `${joinPath(path, field.name)}[${i}]`, description: allowedDescription(rules.allowedValues, v) });
       }
     });
   }

@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
-import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
+import { create, type JsonObject, toJson } from "@bufbuild/protobuf";
 import { AnySchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { type Event, EventSchema } from "../../gen/tidings/v1/event_pb.js";
 import { PayloadFormat, type SubscribeResponse, SubscribeResponseSchema } from "../../gen/tidings/v1/event_service_pb.js";
 import type { EventCatalog } from "../catalog/catalog.js";
 import { binaryPayloadPasses } from "../catalog/binary-payload-check.js";
+import { encodePayload } from "../catalog/payload-encoding.js";
 import { type FieldViolation, parseBinaryPayload, parseJsonPayload } from "../catalog/payload-validation.js";
 import type { NewEvent } from "../event-log/append-queue.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
@@ -101,7 +102,7 @@ export function prepareEvent(
       const parsed = parseJsonPayload(entry.message, event.payload.value, `${path}.data`, catalog.registry);
       violations.push(...parsed.violations);
       if (parsed.message) {
-        payload = toBinary(entry.message, parsed.message);
+        payload = encodePayload(entry.message, parsed.message);
         decoded = { schema: entry.message, message: parsed.message };
       }
       payloadAccepted = parsed.message !== undefined;

@@ -1,0 +1,238 @@
+import { create, createFileRegistry, type DescEnum, type DescMessage, fromJson, type Message, ScalarType, toBinary } from "@bufbuild/protobuf";
+import { reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
+import { WireType } from "@bufbuild/protobuf/wire";
+import {
+  AnySchema,
+  ApiSchema,
+  DurationSchema,
+  FeatureSetSchema,
+  FieldMaskSchema,
+  ListValueSchema,
+  StructSchema,
+  TimestampSchema,
+  TypeSchema,
+  ValueSchema,
+  FileDescriptorProtoSchema,
+  FieldDescriptorProto_Label,
+  FieldDescriptorProto_Type,
+  file_google_protobuf_wrappers,
+} from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
+import { EventSchema } from "../gen/tidings/v1/event_pb.js";
+import { SubscribeRequestSchema } from "../gen/tidings/v1/event_service_pb.js";
+import { WebhookSchema } from "../gen/tidings/v1/webhook_pb.js";
+import { loadCatalog } from "../server/catalog/catalog.js";
+import { encodePayload, encodesWithoutReflection } from "../server/catalog/payload-encoding.js";
+
+/** A small seeded generator, so that a failure names the seed that reproduces it. */
+function generator(seed: number) {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
+  const pick = <T>(xs: readonly T[]): T => xs[int(0, xs.length - 1)]!;
+  return { next, int, pick };
+}
+type Gen = ReturnType<typeof generator>;
+
+const strings = ["", "a", "hot", "mem_123", "ünïcödé", "🎉 emoji", "\u0000nul", "x".repeat(200), "__proto__", "line\nbreak"];
+
+function randomScalar(g: Gen, scalar: ScalarType): unknown {
+  const zero = g.next() < 0.2;
+  switch (scalar) {
+    case ScalarType.STRING:
+      return zero ? "" : g.pick(strings) + (g.next() < 0.5 ? String(g.int(0, 1e6)) : "");
+    case ScalarType.BOOL:
+      return zero ? false : g.next() < 0.5;
+    case ScalarType.DOUBLE:
+      return zero ? g.pick([0, -0]) : g.pick([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e300, -2.5, g.next() * 1e6, Number.MIN_VALUE]);
+    case ScalarType.FLOAT:
+      return zero ? 0 : Math.fround(g.pick([-1.5, 3.4e38, g.next() * 1000, Number.NaN]));
+    case ScalarType.INT32:
+    case ScalarType.SINT32:
+    case ScalarType.SFIXED32:
+      return zero ? 0 : g.pick([-2147483648, 2147483647, -1, g.int(-1e9, 1e9)]);
+    case ScalarType.UINT32:
+    case ScalarType.FIXED32:
+      return zero ? 0 : g.pick([4294967295, 1, g.int(0, 4e9)]);
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
+      return zero ? 0n : g.pick([-9223372036854775808n, 9223372036854775807n, -1n, BigInt(g.int(-1e9, 1e9)) * 1000003n]);
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+      return zero ? 0n : g.pick([18446744073709551615n, 1n, BigInt(g.int(0, 2e9)) * 1000003n]);
+    case ScalarType.BYTES:
+      return zero ? new Uint8Array(0) : Uint8Array.from({ length: g.int(1, 40) }, () => g.int(0, 255));
+  }
+  throw new Error(`scalar ${scalar}`);
+}
+
+function randomEnum(g: Gen, field: { enum: DescEnum }): number {
+  // An open (proto3) enum keeps numbers it does not name.
+  return field.enum.open && g.next() < 0.1 ? 12345 : g.pick(field.enum.values).number;
+}
+
+/** A message of `desc` with fields set at random through protobuf-es's reflection (so in its local form). */
+function randomMessage(g: Gen, desc: DescMessage, depth: number): ReflectMessage {
+  const r = reflect(desc, create(desc));
+  for (const field of desc.fields) {
+    if (g.next() < 0.35) continue;
+    switch (field.fieldKind) {
+      case "scalar":
+        r.set(field, randomScalar(g, field.scalar) as never);
+        break;
+      case "enum":
+        r.set(field, randomEnum(g, field) as never);
+        break;
+      case "message":
+        if (depth < 3) r.set(field, randomMessage(g, field.message, depth + 1) as never);
+        break;
+      case "list": {
+        const list = r.get(field);
+        const n = g.int(0, 4);
+        for (let i = 0; i < n; i++) {
+          if (field.listKind === "scalar") list.add(randomScalar(g, field.scalar) as never);
+          else if (field.listKind === "enum") list.add(randomEnum(g, field) as never);
+          else if (depth < 3) list.add(randomMessage(g, field.message, depth + 1) as never);
+        }
+        break;
+      }
+      case "map": {
+        const map = r.get(field);
+        const n = g.int(0, 4);
+        for (let i = 0; i < n; i++) {
+          const key = field.mapKey === ScalarType.STRING ? g.pick(strings) + i : randomScalar(g, field.mapKey);
+          if (field.mapKind === "scalar") map.set(key as never, randomScalar(g, field.scalar) as never);
+          else if (field.mapKind === "enum") map.set(key as never, randomEnum(g, field) as never);
+          else if (depth < 3) map.set(key as never, randomMessage(g, field.message, depth + 1) as never);
+        }
+        break;
+      }
+    }
+  }
+  // Some messages carry unknown fields, which toBinary writes after the known ones.
+  if (g.next() < 0.1) (r.message as Message & { $unknown?: unknown[] }).$unknown = [{ no: 999, wireType: WireType.Varint, data: new Uint8Array([0x96, 0x01]) }];
+  return r;
+}
+
+function expectSameBytes(desc: DescMessage, seeds: number) {
+  for (let seed = 1; seed <= seeds; seed++) {
+    const message = randomMessage(generator(seed), desc, 0).message;
+    const theirs = Buffer.from(toBinary(desc, message));
+    const ours = Buffer.from(encodePayload(desc, message));
+    if (!ours.equals(theirs)) throw new Error(`${desc.typeName}, seed ${seed}: ${ours.toString("hex")} != ${theirs.toString("hex")}`);
+  }
+}
+
+describe("payload encoding without reflection", () => {
+  it("writes the very bytes toBinary writes, for every catalog type, and takes none of them to toBinary", async () => {
+    const catalog = await loadCatalog();
+    expect(catalog.list().length).toBeGreaterThan(10);
+    for (const entry of catalog.list()) {
+      expect(encodesWithoutReflection(entry.message), entry.message.typeName).toBe(true);
+      expectSameBytes(entry.message, 300);
+    }
+  });
+
+  it("writes the very bytes toBinary writes for every kind of field: oneofs, maps, packed lists, explicit presence, well-known types, unknown fields", () => {
+    // Event: a oneof holding a Struct and an Any, a map, a Timestamp. SubscribeRequest, Webhook:
+    // enums, repeated strings, optional fields. Type and Api: repeated messages, enums.
+    // FeatureSet: proto2-style explicit presence. Value, ListValue: recursion through Struct.
+    for (const desc of [EventSchema, SubscribeRequestSchema, WebhookSchema, TypeSchema, ApiSchema, FeatureSetSchema, ValueSchema, ListValueSchema, StructSchema, TimestampSchema, DurationSchema, AnySchema, FieldMaskSchema]) {
+      expect(encodesWithoutReflection(desc), desc.typeName).toBe(true);
+      expectSameBytes(desc, 300);
+    }
+  });
+
+  const scalarTypes = [
+    FieldDescriptorProto_Type.DOUBLE, FieldDescriptorProto_Type.FLOAT, FieldDescriptorProto_Type.INT64, FieldDescriptorProto_Type.UINT64,
+    FieldDescriptorProto_Type.INT32, FieldDescriptorProto_Type.FIXED64, FieldDescriptorProto_Type.FIXED32, FieldDescriptorProto_Type.BOOL,
+    FieldDescriptorProto_Type.UINT32, FieldDescriptorProto_Type.SFIXED32, FieldDescriptorProto_Type.SFIXED64, FieldDescriptorProto_Type.SINT32,
+    FieldDescriptorProto_Type.SINT64, FieldDescriptorProto_Type.STRING, FieldDescriptorProto_Type.BYTES,
+  ];
+
+  it("covers every scalar type in lists, maps and explicit presence, and hands a type it does not cover to toBinary, whole: a wrapper field, a map with integer keys", () => {
+    // protobuf-es holds a singular wrapper field unwrapped (a plain number) and a map's integer
+    // keys as strings: left to it, the type and every type that contains it.
+    const file = create(FileDescriptorProtoSchema, {
+      name: "test/uncovered.proto",
+      package: "test",
+      syntax: "proto3",
+      dependency: ["google/protobuf/wrappers.proto"],
+      messageType: [
+        {
+          name: "Uncovered",
+          field: [
+            { name: "count", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.MESSAGE, typeName: ".google.protobuf.Int32Value", jsonName: "count" },
+            { name: "name", number: 2, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.STRING, jsonName: "name" },
+          ],
+        },
+        {
+          name: "Numbered",
+          field: [{ name: "by_number", number: 1, label: FieldDescriptorProto_Label.REPEATED, type: FieldDescriptorProto_Type.MESSAGE, typeName: ".test.Numbered.ByNumberEntry", jsonName: "byNumber" }],
+          nestedType: [
+            {
+              name: "ByNumberEntry",
+              options: { mapEntry: true },
+              field: [
+                { name: "key", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.INT32, jsonName: "key" },
+                { name: "value", number: 2, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.STRING, jsonName: "value" },
+              ],
+            },
+          ],
+        },
+        {
+          // Covered: every scalar type in packed and unpacked lists and in a map's values, an enum list.
+          name: "Lists",
+          field: [
+            ...scalarTypes.map((type, i) => ({ name: `packed_${i}`, number: i + 1, label: FieldDescriptorProto_Label.REPEATED, type, jsonName: `packed${i}` })),
+            ...scalarTypes.map((type, i) => ({ name: `plain_${i}`, number: 100 + i, label: FieldDescriptorProto_Label.REPEATED, type, jsonName: `plain${i}`, options: { packed: false } })),
+            ...scalarTypes.map((type, i) => ({ name: `single_${i}`, number: 200 + i, label: FieldDescriptorProto_Label.OPTIONAL, type, jsonName: `single${i}`, proto3Optional: i % 2 === 0, oneofIndex: i % 2 === 0 ? i / 2 : undefined })),
+            { name: "modes", number: 300, label: FieldDescriptorProto_Label.REPEATED, type: FieldDescriptorProto_Type.ENUM, typeName: ".test.Mode", jsonName: "modes" },
+            { name: "by_name", number: 301, label: FieldDescriptorProto_Label.REPEATED, type: FieldDescriptorProto_Type.MESSAGE, typeName: ".test.Lists.ByNameEntry", jsonName: "byName" },
+          ],
+          // proto3 optional fields each sit in a synthetic oneof of their own.
+          oneofDecl: scalarTypes.filter((_, i) => i % 2 === 0).map((_, j) => ({ name: `_single_${2 * j}` })),
+          nestedType: [
+            {
+              name: "ByNameEntry",
+              options: { mapEntry: true },
+              field: [
+                { name: "key", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.STRING, jsonName: "key" },
+                { name: "value", number: 2, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.SINT64, jsonName: "value" },
+              ],
+            },
+          ],
+        },
+        {
+          name: "Outer",
+          field: [{ name: "inner", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.MESSAGE, typeName: ".test.Uncovered", jsonName: "inner" }],
+        },
+      ],
+      enumType: [{ name: "Mode", value: [{ name: "MODE_UNSPECIFIED", number: 0 }, { name: "MODE_ON", number: 1 }, { name: "MODE_OFF", number: 2 }] }],
+    });
+    const registry = createFileRegistry(file, (name) => (name === "google/protobuf/wrappers.proto" ? file_google_protobuf_wrappers : undefined));
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ["test.Uncovered", { count: 7, name: "seven" }],
+      ["test.Numbered", { byNumber: { "3": "three", "-1": "minus one" } }],
+      ["test.Outer", { inner: { count: 0, name: "zero" } }],
+    ];
+    const lists = registry.getMessage("test.Lists")!;
+    expect(lists.fields.filter((f) => f.fieldKind === "list" && f.packed).length).toBeGreaterThan(10);
+    expect(encodesWithoutReflection(lists)).toBe(true);
+    expectSameBytes(lists, 500);
+    for (const [typeName, json] of cases) {
+      const desc = registry.getMessage(typeName)!;
+      expect(encodesWithoutReflection(desc), typeName).toBe(false);
+      const message = fromJson(desc, json as never);
+      expect(Buffer.from(encodePayload(desc, message)).equals(Buffer.from(toBinary(desc, message))), typeName).toBe(true);
+      expectSameBytes(desc, 50);
+    }
+  });
+});
