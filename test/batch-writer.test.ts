@@ -62,4 +62,31 @@ describe("BatchWriter", () => {
     // Back to back: the second began as the first write (50 ms) ended, not a linger later.
     expect(batches[1]!.at - batches[0]!.at).toBeLessThan(50 + lingerMs / 2);
   });
+  it("with a pace, writes start at most every intervalMs, unless enoughItems wait", async () => {
+    const batches: Array<{ items: number[]; at: number }> = [];
+    const started = performance.now();
+    const writer = new BatchWriter<number>(async (items) => {
+      batches.push({ items, at: performance.now() - started });
+      await tick(10);
+    }, 500, 0, { intervalMs: 200, enoughItems: 3 });
+    const first = [writer.add(0)];
+    await tick(5);
+    // Arrives during the first write, alone: the next write waits for the interval.
+    first.push(writer.add(1));
+    await Promise.all(first);
+    expect(batches.map((b) => b.items)).toEqual([[0], [1]]);
+    expect(batches[1]!.at - batches[0]!.at).toBeGreaterThanOrEqual(195);
+    // The writer is idle now, but the last write started within the interval: three items go at once.
+    const second = [writer.add(2), writer.add(3), writer.add(4)];
+    await Promise.all(second);
+    // One alone waits for the interval, until enough join it.
+    const third = [writer.add(5)];
+    await tick(40);
+    third.push(writer.add(6), writer.add(7));
+    await Promise.all(third);
+    expect(batches.map((b) => b.items)).toEqual([[0], [1], [2, 3, 4], [5, 6, 7]]);
+    expect(batches[2]!.at - batches[1]!.at).toBeLessThan(100);
+    expect(batches[3]!.at - batches[2]!.at).toBeGreaterThanOrEqual(45);
+    expect(batches[3]!.at - batches[2]!.at).toBeLessThan(150);
+  });
 });

@@ -7,21 +7,31 @@
  * With `lingerMs`, a write that starts while none is in flight first waits that long for more
  * items: at a low, steady rate every item would otherwise arrive to an idle writer and be a
  * write of its own. Items that arrive while writes follow one another never wait for it.
+ *
+ * With `pace`, writes start at most every `intervalMs`, unless `enoughItems` are waiting: under
+ * a steady load each write would otherwise take whatever arrived during the one before, however
+ * few (see the dispatcher's successPaceMs).
  */
 export class BatchWriter<T> {
   #queue: Array<{ item: T; resolve: () => void; reject: (err: unknown) => void }> = [];
   #writing = false;
+  /** When the last write started (performance.now()), for `pace`. */
+  #lastStartedAt = Number.NEGATIVE_INFINITY;
+  /** Ends a paced wait early: enough items arrived (see #paced). */
+  #enough: (() => void) | undefined;
 
   constructor(
     private readonly write: (items: T[]) => Promise<void>,
     private readonly maxBatch = 500,
     private readonly lingerMs = 0,
+    private readonly pace?: { intervalMs: number; enoughItems: number },
   ) {}
 
   add(item: T): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ item, resolve, reject });
       if (!this.#writing) void this.#drain();
+      else if (this.#enough && this.#queue.length >= this.pace!.enoughItems) this.#enough();
     });
   }
 
@@ -30,6 +40,8 @@ export class BatchWriter<T> {
     try {
       if (this.lingerMs > 0) await new Promise((r) => setTimeout(r, this.lingerMs));
       while (this.#queue.length > 0) {
+        await this.#paced();
+        this.#lastStartedAt = performance.now();
         const batch = this.#queue.splice(0, this.maxBatch);
         try {
           await this.write(batch.map((b) => b.item));
@@ -41,5 +53,21 @@ export class BatchWriter<T> {
     } finally {
       this.#writing = false;
     }
+  }
+
+  /** With `pace`: waits until intervalMs after the last write started, or until enoughItems are queued. */
+  #paced(): Promise<void> | undefined {
+    if (!this.pace) return undefined;
+    const wait = this.#lastStartedAt + this.pace.intervalMs - performance.now();
+    if (wait <= 0 || this.#queue.length >= this.pace.enoughItems) return undefined;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#enough = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      this.#enough = done;
+    });
   }
 }
