@@ -68,7 +68,7 @@ describe("BatchWriter", () => {
     const writer = new BatchWriter<number>(async (items) => {
       batches.push({ items, at: performance.now() - started });
       await tick(10);
-    }, 500, 0, { intervalMs: 200, enoughItems: 3 });
+    }, 500, 0, { intervalMs: 200, enoughItems: 3, busyItems: 1 });
     const first = [writer.add(0)];
     await tick(5);
     // Arrives during the first write, alone: the next write waits for the interval.
@@ -88,5 +88,26 @@ describe("BatchWriter", () => {
     expect(batches[2]!.at - batches[1]!.at).toBeLessThan(100);
     expect(batches[3]!.at - batches[2]!.at).toBeGreaterThanOrEqual(45);
     expect(batches[3]!.at - batches[2]!.at).toBeLessThan(150);
+  });
+  it("with a pace, writes below busyItems are not held back", async () => {
+    const batches: Array<{ items: number[]; at: number }> = [];
+    const started = performance.now();
+    const writer = new BatchWriter<number>(async (items) => {
+      batches.push({ items, at: performance.now() - started });
+      await tick(10);
+    }, 500, 0, { intervalMs: 200, enoughItems: 10, busyItems: 2 });
+    // A write of one item: the next (one item again) is not held back.
+    const first = [writer.add(0)];
+    await tick(5);
+    first.push(writer.add(1));
+    await Promise.all(first);
+    expect(batches[1]!.at - batches[0]!.at).toBeLessThan(100);
+    // A write of two: the next waits for the interval.
+    const second = [writer.add(2), writer.add(3)];
+    await tick(5);
+    second.push(writer.add(4));
+    await Promise.all(second);
+    expect(batches.map((b) => b.items)).toEqual([[0], [1], [2, 3], [4]]);
+    expect(batches[3]!.at - batches[2]!.at).toBeGreaterThanOrEqual(195);
   });
 });

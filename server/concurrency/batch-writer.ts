@@ -8,15 +8,18 @@
  * items: at a low, steady rate every item would otherwise arrive to an idle writer and be a
  * write of its own. Items that arrive while writes follow one another never wait for it.
  *
- * With `pace`, writes start at most every `intervalMs`, unless `enoughItems` are waiting: under
- * a steady load each write would otherwise take whatever arrived during the one before, however
- * few (see the dispatcher's successPaceMs).
+ * With `pace`, under load (the last write carried at least `busyItems`) writes start at most
+ * every `intervalMs`, unless `enoughItems` are waiting: each write would otherwise take whatever
+ * arrived during the one before, however few (see the dispatcher's successPaceMs). Below that
+ * load writes are not held back.
  */
 export class BatchWriter<T> {
   #queue: Array<{ item: T; resolve: () => void; reject: (err: unknown) => void }> = [];
   #writing = false;
   /** When the last write started (performance.now()), for `pace`. */
   #lastStartedAt = Number.NEGATIVE_INFINITY;
+  /** How many items the last write carried, for `pace`. */
+  #lastBatchSize = 0;
   /** Ends a paced wait early: enough items arrived (see #paced). */
   #enough: (() => void) | undefined;
 
@@ -24,7 +27,7 @@ export class BatchWriter<T> {
     private readonly write: (items: T[]) => Promise<void>,
     private readonly maxBatch = 500,
     private readonly lingerMs = 0,
-    private readonly pace?: { intervalMs: number; enoughItems: number },
+    private readonly pace?: { intervalMs: number; enoughItems: number; busyItems: number },
   ) {}
 
   add(item: T): Promise<void> {
@@ -43,6 +46,7 @@ export class BatchWriter<T> {
         await this.#paced();
         this.#lastStartedAt = performance.now();
         const batch = this.#queue.splice(0, this.maxBatch);
+        this.#lastBatchSize = batch.length;
         try {
           await this.write(batch.map((b) => b.item));
           batch.forEach((b) => b.resolve());
@@ -55,9 +59,9 @@ export class BatchWriter<T> {
     }
   }
 
-  /** With `pace`: waits until intervalMs after the last write started, or until enoughItems are queued. */
+  /** With `pace`, under load: waits until intervalMs after the last write started, or until enoughItems are queued. */
   #paced(): Promise<void> | undefined {
-    if (!this.pace) return undefined;
+    if (!this.pace || this.#lastBatchSize < this.pace.busyItems) return undefined;
     const wait = this.#lastStartedAt + this.pace.intervalMs - performance.now();
     if (wait <= 0 || this.#queue.length >= this.pace.enoughItems) return undefined;
     return new Promise((resolve) => {
