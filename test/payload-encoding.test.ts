@@ -22,7 +22,7 @@ import { EventSchema } from "../gen/tidings/v1/event_pb.js";
 import { SubscribeRequestSchema } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookSchema } from "../gen/tidings/v1/webhook_pb.js";
 import { loadCatalog } from "../server/catalog/catalog.js";
-import { encodePayload, encodesWithoutReflection } from "../server/catalog/payload-encoding.js";
+import { encodePayload, encodesWithoutReflection, encodeWithoutReflection } from "../server/catalog/payload-encoding.js";
 
 /** A small seeded generator, so that a failure names the seed that reproduces it. */
 function generator(seed: number) {
@@ -126,10 +126,10 @@ function expectSameBytes(desc: DescMessage, seeds: number) {
   for (let seed = 1; seed <= seeds; seed++) {
     const message = randomMessage(generator(seed), desc, 0).message;
     const theirs = Buffer.from(toBinary(desc, message));
-    const encoded = encodePayload(desc, message);
-    // Its own output is a Buffer, toBinary's a plain Uint8Array: a covered type must not have gone to toBinary.
-    if (Buffer.isBuffer(encoded) !== covered) throw new Error(`${desc.typeName}, seed ${seed}: ${covered ? "went to toBinary" : "was not left to toBinary"}`);
-    const ours = Buffer.from(encoded);
+    // A covered type must never go to toBinary; an uncovered one always does.
+    const own = encodeWithoutReflection(desc, message);
+    if ((own !== undefined) !== covered) throw new Error(`${desc.typeName}, seed ${seed}: ${covered ? "went to toBinary" : "was not left to toBinary"}`);
+    const ours = Buffer.from(encodePayload(desc, message));
     if (!ours.equals(theirs)) throw new Error(`${desc.typeName}, seed ${seed}: ${ours.toString("hex")} != ${theirs.toString("hex")}`);
   }
 }
@@ -160,6 +160,19 @@ describe("payload encoding without reflection", () => {
     FieldDescriptorProto_Type.UINT32, FieldDescriptorProto_Type.SFIXED32, FieldDescriptorProto_Type.SFIXED64, FieldDescriptorProto_Type.SINT32,
     FieldDescriptorProto_Type.SINT64, FieldDescriptorProto_Type.STRING, FieldDescriptorProto_Type.BYTES,
   ];
+
+  it("returns a buffer of the payload's own size, which later encodings leave alone", async () => {
+    const desc = (await loadCatalog()).get("memory.created")!.message;
+    const first = fromJson(desc, { memory_id: "m-1", tier: "hot", tags: ["a"] });
+    const second = fromJson(desc, { memory_id: "m-2-longer", content: "x".repeat(100_000) }); // larger than the scratch buffer
+    const third = fromJson(desc, { memory_id: "m-3", tier: "cold" });
+    const encoded = [first, second, third].map((m) => encodePayload(desc, m));
+    [first, second, third].forEach((m, i) => {
+      expect(Buffer.from(encoded[i]!).equals(Buffer.from(toBinary(desc, m)))).toBe(true);
+      // Kept with its event: a view of a larger buffer would keep that alive too.
+      expect(encoded[i]!.buffer.byteLength).toBe(encoded[i]!.byteLength);
+    });
+  });
 
   it("covers every scalar type in lists, maps and explicit presence, and hands a type it does not cover to toBinary, whole: a wrapper field, a map with integer keys", () => {
     // protobuf-es holds a singular wrapper field unwrapped (a plain number) and a map's integer
