@@ -4,13 +4,13 @@ import { BatchWriter } from "../server/concurrency/batch-writer.js";
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A writer whose writes take `writeMs`, recording each batch and when it began. */
-function recordingWriter(writeMs: number, lingerMs: number) {
+function recordingWriter(writeMs: number, lingerMs: number, pace?: { intervalMs: number; enoughItems: number; busyItems: number }) {
   const batches: Array<{ items: number[]; at: number }> = [];
   const started = performance.now();
   const writer = new BatchWriter<number>(async (items) => {
     batches.push({ items, at: performance.now() - started });
     await tick(writeMs);
-  }, 500, lingerMs);
+  }, 500, lingerMs, pace);
   return { writer, batches };
 }
 
@@ -62,13 +62,9 @@ describe("BatchWriter", () => {
     // Back to back: the second began as the first write (50 ms) ended, not a linger later.
     expect(batches[1]!.at - batches[0]!.at).toBeLessThan(50 + lingerMs / 2);
   });
+
   it("with a pace, writes start at most every intervalMs, unless enoughItems wait", async () => {
-    const batches: Array<{ items: number[]; at: number }> = [];
-    const started = performance.now();
-    const writer = new BatchWriter<number>(async (items) => {
-      batches.push({ items, at: performance.now() - started });
-      await tick(10);
-    }, 500, 0, { intervalMs: 200, enoughItems: 3, busyItems: 1 });
+    const { writer, batches } = recordingWriter(10, 0, { intervalMs: 200, enoughItems: 3, busyItems: 1 });
     const first = [writer.add(0)];
     await tick(5);
     // Arrives during the first write, alone: the next write waits for the interval.
@@ -89,13 +85,9 @@ describe("BatchWriter", () => {
     expect(batches[3]!.at - batches[2]!.at).toBeGreaterThanOrEqual(45);
     expect(batches[3]!.at - batches[2]!.at).toBeLessThan(150);
   });
+
   it("with a pace, writes below busyItems are not held back", async () => {
-    const batches: Array<{ items: number[]; at: number }> = [];
-    const started = performance.now();
-    const writer = new BatchWriter<number>(async (items) => {
-      batches.push({ items, at: performance.now() - started });
-      await tick(10);
-    }, 500, 0, { intervalMs: 200, enoughItems: 10, busyItems: 2 });
+    const { writer, batches } = recordingWriter(10, 0, { intervalMs: 200, enoughItems: 10, busyItems: 2 });
     // A write of one item: the next (one item again) is not held back.
     const first = [writer.add(0)];
     await tick(5);

@@ -1,21 +1,9 @@
-import { create, type DescField, type DescMessage, ScalarType, toBinary } from "@bufbuild/protobuf";
-import { reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
+import { type DescField, type DescMessage, ScalarType, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { binaryPayloadPasses } from "../server/catalog/binary-payload-check.js";
 import { fieldRules, loadCatalog } from "../server/catalog/catalog.js";
 import { parseBinaryPayload } from "../server/catalog/payload-validation.js";
-
-/** A small seeded generator, so a failure can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { randomMessage, seededRandom } from "./helpers/random-message.js";
 
 const texts = ["", "a", "hot", "warm", "ünïcödé ✓", "x".repeat(200)];
 
@@ -49,47 +37,7 @@ function randomScalar(rnd: () => number, scalar: ScalarType, field: DescField): 
   }
 }
 
-function randomMessage(rnd: () => number, desc: DescMessage, depth: number): ReflectMessage {
-  const r = reflect(desc, create(desc));
-  for (const field of desc.fields) {
-    if (rnd() < 0.3) continue;
-    if (field.oneof && r.oneofCase(field.oneof) !== undefined) continue;
-    const enumValue = (e: { values: readonly { number: number }[] }) => e.values[Math.floor(rnd() * e.values.length)]!.number;
-    switch (field.fieldKind) {
-      case "scalar":
-        r.set(field, randomScalar(rnd, field.scalar, field) as never);
-        break;
-      case "enum":
-        r.set(field, enumValue(field.enum) as never);
-        break;
-      case "message":
-        if (depth < 4) r.set(field, randomMessage(rnd, field.message, depth + 1) as never);
-        break;
-      case "list": {
-        const list = r.get(field);
-        const n = Math.floor(rnd() * 3);
-        for (let i = 0; i < n; i++) {
-          if (field.listKind === "scalar") list.add(randomScalar(rnd, field.scalar, field) as never);
-          else if (field.listKind === "enum") list.add(enumValue(field.enum) as never);
-          else if (depth < 4) list.add(randomMessage(rnd, field.message, depth + 1) as never);
-        }
-        break;
-      }
-      case "map": {
-        const map = r.get(field);
-        const n = Math.floor(rnd() * 3);
-        for (let i = 0; i < n; i++) {
-          const key = randomScalar(rnd, field.mapKey, field);
-          if (field.mapKind === "scalar") map.set(key as never, randomScalar(rnd, field.scalar, field) as never);
-          else if (field.mapKind === "enum") map.set(key as never, enumValue(field.enum) as never);
-          else if (depth < 4) map.set(key as never, randomMessage(rnd, field.message, depth + 1) as never);
-        }
-        break;
-      }
-    }
-  }
-  return r;
-}
+const messages = { scalar: randomScalar, maxDepth: 4, maxItems: 2, skip: 0.3 };
 
 function damage(rnd: () => number, bytes: Uint8Array): Uint8Array {
   const b = Buffer.from(bytes);
@@ -113,12 +61,12 @@ describe("checking a binary payload without decoding it", async () => {
   const types = catalog.list();
 
   it("agrees with decoding it, for random payloads of every event type", () => {
-    const rnd = random(20261202);
+    const rnd = seededRandom(20261202);
     let passed = 0;
     let refused = 0;
     for (const entry of types) {
       for (let i = 0; i < 150; i++) {
-        const bytes = toBinary(entry.message, randomMessage(rnd, entry.message, 0).message);
+        const bytes = toBinary(entry.message, randomMessage(rnd, entry.message, messages).message);
         const violations = parseBinaryPayload(entry.message, bytes, "p").violations;
         expect(binaryPayloadPasses(entry.message, bytes), `${entry.name} #${i}: ${JSON.stringify(violations)}`).toBe(violations.length === 0);
         if (violations.length === 0) passed++;
@@ -131,11 +79,11 @@ describe("checking a binary payload without decoding it", async () => {
   });
 
   it("never passes a damaged payload that decoding refuses", () => {
-    const rnd = random(7);
+    const rnd = seededRandom(7);
     let passedDamaged = 0;
     for (const entry of types) {
       for (let i = 0; i < 200; i++) {
-        const bytes = damage(rnd, toBinary(entry.message, randomMessage(rnd, entry.message, 0).message));
+        const bytes = damage(rnd, toBinary(entry.message, randomMessage(rnd, entry.message, messages).message));
         if (!binaryPayloadPasses(entry.message, bytes)) continue;
         passedDamaged++;
         expect(parseBinaryPayload(entry.message, bytes, "p").violations, `${entry.name} ${Buffer.from(bytes).toString("hex")}`).toEqual([]);
@@ -166,9 +114,9 @@ describe("checking a binary payload without decoding it", async () => {
 });
 
 function randomUntil(desc: DescMessage, ok: (bytes: Uint8Array) => boolean) {
-  const rnd = random(1);
+  const rnd = seededRandom(1);
   for (let i = 0; i < 10_000; i++) {
-    const m = randomMessage(rnd, desc, 0).message;
+    const m = randomMessage(rnd, desc, messages).message;
     if (ok(toBinary(desc, m))) return m;
   }
   throw new Error(`no valid ${desc.typeName} in 10,000 tries`);

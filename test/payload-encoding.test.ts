@@ -1,6 +1,4 @@
-import { create, createFileRegistry, type DescEnum, type DescMessage, fromJson, type Message, ScalarType, toBinary } from "@bufbuild/protobuf";
-import { reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
-import { WireType } from "@bufbuild/protobuf/wire";
+import { create, createFileRegistry, type DescMessage, fromJson, ScalarType, toBinary } from "@bufbuild/protobuf";
 import {
   AnySchema,
   ApiSchema,
@@ -23,108 +21,63 @@ import { SubscribeRequestSchema } from "../gen/tidings/v1/event_service_pb.js";
 import { WebhookSchema } from "../gen/tidings/v1/webhook_pb.js";
 import { loadCatalog } from "../server/catalog/catalog.js";
 import { encodePayload, encodesWithoutReflection, encodeWithoutReflection } from "../server/catalog/payload-encoding.js";
-
-/** A small seeded generator, so that a failure names the seed that reproduces it. */
-function generator(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  const pick = <T>(xs: readonly T[]): T => xs[int(0, xs.length - 1)]!;
-  return { next, int, pick };
-}
-type Gen = ReturnType<typeof generator>;
+import { randomMessage, seededRandom } from "./helpers/random-message.js";
 
 const strings = ["", "a", "hot", "mem_123", "ünïcödé", "🎉 emoji", "\u0000nul", "x".repeat(200), "__proto__", "line\nbreak"];
 
-function randomScalar(g: Gen, scalar: ScalarType): unknown {
-  const zero = g.next() < 0.2;
+const int = (rnd: () => number, lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+const pick = <T>(rnd: () => number, xs: readonly T[]): T => xs[int(rnd, 0, xs.length - 1)]!;
+
+/** Scalars at their edges: zero and minus zero, extremes of every range, NaN and infinities, non-ASCII and NUL. */
+function randomScalar(rnd: () => number, scalar: ScalarType): unknown {
+  const zero = rnd() < 0.2;
   switch (scalar) {
     case ScalarType.STRING:
-      return zero ? "" : g.pick(strings) + (g.next() < 0.5 ? String(g.int(0, 1e6)) : "");
+      return zero ? "" : pick(rnd, strings) + (rnd() < 0.5 ? String(int(rnd, 0, 1e6)) : "");
     case ScalarType.BOOL:
-      return zero ? false : g.next() < 0.5;
+      return zero ? false : rnd() < 0.5;
     case ScalarType.DOUBLE:
-      return zero ? g.pick([0, -0]) : g.pick([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e300, -2.5, g.next() * 1e6, Number.MIN_VALUE]);
+      return zero ? pick(rnd, [0, -0]) : pick(rnd, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e300, -2.5, rnd() * 1e6, Number.MIN_VALUE]);
     case ScalarType.FLOAT:
-      return zero ? 0 : Math.fround(g.pick([-1.5, 3.4e38, g.next() * 1000, Number.NaN]));
+      return zero ? 0 : Math.fround(pick(rnd, [-1.5, 3.4e38, rnd() * 1000, Number.NaN]));
     case ScalarType.INT32:
     case ScalarType.SINT32:
     case ScalarType.SFIXED32:
-      return zero ? 0 : g.pick([-2147483648, 2147483647, -1, g.int(-1e9, 1e9)]);
+      return zero ? 0 : pick(rnd, [-2147483648, 2147483647, -1, int(rnd, -1e9, 1e9)]);
     case ScalarType.UINT32:
     case ScalarType.FIXED32:
-      return zero ? 0 : g.pick([4294967295, 1, g.int(0, 4e9)]);
+      return zero ? 0 : pick(rnd, [4294967295, 1, int(rnd, 0, 4e9)]);
     case ScalarType.INT64:
     case ScalarType.SINT64:
     case ScalarType.SFIXED64:
-      return zero ? 0n : g.pick([-9223372036854775808n, 9223372036854775807n, -1n, BigInt(g.int(-1e9, 1e9)) * 1000003n]);
+      return zero ? 0n : pick(rnd, [-9223372036854775808n, 9223372036854775807n, -1n, BigInt(int(rnd, -1e9, 1e9)) * 1000003n]);
     case ScalarType.UINT64:
     case ScalarType.FIXED64:
-      return zero ? 0n : g.pick([18446744073709551615n, 1n, BigInt(g.int(0, 2e9)) * 1000003n]);
+      return zero ? 0n : pick(rnd, [18446744073709551615n, 1n, BigInt(int(rnd, 0, 2e9)) * 1000003n]);
     case ScalarType.BYTES:
-      return zero ? new Uint8Array(0) : Uint8Array.from({ length: g.int(1, 40) }, () => g.int(0, 255));
+      return zero ? new Uint8Array(0) : Uint8Array.from({ length: int(rnd, 1, 40) }, () => int(rnd, 0, 255));
   }
   throw new Error(`scalar ${scalar}`);
 }
 
-function randomEnum(g: Gen, field: { enum: DescEnum }): number {
-  // An open (proto3) enum keeps numbers it does not name.
-  return field.enum.open && g.next() < 0.1 ? 12345 : g.pick(field.enum.values).number;
-}
+const messages = { scalar: randomScalar, maxDepth: 3, maxItems: 4, skip: 0.35, unknownEnum: 0.1, unknownFields: 0.1 };
 
-/** A message of `desc` with fields set at random through protobuf-es's reflection (so in its local form). */
-function randomMessage(g: Gen, desc: DescMessage, depth: number): ReflectMessage {
-  const r = reflect(desc, create(desc));
-  for (const field of desc.fields) {
-    if (g.next() < 0.35) continue;
-    switch (field.fieldKind) {
-      case "scalar":
-        r.set(field, randomScalar(g, field.scalar) as never);
-        break;
-      case "enum":
-        r.set(field, randomEnum(g, field) as never);
-        break;
-      case "message":
-        if (depth < 3) r.set(field, randomMessage(g, field.message, depth + 1) as never);
-        break;
-      case "list": {
-        const list = r.get(field);
-        const n = g.int(0, 4);
-        for (let i = 0; i < n; i++) {
-          if (field.listKind === "scalar") list.add(randomScalar(g, field.scalar) as never);
-          else if (field.listKind === "enum") list.add(randomEnum(g, field) as never);
-          else if (depth < 3) list.add(randomMessage(g, field.message, depth + 1) as never);
-        }
-        break;
-      }
-      case "map": {
-        const map = r.get(field);
-        const n = g.int(0, 4);
-        for (let i = 0; i < n; i++) {
-          const key = field.mapKey === ScalarType.STRING ? g.pick(strings) + i : randomScalar(g, field.mapKey);
-          if (field.mapKind === "scalar") map.set(key as never, randomScalar(g, field.scalar) as never);
-          else if (field.mapKind === "enum") map.set(key as never, randomEnum(g, field) as never);
-          else if (depth < 3) map.set(key as never, randomMessage(g, field.message, depth + 1) as never);
-        }
-        break;
-      }
-    }
-  }
-  // Some messages carry unknown fields, which toBinary writes after the known ones.
-  if (g.next() < 0.1) (r.message as Message & { $unknown?: unknown[] }).$unknown = [{ no: 999, wireType: WireType.Varint, data: new Uint8Array([0x96, 0x01]) }];
-  return r;
+/** A map field's entry message, as protoc declares it. */
+function mapEntry(name: string, key: FieldDescriptorProto_Type, value: FieldDescriptorProto_Type) {
+  return {
+    name,
+    options: { mapEntry: true },
+    field: [
+      { name: "key", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: key, jsonName: "key" },
+      { name: "value", number: 2, label: FieldDescriptorProto_Label.OPTIONAL, type: value, jsonName: "value" },
+    ],
+  };
 }
 
 function expectSameBytes(desc: DescMessage, seeds: number) {
   const covered = encodesWithoutReflection(desc);
   for (let seed = 1; seed <= seeds; seed++) {
-    const message = randomMessage(generator(seed), desc, 0).message;
+    const message = randomMessage(seededRandom(seed), desc, messages).message;
     const theirs = Buffer.from(toBinary(desc, message));
     // A covered type must never go to toBinary; an uncovered one always does.
     const own = encodeWithoutReflection(desc, message);
@@ -193,16 +146,7 @@ describe("payload encoding without reflection", () => {
         {
           name: "Numbered",
           field: [{ name: "by_number", number: 1, label: FieldDescriptorProto_Label.REPEATED, type: FieldDescriptorProto_Type.MESSAGE, typeName: ".test.Numbered.ByNumberEntry", jsonName: "byNumber" }],
-          nestedType: [
-            {
-              name: "ByNumberEntry",
-              options: { mapEntry: true },
-              field: [
-                { name: "key", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.INT32, jsonName: "key" },
-                { name: "value", number: 2, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.STRING, jsonName: "value" },
-              ],
-            },
-          ],
+          nestedType: [mapEntry("ByNumberEntry", FieldDescriptorProto_Type.INT32, FieldDescriptorProto_Type.STRING)],
         },
         {
           // Covered: every scalar type in packed and unpacked lists and in a map's values, an enum list.
@@ -216,16 +160,7 @@ describe("payload encoding without reflection", () => {
           ],
           // proto3 optional fields each sit in a synthetic oneof of their own.
           oneofDecl: scalarTypes.filter((_, i) => i % 2 === 0).map((_, j) => ({ name: `_single_${2 * j}` })),
-          nestedType: [
-            {
-              name: "ByNameEntry",
-              options: { mapEntry: true },
-              field: [
-                { name: "key", number: 1, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.STRING, jsonName: "key" },
-                { name: "value", number: 2, label: FieldDescriptorProto_Label.OPTIONAL, type: FieldDescriptorProto_Type.SINT64, jsonName: "value" },
-              ],
-            },
-          ],
+          nestedType: [mapEntry("ByNameEntry", FieldDescriptorProto_Type.STRING, FieldDescriptorProto_Type.SINT64)],
         },
         {
           name: "Outer",
