@@ -252,6 +252,14 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       close();
       throw err;
     };
+    /** The consumer stopped early: runSubscription's own cleanup, then ours. */
+    const stop = async () => {
+      try {
+        await items?.return(undefined);
+      } finally {
+        close();
+      }
+    };
     return {
       [Symbol.asyncIterator]: () => ({
         next: (): Promise<IteratorResult<SubscribeResponse>> => {
@@ -263,20 +271,12 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
           }).then(respond, failed);
         },
         return: async (): Promise<IteratorResult<SubscribeResponse>> => {
-          try {
-            await items?.return(undefined);
-          } finally {
-            close();
-          }
+          await stop();
           return { done: true, value: undefined };
         },
         // An error thrown in by the consumer (a failed write) ends the stream, as at a generator's yield.
         throw: async (err?: unknown): Promise<IteratorResult<SubscribeResponse>> => {
-          try {
-            await items?.return(undefined);
-          } finally {
-            close();
-          }
+          await stop();
           throw err;
         },
       }),
