@@ -196,3 +196,60 @@ describe("catch-up (runSubscription)", () => {
     }
   });
 });
+
+describe("live (runSubscription attached to the tail)", () => {
+  /** A subscription from the tail's position, past its first heartbeat and attached. */
+  async function live() {
+    const { tail, queue, start } = await tailWithQueue(100);
+    const abort = new AbortController();
+    const stream = runSubscription({
+      reader, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
+      bufferEvents: 10_000, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
+    });
+    const first = await stream.next();
+    expect(first.done === false && first.value.kind).toBe("heartbeat");
+    const listenersBefore = tail.listenerCount;
+    const pending = stream.next(); // attaches, then waits for a batch
+    await new Promise((r) => setTimeout(r, 20));
+    expect(tail.listenerCount).toBe(listenersBefore + 1);
+    return { tail, queue, start, abort, stream, pending, listenersBefore };
+  }
+
+  it("hands out a batch's events one by one without waiting again: poll() has each of them at hand", async () => {
+    const { tail, queue, start, abort, stream, pending } = await live();
+    try {
+      await queue.append([event(), event(), event()]);
+      const got = [await pending];
+      // The rest of the batch is there already: no wait (fill) for it.
+      for (let r = stream.poll(); r !== undefined; r = stream.poll()) got.push(r);
+      expect(got.map((r) => (r.done === false && r.value.kind === "event" ? r.value.cursor : undefined))).toEqual([start + 1n, start + 2n, start + 3n]);
+      // Then nothing is at hand until the next commit.
+      expect(stream.poll()).toBeUndefined();
+      await queue.append([event()]);
+      const next = await stream.next();
+      expect(next.done === false && next.value.kind === "event" && next.value.event.sequence).toBe(start + 4n);
+    } finally {
+      abort.abort();
+      await queue.close();
+      await tail.stop();
+    }
+  });
+
+  it("return() while a next() waits ends both and detaches from the tail", async () => {
+    const { tail, queue, abort, stream, pending, listenersBefore } = await live();
+    try {
+      await expect(stream.return()).resolves.toEqual({ done: true, value: undefined });
+      // The waiting next() is not left hanging (a Connect write loop would never finish).
+      await expect(pending).resolves.toEqual({ done: true, value: undefined });
+      expect(tail.listenerCount).toBe(listenersBefore);
+      expect(stream.poll()).toEqual({ done: true, value: undefined });
+      // Events after it went nowhere: nothing is queued for a stream that ended.
+      await queue.append([event()]);
+      expect(stream.poll()).toEqual({ done: true, value: undefined });
+    } finally {
+      abort.abort();
+      await queue.close();
+      await tail.stop();
+    }
+  });
+});

@@ -32,95 +32,196 @@ export interface SubscriptionOptions {
  *
  * It yields a heartbeat first (so the client knows it is subscribed and has a cursor) and then
  * whenever nothing was sent for `heartbeatMs`. It ends when the signal aborts or the tail stops.
+ * Like a generator, it starts at the first next() and cleans up when it ends, when return() is
+ * called, or when reading fails.
  */
-export async function* runSubscription(o: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
-  let cursor = o.cursor;
-  const queue = new LiveQueue(o.bufferEvents, o.signal);
-  let attached = false;
-  let lastSent = Date.now();
-  const beat = (): SubscriptionItem => {
-    lastSent = Date.now();
-    return { kind: "heartbeat", cursor };
-  };
-  const sqlFilter = { patterns: o.matcher.patterns, attributes: o.matcher.attributes };
-  /** The catch-up page after `after`, being read from the database while the one before it is sent. */
-  let readAhead: { after: bigint; target: bigint; page: Promise<StoredEvent[]> } | undefined;
+export function runSubscription(o: SubscriptionOptions): Subscription {
+  return new Subscription(o);
+}
 
-  // While not attached the subscriber reads toward the tail, which keeps recent rows for it.
-  let catchingUp = true;
-  o.tail.catchUpStarted();
-  const caughtUp = () => {
-    if (catchingUp) o.tail.catchUpEnded();
-    catchingUp = false;
-  };
-  yield beat();
-  try {
-    while (!o.signal.aborted) {
-      if (!attached) {
-        const target = o.tail.position;
-        if (cursor < target) {
-          const ahead = readAhead?.after === cursor ? readAhead : undefined;
-          readAhead = undefined;
-          const inMemory = ahead ? undefined : o.tail.recent(cursor, target, o.pageSize);
-          // A page read ahead only goes up to the target of its time (see below).
-          const pageTarget = ahead?.target ?? target;
-          const page = inMemory ?? (await (ahead?.page ?? o.reader.readRange(cursor, target, o.pageSize, sqlFilter)));
-          const last = page[page.length - 1];
-          // Read the next page from the database while this one is sent: reading and sending
-          // one after the other left PostgreSQL idle while the stream was written and the
-          // stream idle while PostgreSQL read, and a log too large for memory reads slower. A
-          // full page that ends at the target leaves nothing to read ahead.
-          if (inMemory === undefined && last !== undefined && page.length === o.pageSize && last.sequence < pageTarget && !o.tail.holds(last.sequence)) {
-            const next = o.reader.readRange(last.sequence, pageTarget, o.pageSize, sqlFilter);
-            next.catch(() => {}); // an abandoned read's failure is nobody's; a used one rethrows when awaited
-            readAhead = { after: last.sequence, target: pageTarget, page: next };
-          }
-          for (const event of page) {
-            if (o.signal.aborted) return;
-            cursor = event.sequence;
-            if (o.matcher.matches(event)) {
-              lastSent = Date.now();
-              yield { kind: "event", event, cursor };
-            }
-          }
-          if (page.length < o.pageSize) cursor = pageTarget;
-          if (Date.now() - lastSent >= o.heartbeatMs) yield beat();
-          continue;
-        }
-        // No await between the check above and here: the tail cannot move in between.
-        queue.reset();
-        o.tail.attach(queue);
-        attached = true;
-        caughtUp();
+const finished: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
+/**
+ * runSubscription's stream. Not an async generator: every message to every subscriber passes
+ * through here, and a generator's yield costs a promise, a result object and a resumption per
+ * message. A batch from the tail or a catch-up page becomes its items at once, which poll()
+ * then hands out without waiting; only an empty stream waits (fill()).
+ */
+export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
+  #cursor: bigint;
+  readonly #queue: LiveQueue;
+  #attached = false;
+  #lastSent = Date.now();
+  readonly #sqlFilter: { patterns: SubscriptionOptions["matcher"]["patterns"]; attributes: SubscriptionOptions["matcher"]["attributes"] };
+  /** The catch-up page after `after`, being read from the database while the one before it is sent. */
+  #readAhead: { after: bigint; target: bigint; page: Promise<StoredEvent[]> } | undefined;
+  /** While not attached the subscriber reads toward the tail, which keeps recent rows for it. */
+  #catchingUp = false;
+  #started = false;
+  #ended = false;
+  /** Items made and not yet handed out: #pending[#taken] is the next. */
+  #pending: SubscriptionItem[] = [];
+  #taken = 0;
+
+  constructor(private readonly o: SubscriptionOptions) {
+    this.#cursor = o.cursor;
+    this.#queue = new LiveQueue(o.bufferEvents, o.signal);
+    this.#sqlFilter = { patterns: o.matcher.patterns, attributes: o.matcher.attributes };
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /**
+   * The next result if it is at hand (an item made earlier, or the end), undefined if the
+   * stream must first wait (fill()). Never waits.
+   */
+  poll(): IteratorResult<SubscriptionItem> | undefined {
+    if (this.#ended) return finished;
+    if (this.o.signal.aborted && this.#started) {
+      this.#end();
+      return finished;
+    }
+    if (this.#taken < this.#pending.length) {
+      const value = this.#pending[this.#taken++]!;
+      if (this.#taken === this.#pending.length) {
+        this.#pending = [];
+        this.#taken = 0;
       }
-      const next = await queue.next(lastSent + o.heartbeatMs);
-      if (next === "timeout") {
-        yield beat();
-      } else if (next === "closed" || next === "aborted") {
-        return;
-      } else if (next === "overflow" || next.after > cursor) {
-        // Too slow (or, defensively, a batch that does not start where we stand): re-read the log.
-        o.tail.detach(queue);
-        o.onFallback?.();
-        attached = false;
-        catchingUp = true;
-        o.tail.catchUpStarted();
-      } else {
-        for (const event of next.events) {
-          if (event.sequence <= cursor) continue;
-          cursor = event.sequence;
-          if (o.matcher.matches(event)) {
-            lastSent = Date.now();
-            yield { kind: "event", event, cursor };
-          }
-        }
-        if (next.upTo > cursor) cursor = next.upTo;
+      return { done: false, value };
+    }
+    return undefined;
+  }
+
+  /** Waits until poll() has a result: items, or the end. Ends the stream if reading fails. */
+  async fill(): Promise<void> {
+    try {
+      if (!this.#started) this.#start();
+      while (!this.#ended && this.#taken === this.#pending.length) {
+        if (this.o.signal.aborted || !(await this.#step())) this.#end();
+      }
+    } catch (err) {
+      this.#end();
+      throw err;
+    }
+  }
+
+  next(): Promise<IteratorResult<SubscriptionItem>> {
+    const now = this.poll();
+    if (now !== undefined) return Promise.resolve(now);
+    return this.fill().then(() => this.poll()!);
+  }
+
+  /** Ends the stream early (a consumer that stops reading); items not handed out are dropped. */
+  return(): Promise<IteratorResult<SubscriptionItem>> {
+    this.#end();
+    return Promise.resolve(finished);
+  }
+
+  #start(): void {
+    this.#started = true;
+    this.#catchingUp = true;
+    this.o.tail.catchUpStarted();
+    this.#beat();
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#pending = [];
+    this.#taken = 0;
+    if (!this.#started) return;
+    // A fill() waiting on the queue (return() called while a next() is pending) wakes and ends.
+    this.#queue.close();
+    this.o.tail.detach(this.#queue);
+    this.#queue.dispose();
+    this.#caughtUp();
+  }
+
+  #caughtUp(): void {
+    if (this.#catchingUp) this.o.tail.catchUpEnded();
+    this.#catchingUp = false;
+  }
+
+  #beat(): void {
+    this.#lastSent = Date.now();
+    this.#pending.push({ kind: "heartbeat", cursor: this.#cursor });
+  }
+
+  /** Events (from a page or a batch) this subscriber takes, as items; their number. */
+  #take(events: readonly StoredEvent[]): number {
+    let made = 0;
+    for (const event of events) {
+      if (event.sequence <= this.#cursor) continue;
+      this.#cursor = event.sequence;
+      if (this.o.matcher.matches(event)) {
+        this.#pending.push({ kind: "event", event, cursor: event.sequence });
+        made++;
       }
     }
-  } finally {
-    o.tail.detach(queue);
-    queue.dispose();
-    caughtUp();
+    if (made > 0) this.#lastSent = Date.now();
+    return made;
+  }
+
+  /** One round of reading: a catch-up page, or a wait for the tail. False once the stream is over. */
+  async #step(): Promise<boolean> {
+    const o = this.o;
+    if (!this.#attached) {
+      const target = o.tail.position;
+      if (this.#cursor < target) {
+        await this.#readPage(target);
+        return true;
+      }
+      // No await between the check above and here: the tail cannot move in between.
+      this.#queue.reset();
+      o.tail.attach(this.#queue);
+      this.#attached = true;
+      this.#caughtUp();
+    }
+    const next = await this.#queue.next(this.#lastSent + o.heartbeatMs);
+    if (next === "timeout") {
+      this.#beat();
+    } else if (next === "closed" || next === "aborted") {
+      return false;
+    } else if (next === "overflow" || next.after > this.#cursor) {
+      // Too slow (or, defensively, a batch that does not start where we stand): re-read the log.
+      o.tail.detach(this.#queue);
+      o.onFallback?.();
+      this.#attached = false;
+      this.#catchingUp = true;
+      o.tail.catchUpStarted();
+    } else {
+      this.#take(next.events);
+      if (next.upTo > this.#cursor) this.#cursor = next.upTo;
+    }
+    return true;
+  }
+
+  /** The catch-up page after the cursor, toward `target`: from the tail's window, read ahead, or read now. */
+  async #readPage(target: bigint): Promise<void> {
+    const o = this.o;
+    const cursor = this.#cursor;
+    const ahead = this.#readAhead?.after === cursor ? this.#readAhead : undefined;
+    this.#readAhead = undefined;
+    const inMemory = ahead ? undefined : o.tail.recent(cursor, target, o.pageSize);
+    // A page read ahead only goes up to the target of its time (see below).
+    const pageTarget = ahead?.target ?? target;
+    const page = inMemory ?? (await (ahead?.page ?? o.reader.readRange(cursor, target, o.pageSize, this.#sqlFilter)));
+    if (this.#ended) return;
+    const last = page[page.length - 1];
+    // Read the next page from the database while this one is sent: reading and sending
+    // one after the other left PostgreSQL idle while the stream was written and the
+    // stream idle while PostgreSQL read, and a log too large for memory reads slower. A
+    // full page that ends at the target leaves nothing to read ahead.
+    if (inMemory === undefined && last !== undefined && page.length === o.pageSize && last.sequence < pageTarget && !o.tail.holds(last.sequence)) {
+      const next = o.reader.readRange(last.sequence, pageTarget, o.pageSize, this.#sqlFilter);
+      next.catch(() => {}); // an abandoned read's failure is nobody's; a used one rethrows when awaited
+      this.#readAhead = { after: last.sequence, target: pageTarget, page: next };
+    }
+    this.#take(page);
+    if (page.length < o.pageSize) this.#cursor = pageTarget;
+    if (Date.now() - this.#lastSent >= o.heartbeatMs) this.#beat();
   }
 }
 
