@@ -211,9 +211,11 @@ export class DeliveryRouter {
     const stored = events.map((e, i) => new StoredEvent({ ...e, sequence: base + BigInt(i + 1) }, this.catalog));
     const leased: RoutedDelivery[] = [];
     const leaseMs: number[] = [];
+    // Each endpoint's matcher and start once per plan, not per event (#matcherFor keys its cache by a JSON text).
+    const endpoints = state.webhooks.map((w) => ({ w, matcher: this.#matcherFor(w), from: BigInt(w.from_sequence) }));
     for (const event of stored) {
-      for (const w of state.webhooks) {
-        if (event.sequence <= BigInt(w.from_sequence) || !this.#matcherFor(w).matches(event)) continue;
+      for (const { w, matcher, from } of endpoints) {
+        if (event.sequence <= from || !matcher.matches(event)) continue;
         if (leased.length >= budget.maxDeliveries || !budget.take(w.id)) return undefined;
         leased.push({ id: `dlv_${uuidV7()}`, leaseToken: randomUUID(), endpoint: w, event });
         leaseMs.push(budget.leaseMs(w.timeout_ms));
