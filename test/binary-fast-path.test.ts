@@ -24,6 +24,7 @@ import {
   SubscribeResponseSchema,
 } from "../gen/tidings/v1/event_service_pb.js";
 import { createBinaryFastPath } from "../server/transport/binary-fast-path.js";
+import { requestHeaderValue } from "../server/transport/fast-call.js";
 import { createOnePortServer, type OnePortServer } from "../server/transport/one-port-server.js";
 import { eventually, memoryCreated, startTestServer, type TestServer } from "./helpers/test-server.js";
 
@@ -61,7 +62,7 @@ interface GrpcAnswer {
   body: Buffer;
 }
 
-function grpcCall(path: string, body: Buffer, headers: Record<string, string> = {}, baseUrl = t.url): Promise<GrpcAnswer> {
+function grpcCall(path: string, body: Buffer, headers: Record<string, string | string[]> = {}, baseUrl = t.url): Promise<GrpcAnswer> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(baseUrl);
     session.on("error", reject);
@@ -239,12 +240,25 @@ describe("what interceptors and implementations see on the fast path", () => {
   let server: OnePortServer;
   let url: string;
   const seen: Array<Record<string, unknown>> = [];
+  const headerReads: Array<Record<string, unknown>> = [];
   beforeAll(async () => {
     const copyingInterceptor: Interceptor = (next) => (req) => {
       // An interceptor may pass a copy of the request on, with headers of its own.
       const header = new Headers(req.header);
       header.set("x-added-by-interceptor", "yes");
       return next({ ...req, header });
+    };
+    // Reads headers as the access gate does (requestHeaderValue), before anything made them
+    // web Headers, then as req.header; and once more after the copying interceptor.
+    const headerReading: Interceptor = (next) => (req) => {
+      const names = ["x-probe", "x-spaced", "x-repeated", "x-absent", "user-agent"];
+      const raw = names.map((n) => requestHeaderValue(req, n));
+      headerReads.push({ raw, viaHeaders: names.map((n) => req.header.get(n)) });
+      return next(req);
+    };
+    const afterCopy: Interceptor = (next) => (req) => {
+      headerReads.push({ afterCopy: requestHeaderValue(req, "x-added-by-interceptor") });
+      return next(req);
     };
     const answeringInterceptor: Interceptor = (next) => async (req) => {
       const res = await next(req);
@@ -286,7 +300,7 @@ describe("what interceptors and implementations see on the fast path", () => {
     };
     const take = createBinaryFastPath({
       services: [{ service: EventService, impl }],
-      interceptors: [answeringInterceptor, copyingInterceptor],
+      interceptors: [headerReading, answeringInterceptor, copyingInterceptor, afterCopy],
       readMaxBytes: 1024,
       writeMaxBytes: 1024,
       contextValues: () => createContextValues().set(probeKey, "from the transport"),
@@ -304,6 +318,22 @@ describe("what interceptors and implementations see on the fast path", () => {
   });
   const body = (name: string) => toBinary(GetEventTypeRequestSchema, create(GetEventTypeRequestSchema, { name }));
   const path = "/tidings.v1.EventService/GetEventType";
+
+  it("a header read straight from the request (requestHeaderValue) is what req.header.get answers, and sees an interceptor's copy", async () => {
+    headerReads.length = 0;
+    // (Surrounding whitespace never arrives: HTTP/2 and fetch drop or trim it before it is sent.)
+    const headers = { "x-probe": "p0", "x-spaced": "padded", "x-repeated": ["one", "two"], "user-agent": "probe/1" };
+    const answer = await grpcCall(path, envelope(body("h")), { "content-type": "application/grpc", ...headers }, url);
+    expect(answer.trailers["grpc-status"]).toBe("0");
+    await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/proto", "x-probe": "p0", "x-spaced": "padded", "x-repeated": "one, two", "user-agent": "probe/1" }, body: body("h") });
+    expect(headerReads).toHaveLength(4);
+    for (const read of [headerReads[0]!, headerReads[2]!]) {
+      expect(read.raw).toEqual(read.viaHeaders);
+      expect(read.raw).toEqual(["p0", "padded", "one, two", null, "probe/1"]);
+    }
+    expect(headerReads[1]).toEqual({ afterCopy: "yes" });
+    expect(headerReads[3]).toEqual({ afterCopy: "yes" });
+  });
 
   it("Connect: request headers, context values, the interceptors' copy; response headers and trailers", async () => {
     seen.length = 0;

@@ -9,6 +9,7 @@ import type { KeyRing } from "./key-ring.js";
 import { hasScope, openAccess, type Principal, principalKey, scopeNames } from "./principal.js";
 import type { AuthFailureReason, CallerInfo, SecurityReporter } from "./security-reporter.js";
 import { requestPath } from "../transport/request-path.js";
+import { requestHeaderValue } from "../transport/fast-call.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -68,10 +69,10 @@ export class AccessGate {
       };
     }
     return (next) => async (req) => {
-      const principal = await this.check(req.header.get("authorization"), accessRuleOf(req.method), {
+      const principal = await this.check(requestHeaderValue(req, "authorization"), accessRuleOf(req.method), {
         method: `${req.service.typeName}/${req.method.name}`,
         address: req.contextValues.get(clientAddressKey),
-        userAgent: req.header.get("user-agent") ?? "",
+        userAgent: requestHeaderValue(req, "user-agent") ?? "",
       });
       req.contextValues.set(principalKey, principal);
       return next(req);

@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Scope } from "../../gen/tidings/v1/access_pb.js";
 import type { Logger } from "../logging/logger.js";
 import type { TypePattern } from "../filtering/type-pattern.js";
-import { hashApiKey } from "./api-key.js";
+import { hashApiKeyHex } from "./api-key.js";
 import { TokenBucket } from "./token-bucket.js";
 import type { ApiKeyRow, ApiKeyStore } from "./api-key-store.js";
 import { grantPatterns, type KeyLimits, type Principal, scopeByName } from "./principal.js";
@@ -39,14 +39,13 @@ export class KeyRing {
 
   /** The entry for a presented key, or undefined for a key that does not exist. */
   async find(key: string): Promise<RingEntry | undefined> {
-    const hash = hashApiKey(key);
-    const hex = hash.toString("hex");
+    const hex = hashApiKeyHex(key);
     const known = this.#byHash.get(hex);
     if (known) return known;
     if (this.#missLookups.take() > 0) return undefined;
     let row: ApiKeyRow | undefined;
     try {
-      row = await this.store.findByHash(hash);
+      row = await this.store.findByHash(Buffer.from(hex, "hex"));
     } catch (err) {
       this.logger.warn("could not look up an API key", { err });
       throw new ConnectError("the database is unavailable to check the API key; retry", Code.Unavailable);

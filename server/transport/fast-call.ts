@@ -72,6 +72,11 @@ interface CallState {
   meta: ResponseMeta;
   protocol: FastProtocol;
   response?: object;
+  /** The call object callRequest made, and the Node request its headers come from. */
+  call?: object;
+  request?: NodeRequest;
+  /** The call's headers as web Headers, once something read `header`. */
+  header?: Headers;
 }
 const stateOf = (req: UnaryRequest | StreamRequest): CallState => (req as unknown as { [stateKey]: CallState })[stateKey];
 
@@ -90,8 +95,8 @@ export function callRequest<T extends UnaryRequest | StreamRequest>(
   meta: ResponseMeta,
   signal?: AbortSignal,
 ): T {
-  let header: Headers | undefined;
   let callSignal = signal;
+  const state: CallState = { meta, protocol, request: req };
   const call = {
     stream: spec.kind === "server_streaming",
     message,
@@ -106,12 +111,31 @@ export function callRequest<T extends UnaryRequest | StreamRequest>(
       return (callSignal ??= new AbortController().signal);
     },
     get header() {
-      return (header ??= headersOf(req));
+      return (state.header ??= headersOf(req));
     },
-    [stateKey]: { meta, protocol } satisfies CallState,
+    [stateKey]: state,
   };
+  state.call = call;
   return call as unknown as T;
 }
+
+/**
+ * One request header, as `req.header.get(name)` answers it. For a fast call whose headers
+ * nobody has read or replaced, straight from the Node request: with API keys on, copying every
+ * header into web Headers to read two of them (the key and the user agent) was 2.7% of the
+ * server's CPU per Publish. Otherwise (Connect's own calls, headers already made, or a request
+ * an interceptor copied) from `req.header` itself.
+ */
+export function requestHeaderValue(req: UnaryRequest | StreamRequest, name: string): string | null {
+  const state = (req as unknown as { [stateKey]?: CallState })[stateKey];
+  if (state?.call !== req || state.header !== undefined || state.request === undefined) return req.header.get(name);
+  const value = state.request.headers[name];
+  if (value === undefined) return null;
+  // As Headers keeps it: repeated values joined, surrounding HTTP whitespace trimmed.
+  return (Array.isArray(value) ? value.join(", ") : value).replace(httpWhitespaceAround, "");
+}
+
+const httpWhitespaceAround = /^[\t\n\r ]+|[\t\n\r ]+$/g;
 
 /** The implementation's context: the request's fields, as Connect's mergeRequest makes it, read when read. */
 function contextOf(spec: UnarySpec | ServerStreamingSpec, req: UnaryRequest | StreamRequest): HandlerContext {
