@@ -235,6 +235,22 @@ describe("live (runSubscription attached to the tail)", () => {
     }
   });
 
+  it("two next() calls at once, as an async generator queues them: each gets its own event, in order", async () => {
+    const { queue, start, abort, stream, pending, tail } = await live();
+    try {
+      const second = stream.next(); // asked before the first is answered
+      await queue.append([event()]);
+      const third = stream.next();
+      await queue.append([event(), event()]);
+      const got = await Promise.all([pending, second, third]);
+      expect(got.map((r) => (r.done === false && r.value.kind === "event" ? r.value.cursor : undefined))).toEqual([start + 1n, start + 2n, start + 3n]);
+    } finally {
+      abort.abort();
+      await queue.close();
+      await tail.stop();
+    }
+  });
+
   it("return() while a next() waits ends both and detaches from the tail", async () => {
     const { tail, queue, abort, stream, pending, listenersBefore } = await live();
     try {

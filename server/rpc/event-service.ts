@@ -262,30 +262,29 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         close();
       }
     };
+    const next = (): Promise<IteratorResult<SubscribeResponse>> => {
+      if (ended) return Promise.resolve({ done: true, value: undefined });
+      if (items !== undefined) {
+        // An item made with the ones before it (the rest of a batch or a page) is answered
+        // at once: one promise per message, not one for the item and one for the response.
+        const ready = items.poll();
+        if (ready !== undefined) {
+          try {
+            return Promise.resolve(respond(ready));
+          } catch (err) {
+            return Promise.reject(err);
+          }
+        }
+        return items.fill().then(next, failed);
+      }
+      return open().then((opened) => {
+        items = opened;
+        return opened.fill();
+      }).then(next, failed);
+    };
     return {
       [Symbol.asyncIterator]: () => ({
-        next: (): Promise<IteratorResult<SubscribeResponse>> => {
-          if (ended) return Promise.resolve({ done: true, value: undefined });
-          if (items !== undefined) {
-            // An item made with the ones before it (the rest of a batch or a page) is answered
-            // at once: one promise per message, not one for the item and one for the response.
-            const ready = items.poll();
-            if (ready !== undefined) {
-              try {
-                return Promise.resolve(respond(ready));
-              } catch (err) {
-                return Promise.reject(err);
-              }
-            }
-            const waiting = items;
-            return waiting.fill().then(() => respond(waiting.poll()!), failed);
-          }
-          return open().then(async (opened) => {
-            items = opened;
-            await opened.fill();
-            return respond(opened.poll()!);
-          }).catch(failed);
-        },
+        next,
         return: async (): Promise<IteratorResult<SubscribeResponse>> => {
           await stop();
           return { done: true, value: undefined };

@@ -49,7 +49,8 @@ const finished: IteratorReturnResult<undefined> = Object.freeze({ done: true, va
  */
 export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
   #cursor: bigint;
-  readonly #queue: LiveQueue;
+  /** Made at the start (the first fill()), as a generator's body would: it listens to the signal. */
+  #queue: LiveQueue | undefined;
   #attached = false;
   #lastSent = Date.now();
   readonly #sqlFilter: { patterns: SubscriptionOptions["matcher"]["patterns"]; attributes: SubscriptionOptions["matcher"]["attributes"] };
@@ -62,10 +63,13 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
   /** Items made and not yet handed out: #pending[#taken] is the next. */
   #pending: SubscriptionItem[] = [];
   #taken = 0;
+  /** The fill() under way: a second caller waits for the same one rather than read beside it. */
+  #filling: Promise<void> | undefined;
+  /** The latest #fill() has ended (see fill()). */
+  #fillEnded = false;
 
   constructor(private readonly o: SubscriptionOptions) {
     this.#cursor = o.cursor;
-    this.#queue = new LiveQueue(o.bufferEvents, o.signal);
     this.#sqlFilter = { patterns: o.matcher.patterns, attributes: o.matcher.attributes };
   }
 
@@ -95,7 +99,18 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
   }
 
   /** Waits until poll() has a result: items, or the end. Ends the stream if reading fails. */
-  async fill(): Promise<void> {
+  fill(): Promise<void> {
+    if (this.#filling !== undefined) return this.#filling;
+    // Kept for callers beside this one only while it waits: one that had nothing to wait for
+    // has ended already. (No .finally() to clear it: a promise more per wait made a live
+    // delivery 40% costlier in the in-process fan-out bench.)
+    this.#fillEnded = false;
+    const filling = this.#fill();
+    if (!this.#fillEnded) this.#filling = filling;
+    return filling;
+  }
+
+  async #fill(): Promise<void> {
     try {
       if (!this.#started) this.#start();
       while (!this.#ended && this.#taken === this.#pending.length) {
@@ -104,13 +119,17 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
     } catch (err) {
       this.#end();
       throw err;
+    } finally {
+      this.#filling = undefined;
+      this.#fillEnded = true;
     }
   }
 
   next(): Promise<IteratorResult<SubscriptionItem>> {
     const now = this.poll();
     if (now !== undefined) return Promise.resolve(now);
-    return this.fill().then(() => this.poll()!);
+    // Once filled, poll again: a caller beside this one may have taken what the fill made.
+    return this.fill().then(() => this.next());
   }
 
   /** Ends the stream early (a consumer that stops reading); items not handed out are dropped. */
@@ -121,6 +140,7 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
 
   #start(): void {
     this.#started = true;
+    this.#queue = new LiveQueue(this.o.bufferEvents, this.o.signal);
     this.#catchingUp = true;
     this.o.tail.catchUpStarted();
     this.#beat();
@@ -131,7 +151,7 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
     this.#ended = true;
     this.#pending = [];
     this.#taken = 0;
-    if (!this.#started) return;
+    if (this.#queue === undefined) return;
     // A fill() waiting on the queue (return() called while a next() is pending) wakes and ends.
     this.#queue.close();
     this.o.tail.detach(this.#queue);
@@ -167,6 +187,7 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
   /** One round of reading: a catch-up page, or a wait for the tail. False once the stream is over. */
   async #step(): Promise<boolean> {
     const o = this.o;
+    const queue = this.#queue!; // made by #start, before the first step
     if (!this.#attached) {
       const target = o.tail.position;
       if (this.#cursor < target) {
@@ -174,19 +195,19 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
         return true;
       }
       // No await between the check above and here: the tail cannot move in between.
-      this.#queue.reset();
-      o.tail.attach(this.#queue);
+      queue.reset();
+      o.tail.attach(queue);
       this.#attached = true;
       this.#caughtUp();
     }
-    const next = await this.#queue.next(this.#lastSent + o.heartbeatMs);
+    const next = await queue.next(this.#lastSent + o.heartbeatMs);
     if (next === "timeout") {
       this.#beat();
     } else if (next === "closed" || next === "aborted") {
       return false;
     } else if (next === "overflow" || next.after > this.#cursor) {
       // Too slow (or, defensively, a batch that does not start where we stand): re-read the log.
-      o.tail.detach(this.#queue);
+      o.tail.detach(queue);
       o.onFallback?.();
       this.#attached = false;
       this.#catchingUp = true;
