@@ -3,6 +3,7 @@ import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { fieldRules } from "./catalog.js";
 import { startsWithBom } from "./protobuf-text.js";
+import { scalarWireType } from "./scalar-wire-type.js";
 
 /**
  * Whether parseBinaryPayload would accept a payload with no violation, found by walking its wire
@@ -114,38 +115,33 @@ function fieldPlan(field: DescField): FieldPlan {
 }
 
 function setScalar(p: FieldPlan, scalar: ScalarType, ruled: boolean): void {
+  p.wireType = scalarWireType(scalar);
   switch (scalar) {
     case ScalarType.STRING:
       p.value = "string";
-      p.wireType = WIRE_LEN;
       return;
     case ScalarType.BYTES:
       p.value = "bytes";
-      p.wireType = WIRE_LEN;
       return;
     case ScalarType.INT32:
     case ScalarType.UINT32:
     case ScalarType.SINT32:
       p.value = "varint32";
-      p.wireType = WIRE_VARINT;
       return;
     case ScalarType.INT64:
     case ScalarType.UINT64:
     case ScalarType.SINT64:
     case ScalarType.BOOL:
       p.value = "varint64";
-      p.wireType = WIRE_VARINT;
       return;
     case ScalarType.FIXED32:
     case ScalarType.SFIXED32:
     case ScalarType.FLOAT:
       p.value = "fixed32";
-      p.wireType = WIRE_FIXED32;
       if (ruled) p.unsure = zeroMatters(p);
       return;
     default:
       p.value = "fixed64";
-      p.wireType = WIRE_FIXED64;
       if (ruled) p.unsure = zeroMatters(p);
   }
 }

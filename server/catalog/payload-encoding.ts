@@ -3,6 +3,7 @@ import { isScalarZeroValue } from "@bufbuild/protobuf/reflect";
 import { WireType } from "@bufbuild/protobuf/wire";
 import { FeatureSet_FieldPresence, isWrapperDesc } from "@bufbuild/protobuf/wkt";
 import { encodedStructSize, writeStruct } from "../rpc/struct-encoding.js";
+import { scalarWireType } from "./scalar-wire-type.js";
 import { uint64Size, varintSize, writeUint64, writeVarint } from "../rpc/varint.js";
 
 /**
@@ -56,12 +57,13 @@ const leftToReflection = new Error("left to toBinary");
 
 /**
  * Two passes, as the Struct encoder does: the first measures every length-delimited part (a
- * nested message, a packed list, a map entry) in pre-order into `sizes`, and encodes each Struct
- * field into `structs`; the second writes, taking them in the same order.
+ * nested message, a packed list, a map entry) in pre-order into `sizes`, and each Struct field
+ * with the Struct encoder into its own entry of `structs`; the second writes, taking them in the
+ * same order.
  */
 interface EncodeState {
   sizes: number[];
-  structs: Uint8Array[];
+  structs: number[][];
   /** The write pass's positions in sizes and structs. */
   size: number;
   struct: number;
@@ -183,7 +185,7 @@ function fieldCodec(field: DescField): FieldCodec | undefined {
     case "scalar":
     case "enum": {
       const scalar = field.fieldKind === "scalar" ? field.scalar : ScalarType.INT32;
-      const wire = wireTypeOf(scalar);
+      const wire = scalarWireType(scalar);
       const tag = tagSize(no, wire);
       return {
         size: (m) => {
@@ -204,16 +206,18 @@ function fieldCodec(field: DescField): FieldCodec | undefined {
           size: (m, state) => {
             const v = value(m) as JsonObject | undefined;
             if (v === undefined) return 0;
-            const bytes = structBytes(v);
-            state.structs.push(bytes);
-            return tagSize(no, WireType.LengthDelimited) + varintSize(bytes.byteLength) + bytes.byteLength;
+            const sizes: number[] = [];
+            const body = encodedStructSize(v, sizes);
+            state.structs.push(sizes);
+            return tagSize(no, WireType.LengthDelimited) + varintSize(body) + body;
           },
           write: (m, state, out, at) => {
-            if (value(m) === undefined) return at;
-            const bytes = state.structs[state.struct++]!;
-            at = writeVarint(bytes.byteLength, out, writeTag(no, WireType.LengthDelimited, out, at));
-            out.set(bytes, at);
-            return at + bytes.byteLength;
+            const v = value(m) as JsonObject | undefined;
+            if (v === undefined) return at;
+            // The Struct's own sizes, its body's first (see encodedStructSize).
+            const sizes = state.structs[state.struct++]!;
+            at = writeVarint(sizes[0]!, out, writeTag(no, WireType.LengthDelimited, out, at));
+            return writeStruct(v, sizes, out, at);
           },
         };
       }
@@ -249,7 +253,7 @@ function fieldCodec(field: DescField): FieldCodec | undefined {
         };
       }
       const scalar = field.listKind === "scalar" ? field.scalar : ScalarType.INT32;
-      const wire = wireTypeOf(scalar);
+      const wire = scalarWireType(scalar);
       if (field.packed) {
         return {
           size: (m, state) => {
@@ -297,7 +301,7 @@ function fieldCodec(field: DescField): FieldCodec | undefined {
       } else {
         // A map entry's value is written even when it is the zero value.
         const scalar = field.mapKind === "scalar" ? field.scalar : ScalarType.INT32;
-        const wire = wireTypeOf(scalar);
+        const wire = scalarWireType(scalar);
         valueSize = (v) => 1 + scalarSize(scalar, v);
         writeValue = (v, _s, out, at) => writeScalar(scalar, v, out, writeTag(2, wire, out, at));
       }
@@ -328,31 +332,6 @@ function fieldCodec(field: DescField): FieldCodec | undefined {
         },
       };
     }
-  }
-}
-
-function structBytes(json: JsonObject): Uint8Array {
-  const sizes: number[] = [];
-  const out = Buffer.allocUnsafe(encodedStructSize(json, sizes));
-  writeStruct(json, sizes, out, 0);
-  return out;
-}
-
-function wireTypeOf(scalar: ScalarType): WireType {
-  switch (scalar) {
-    case ScalarType.BYTES:
-    case ScalarType.STRING:
-      return WireType.LengthDelimited;
-    case ScalarType.DOUBLE:
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
-      return WireType.Bit64;
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
-    case ScalarType.FLOAT:
-      return WireType.Bit32;
-    default:
-      return WireType.Varint;
   }
 }
 
