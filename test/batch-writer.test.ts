@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { BatchWriter } from "../server/concurrency/batch-writer.js";
+import { type BatchPace, BatchWriter } from "../server/concurrency/batch-writer.js";
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A writer whose writes take `writeMs`, recording each batch and when it began. */
-function recordingWriter(writeMs: number, lingerMs: number, pace?: { intervalMs: number; enoughItems: number; busyItems: number }) {
+function recordingWriter(writeMs: number, lingerMs: number, pace?: BatchPace) {
   const batches: Array<{ items: number[]; at: number }> = [];
   const started = performance.now();
   const writer = new BatchWriter<number>(async (items) => {

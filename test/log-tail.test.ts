@@ -122,6 +122,13 @@ describe("LogTail.recent", () => {
   });
 });
 
+/** Ends a test's subscription (its signal), then its append queue and its tail. */
+async function endAll(o: { abort: AbortController; queue: AppendQueue; tail: LogTail }): Promise<void> {
+  o.abort.abort();
+  await o.queue.close();
+  await o.tail.stop();
+}
+
 /** The real reader, noting each range it is asked for (the catch-up's reads from the database). */
 class NotingReader extends EventReader {
   readonly reads: Array<{ after: bigint; upTo: bigint | undefined; rows: Promise<StoredEvent[]> }> = [];
@@ -168,9 +175,7 @@ describe("catch-up (runSubscription)", () => {
       const fromLog = await reader.readRange(start, tail.position, 2000);
       expect(got.map((e) => e.id)).toEqual(fromLog.map((e) => e.id));
     } finally {
-      abort.abort();
-      await queue.close();
-      await tail.stop();
+      await endAll({ abort, queue, tail });
     }
   });
 
@@ -190,9 +195,7 @@ describe("catch-up (runSubscription)", () => {
       const held = await Promise.all(Array.from({ length: poolSize }, () => sql<{ one: number }>`SELECT 1 AS one, pg_sleep(0.05)`.execute(database.db)));
       expect(held.map((r) => r.rows[0]!.one)).toEqual(Array(poolSize).fill(1));
     } finally {
-      abort.abort();
-      await queue.close();
-      await tail.stop();
+      await endAll({ abort, queue, tail });
     }
   });
 });
@@ -229,9 +232,7 @@ describe("live (runSubscription attached to the tail)", () => {
       const next = await stream.next();
       expect(next.done === false && next.value.kind === "event" && next.value.event.sequence).toBe(start + 4n);
     } finally {
-      abort.abort();
-      await queue.close();
-      await tail.stop();
+      await endAll({ abort, queue, tail });
     }
   });
 
@@ -245,9 +246,7 @@ describe("live (runSubscription attached to the tail)", () => {
       const got = await Promise.all([pending, second, third]);
       expect(got.map((r) => (r.done === false && r.value.kind === "event" ? r.value.cursor : undefined))).toEqual([start + 1n, start + 2n, start + 3n]);
     } finally {
-      abort.abort();
-      await queue.close();
-      await tail.stop();
+      await endAll({ abort, queue, tail });
     }
   });
 
@@ -263,9 +262,7 @@ describe("live (runSubscription attached to the tail)", () => {
       await queue.append([event()]);
       expect(stream.poll()).toEqual({ done: true, value: undefined });
     } finally {
-      abort.abort();
-      await queue.close();
-      await tail.stop();
+      await endAll({ abort, queue, tail });
     }
   });
 });

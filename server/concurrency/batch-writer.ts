@@ -13,6 +13,13 @@
  * arrived during the one before, however few (see the dispatcher's successPaceMs). Below that
  * load writes are not held back.
  */
+/** BatchWriter's pacing under load (see above). */
+export interface BatchPace {
+  intervalMs: number;
+  enoughItems: number;
+  busyItems: number;
+}
+
 export class BatchWriter<T> {
   #queue: Array<{ item: T; resolve: () => void; reject: (err: unknown) => void }> = [];
   #writing = false;
@@ -27,7 +34,7 @@ export class BatchWriter<T> {
     private readonly write: (items: T[]) => Promise<void>,
     private readonly maxBatch = 500,
     private readonly lingerMs = 0,
-    private readonly pace?: { intervalMs: number; enoughItems: number; busyItems: number },
+    private readonly pace?: BatchPace,
   ) {}
 
   add(item: T): Promise<void> {

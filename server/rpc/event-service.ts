@@ -220,7 +220,7 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
       deps.streams.open.set(opened.id, opened);
       return subscription;
     };
-    /** What the generator's finally did: once, however the stream ends. */
+    /** The stream's own cleanup: once, however it ends. */
     const close = () => {
       if (ended) return;
       ended = true;

@@ -169,19 +169,15 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
     this.#pending.push({ kind: "heartbeat", cursor: this.#cursor });
   }
 
-  /** Events (from a page or a batch) this subscriber takes, as items; their number. */
-  #take(events: readonly StoredEvent[]): number {
-    let made = 0;
+  /** Events (from a page or a batch) this subscriber takes, as items. */
+  #take(events: readonly StoredEvent[]): void {
+    const before = this.#pending.length;
     for (const event of events) {
       if (event.sequence <= this.#cursor) continue;
       this.#cursor = event.sequence;
-      if (this.o.matcher.matches(event)) {
-        this.#pending.push({ kind: "event", event, cursor: event.sequence });
-        made++;
-      }
+      if (this.o.matcher.matches(event)) this.#pending.push({ kind: "event", event, cursor: event.sequence });
     }
-    if (made > 0) this.#lastSent = Date.now();
-    return made;
+    if (this.#pending.length > before) this.#lastSent = Date.now();
   }
 
   /** One round of reading: a catch-up page, or a wait for the tail. False once the stream is over. */

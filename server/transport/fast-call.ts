@@ -72,9 +72,9 @@ interface CallState {
   meta: ResponseMeta;
   protocol: FastProtocol;
   response?: object;
-  /** The call object callRequest made, and the Node request its headers come from. */
+  /** The Node request the call's headers come from, and the call object callRequest made of it. */
+  request: NodeRequest;
   call?: object;
-  request?: NodeRequest;
   /** The call's headers as web Headers, once something read `header`. */
   header?: Headers;
 }
@@ -128,7 +128,7 @@ export function callRequest<T extends UnaryRequest | StreamRequest>(
  */
 export function requestHeaderValue(req: UnaryRequest | StreamRequest, name: string): string | null {
   const state = (req as unknown as { [stateKey]?: CallState })[stateKey];
-  if (state?.call !== req || state.header !== undefined || state.request === undefined) return req.header.get(name);
+  if (state?.call !== req || state.header !== undefined) return req.header.get(name);
   const value = state.request.headers[name];
   if (value === undefined) return null;
   // As Headers keeps it: repeated values joined, surrounding HTTP whitespace trimmed.
