@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
 import { createTestStorage, needsPostgres } from "./helpers/database.js";
 import { startReceiver } from "./helpers/receiver.js";
@@ -90,6 +91,96 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
       await eventually(async () => ((await counts(kept!.id)).successes >= 3 ? true : undefined), 5_000, "the second webhook's successes to be recorded");
       expect(await counts(kept!.id)).toEqual({ deliveries: 3, attempts: 3, successes: 3 });
     });
+  });
+
+  /**
+   * DeleteWebhook's transaction, as the service runs it, held open after its first statement:
+   * what runs beside it meets the webhook's row deleted but not yet committed. commit() runs the
+   * rest (deliveries, then attempts) and commits.
+   */
+  async function deletingWebhook(url: string | undefined, webhookId: string) {
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    await db.query("BEGIN");
+    await db.query("DELETE FROM tidings_webhooks WHERE id = $1", [webhookId]);
+    return {
+      async commit() {
+        try {
+          await db.query("DELETE FROM tidings_deliveries WHERE webhook_id = $1", [webhookId]);
+          await db.query("DELETE FROM tidings_delivery_attempts WHERE webhook_id = $1", [webhookId]);
+          await db.query("COMMIT");
+        } finally {
+          await db.end();
+        }
+      },
+    };
+  }
+
+  const deliveriesOf = (url: string | undefined, webhookId: string) =>
+    withDatabase(url, async (db) => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM tidings_deliveries WHERE webhook_id = $1", [webhookId])).rows[0]!.n);
+
+  // Deliveries have no foreign key to their webhook (migration 0012): these two show that
+  // nothing writes a delivery for a webhook being deleted, whichever way the race goes.
+  it("a replay racing DeleteWebhook waits for it, answers not_found and writes no delivery", async () => {
+    const storage = await createTestStorage();
+    cleanup.push(() => storage.drop());
+    const a = await startTestServer({ storage });
+    cleanup.push(() => a.stop());
+    const rx = await startReceiver(() => ({ status: 200 }));
+    cleanup.push(() => rx.close());
+    const hooks = a.webhooks();
+    const { webhook } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    const res = await callJson(a.url, "PublishBatch", { entries: Array.from({ length: 3 }, (_, i) => ({ event: memoryCreated(`replay-race-${i}`) })) });
+    expect(res.status).toBe(200);
+    const sequences = (res.body.results as Array<{ sequence: string }>).map((r) => BigInt(r.sequence));
+    await rx.waitFor(3, 10_000);
+
+    const deleting = await deletingWebhook(storage.databaseUrl, webhook!.id);
+    let settled = false;
+    const replay = hooks.replayEvents({ webhookId: webhook!.id, range: { case: "sequenceRange", value: { first: sequences[0]!, last: sequences[2]! } } })
+      .then(() => undefined, (err: unknown) => ConnectError.from(err))
+      .finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 400));
+    expect(settled, "the replay waits for the webhook's row").toBe(false);
+    await deleting.commit();
+    const err = await replay;
+    expect(err?.code).toBe(Code.NotFound);
+    expect(err?.rawMessage).toContain("webhook_id");
+    expect(await deliveriesOf(storage.databaseUrl, webhook!.id)).toBe(0);
+  });
+
+  it("an event published while DeleteWebhook is under way is answered at once and routed to no deleted webhook", async () => {
+    const storage = await createTestStorage();
+    cleanup.push(() => storage.drop());
+    const a = await startTestServer({ storage });
+    cleanup.push(() => a.stop());
+    const rx = await startReceiver(() => ({ status: 200 }));
+    cleanup.push(() => rx.close());
+    const hooks = a.webhooks();
+    const { webhook: gone } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=gone`, patterns: ["memory.created"] } });
+    const { webhook: kept } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=kept`, patterns: ["memory.created"] } });
+    const first = await callJson(a.url, "Publish", { event: memoryCreated("route-race-before") });
+    expect(first.status).toBe(200);
+    await rx.waitFor(2, 10_000); // routed in the append's statement, from what the node remembers
+
+    const deleting = await deletingWebhook(storage.databaseUrl, gone!.id);
+    // The delete holds the router's row (its trigger bumped the endpoints' version): the append
+    // must not wait for it, only leave the routing to a later pass.
+    const published = await Promise.race([
+      callJson(a.url, "Publish", { event: memoryCreated("route-race-during") }),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 5_000)),
+    ]);
+    expect(published?.status, "Publish answered while the delete is under way").toBe(200);
+    await new Promise((r) => setTimeout(r, 300)); // a routing pass, waiting for the router's row meanwhile
+    await deleting.commit();
+
+    const kepts = await rx.waitFor(3, 10_000);
+    const during = kepts.filter((r) => r.headers["webhook-id"] === published!.body.id);
+    expect(during.map((r) => r.path)).toEqual([`${new URL(rx.url).pathname}?w=kept`]);
+    await new Promise((r) => setTimeout(r, 500)); // a wrong delivery would arrive by now
+    expect(rx.requests.filter((r) => r.headers["webhook-id"] === published!.body.id)).toHaveLength(1);
+    expect(await deliveriesOf(storage.databaseUrl, gone!.id)).toBe(0);
+    expect(await deliveriesOf(storage.databaseUrl, kept!.id)).toBe(2);
   });
 
   it("a node routing from remembered state sees an endpoint changed elsewhere before routing its next event", async () => {

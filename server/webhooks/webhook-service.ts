@@ -59,10 +59,11 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
   const { db, catalog } = deps;
   const inputContext = { registry: catalog.registry, addressPolicy: deps.addressPolicy, filterLimits: deps.filterLimits };
 
+  const noWebhook = (id: string, field: string) => fieldError(Code.NotFound, [{ field, description: `no webhook with id "${id}"` }]);
   const findWebhook = async (id: string, field = "id"): Promise<WebhookRow> => {
     if (!id) throw invalidArgument(field, "is required");
     const row = id.length <= 64 ? await db.selectFrom("tidings_webhooks").selectAll().where("id", "=", id).executeTakeFirst() : undefined;
-    if (!row) throw fieldError(Code.NotFound, [{ field, description: `no webhook with id "${id}"` }]);
+    if (!row) throw noWebhook(id, field);
     return row;
   };
   const findDelivery = async (id: string): Promise<Selectable<DeliveriesTable>> => {
@@ -139,11 +140,14 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
     async deleteWebhook(req) {
       const row = await findWebhook(req.id);
       await db.transaction().execute(async (trx) => {
-        // The deliveries go with the webhook (ON DELETE CASCADE); their attempts, which have no
-        // foreign key (migration 0007), are deleted after them in the same transaction: an
-        // attempt being recorded meanwhile waits for the deleted delivery's row lock and then
-        // finds no delivery to record against, so none is left behind.
+        // The webhook first: its delete takes the router's row (migration 0010), so a routing
+        // statement under way commits before the deletes below start, and they see its rows.
+        // Deliveries and attempts have no foreign keys (migrations 0012 and 0007), so they are
+        // deleted here, the deliveries before their attempts: an attempt being recorded
+        // meanwhile waits for the deleted delivery's row lock and then finds no delivery to
+        // record against, so none is left behind.
         await trx.deleteFrom("tidings_webhooks").where("id", "=", row.id).execute();
+        await trx.deleteFrom("tidings_deliveries").where("webhook_id", "=", row.id).execute();
         await trx.deleteFrom("tidings_delivery_attempts").where("webhook_id", "=", row.id).execute();
       });
       deps.events.deleted(toApiWebhook(row));
@@ -319,7 +323,17 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
         const rows = events.filter((e) => !matcher || matcher.matches(e)).map((e) => ({
           id: `dlv_${uuidV7()}`, webhook_id: webhook.id, event_sequence: e.sequence.toString(), event_id: e.id, event_type: e.type, replay: true,
         }));
-        if (rows.length > 0) await db.insertInto("tidings_deliveries").values(rows).execute();
+        if (rows.length > 0) {
+          await db.transaction().execute(async (trx) => {
+            // The webhook's row, locked until these deliveries commit: a DeleteWebhook waits for
+            // them and deletes them with the rest; one that came first leaves no row to lock, and
+            // no delivery is written for a webhook that is gone (there is no foreign key to
+            // refuse it: migration 0012).
+            const alive = await trx.selectFrom("tidings_webhooks").select("id").where("id", "=", webhook.id).forKeyShare().executeTakeFirst();
+            if (!alive) throw noWebhook(webhook.id, "webhook_id");
+            await trx.insertInto("tidings_deliveries").values(rows).execute();
+          });
+        }
         scheduled += rows.length;
         if (events.length < 1000) break;
         after = events[events.length - 1]!.sequence;

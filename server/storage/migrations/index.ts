@@ -11,6 +11,7 @@ import { eventListenersMigration } from "./0008-event-listeners.js";
 import { successOnDeliveryRowMigration } from "./0009-success-on-delivery-row.js";
 import { endpointsVersionMigration } from "./0010-endpoints-version.js";
 import { timeBlocksMigration } from "./0011-time-blocks.js";
+import { deliveriesWithoutWebhookForeignKeyMigration } from "./0012-deliveries-without-webhook-foreign-key.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -25,6 +26,7 @@ export const migrations: Record<string, Migration> = {
   "0009-success-on-delivery-row": successOnDeliveryRowMigration,
   "0010-endpoints-version": endpointsVersionMigration,
   "0011-time-blocks": timeBlocksMigration,
+  "0012-deliveries-without-webhook-foreign-key": deliveriesWithoutWebhookForeignKeyMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
