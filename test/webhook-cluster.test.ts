@@ -101,6 +101,13 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
   async function deletingWebhook(url: string | undefined, webhookId: string) {
     const db = new pg.Client({ connectionString: url });
     await db.connect();
+    let open = true;
+    const end = async () => {
+      if (!open) return; // pg's end() on an ended client never resolves
+      open = false;
+      await db.end();
+    };
+    cleanup.push(end); // a test that fails before commit() must not leave the transaction open
     await db.query("BEGIN");
     await db.query("DELETE FROM tidings_webhooks WHERE id = $1", [webhookId]);
     return {
@@ -110,7 +117,7 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
           await db.query("DELETE FROM tidings_delivery_attempts WHERE webhook_id = $1", [webhookId]);
           await db.query("COMMIT");
         } finally {
-          await db.end();
+          await end();
         }
       },
     };
@@ -119,16 +126,21 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
   const deliveriesOf = (url: string | undefined, webhookId: string) =>
     withDatabase(url, async (db) => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM tidings_deliveries WHERE webhook_id = $1", [webhookId])).rows[0]!.n);
 
-  // Deliveries have no foreign key to their webhook (migration 0012): these two show that
-  // nothing writes a delivery for a webhook being deleted, whichever way the race goes.
-  it("a replay racing DeleteWebhook waits for it, answers not_found and writes no delivery", async () => {
+  /** One server on its own database, and a receiver that answers 200. */
+  async function oneNode() {
     const storage = await createTestStorage();
     cleanup.push(() => storage.drop());
     const a = await startTestServer({ storage });
     cleanup.push(() => a.stop());
     const rx = await startReceiver(() => ({ status: 200 }));
     cleanup.push(() => rx.close());
-    const hooks = a.webhooks();
+    return { storage, a, rx, hooks: a.webhooks() };
+  }
+
+  // Deliveries have no foreign key to their webhook (migration 0012): these two show that
+  // nothing writes a delivery for a webhook being deleted, whichever way the race goes.
+  it("a replay racing DeleteWebhook waits for it, answers not_found and writes no delivery", async () => {
+    const { storage, a, rx, hooks } = await oneNode();
     const { webhook } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
     const res = await callJson(a.url, "PublishBatch", { entries: Array.from({ length: 3 }, (_, i) => ({ event: memoryCreated(`replay-race-${i}`) })) });
     expect(res.status).toBe(200);
@@ -150,13 +162,7 @@ describe.runIf(needsPostgres("webhook dispatchers on several nodes"))("webhook d
   });
 
   it("an event published while DeleteWebhook is under way is answered at once and routed to no deleted webhook", async () => {
-    const storage = await createTestStorage();
-    cleanup.push(() => storage.drop());
-    const a = await startTestServer({ storage });
-    cleanup.push(() => a.stop());
-    const rx = await startReceiver(() => ({ status: 200 }));
-    cleanup.push(() => rx.close());
-    const hooks = a.webhooks();
+    const { storage, a, rx, hooks } = await oneNode();
     const { webhook: gone } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=gone`, patterns: ["memory.created"] } });
     const { webhook: kept } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=kept`, patterns: ["memory.created"] } });
     const first = await callJson(a.url, "Publish", { event: memoryCreated("route-race-before") });
