@@ -1,3 +1,10 @@
+/** BatchWriter's pacing under load (see BatchWriter's `pace`). */
+export interface BatchPace {
+  intervalMs: number;
+  enoughItems: number;
+  busyItems: number;
+}
+
 /**
  * Writes items in batches: items added while a write is in flight wait and go together in the
  * next one, so N concurrent writers cost about one commit per batch instead of N (the same
@@ -13,13 +20,6 @@
  * arrived during the one before, however few (see the dispatcher's successPaceMs). Below that
  * load writes are not held back.
  */
-/** BatchWriter's pacing under load (see above). */
-export interface BatchPace {
-  intervalMs: number;
-  enoughItems: number;
-  busyItems: number;
-}
-
 export class BatchWriter<T> {
   #queue: Array<{ item: T; resolve: () => void; reject: (err: unknown) => void }> = [];
   #writing = false;
