@@ -9,6 +9,7 @@ import { createTidingsClient, packPayload } from "../../sdk/index.js";
 import { loadCatalog } from "../../server/catalog/catalog.js";
 import { EventReader } from "../../server/event-log/event-reader.js";
 import { parseTypePattern } from "../../server/filtering/type-pattern.js";
+import { plannerStartupOptions } from "../../server/storage/planner-settings.js";
 import type { Database } from "../../server/storage/schema.js";
 import { createScratchDatabase, type ScratchDatabase } from "../lib/database.js";
 import { within } from "../lib/limits.js";
@@ -250,7 +251,8 @@ export const growthScenario: Scenario = {
     const slow = { phaseMs: listPhaseMs, minOps: 3, maxOps: quick ? 5 : 8 };
 
     const db: ScratchDatabase = await createScratchDatabase("growth");
-    const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    // Planned as the server's own sessions plan, so that the plans shown are the server's.
+    const pool = new pg.Pool({ connectionString: db.url, max: 2, options: plannerStartupOptions });
     let server: TidingsProcess | undefined;
     // The empty log again, beside every larger size: its publish and catch-up runs alternate
     // with that size's, so a ratio compares rates measured in the same minutes. Compared with

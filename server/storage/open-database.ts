@@ -6,6 +6,7 @@ import type { Logger } from "../logging/logger.js";
 import { type Doorbell, pgDoorbell, silentDoorbell } from "./doorbell.js";
 import { kyselyLookupSession, type LookupSession, pgLookupSession } from "./lookup-session.js";
 import { migrateToLatest } from "./migrations/index.js";
+import { plannerStartupOptions, randomPageCost } from "./planner-settings.js";
 import { sendMarkedStatementsPrepared } from "./prepared-statements.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import type { Database } from "./schema.js";
@@ -48,7 +49,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
 }
 
 async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<DatabaseHandle> {
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize });
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, options: plannerStartupOptions });
   // An idle client that loses its server emits 'error' on the pool; without a listener the
   // process would crash. The next query gets a fresh connection.
   pool.on("error", (err) => options.logger.warn("idle database connection failed", { err }));
@@ -85,6 +86,8 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
 async function openPGlite(options: OpenDatabaseOptions): Promise<DatabaseHandle> {
   if (!options.dataDir.startsWith("memory://")) await mkdir(options.dataDir, { recursive: true });
   const pglite = await PGlite.create(options.dataDir);
+  // Its one session plans as the server's PostgreSQL sessions do (see planner-settings.ts).
+  await pglite.exec(`SET random_page_cost = ${randomPageCost}`);
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
   return {
     db,
