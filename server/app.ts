@@ -87,7 +87,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     catalog.refreshIfStale().catch((err) => logger.warn("could not reload the registered event types", { err }));
   });
   const timeSummary = new TimeSummary(database.db, logger);
-  const reader = new EventReader(database.db, catalog, undefined, timeSummary);
+  const reader = new EventReader(database.db, catalog, { timeSummary });
   // The latest events stay in memory for subscribers that fall behind: 10,000 or 64 MB of payloads.
   const tail = new LogTail(reader, { pollIntervalMs: config.pollIntervalMs, readLimit: 1000, recentEvents: 10_000, recentBytes: 64 * 1024 * 1024, logger });
   await tail.start();

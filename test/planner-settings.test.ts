@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Kysely, sql } from "kysely";
 import { silentLogger } from "../server/logging/logger.js";
 import { openDatabase, type DatabaseHandle } from "../server/storage/open-database.js";
-import { randomPageCost } from "../server/storage/planner-settings.js";
+import { plannerSettings } from "../server/storage/planner-settings.js";
 import type { Database } from "../server/storage/schema.js";
 import { createTestStorage, needsPostgres, type TestStorage } from "./helpers/database.js";
 
@@ -29,9 +29,10 @@ async function rareTypePagePlan(db: Kysely<Database>, randomPageCostOverride?: n
 }
 
 /**
- * The server's sessions plan with random_page_cost 1.1 (server/storage/planner-settings.ts), so
- * that a page of a type of a few percent of the log is read through the type index instead of a
- * walk of the primary key that throws the other types away.
+ * The server's sessions plan with random_page_cost 1.1 and without JIT compilation
+ * (server/storage/planner-settings.ts), so that a page of a type of a few percent of the log is
+ * read through the type index instead of a walk of the primary key that throws the other types
+ * away, and no short statement is compiled first.
  */
 describe("planner settings of the server's sessions", () => {
   let storage: TestStorage;
@@ -53,12 +54,12 @@ describe("planner settings of the server's sessions", () => {
     await storage?.drop();
   });
 
-  it("every pooled session starts with the lower random_page_cost", async () => {
+  it("every pooled session starts with the lower random_page_cost, and without JIT compilation", async () => {
     // Three at once, each holding its connection for a moment, so that each runs on its own.
     const shown = await Promise.all(
-      [1, 2, 3].map(async () => (await sql<{ cost: string; pid: number }>`SELECT current_setting('random_page_cost') AS cost, pg_backend_pid() AS pid, pg_sleep(0.2)`.execute(handle.db)).rows[0]!),
+      [1, 2, 3].map(async () => (await sql<{ cost: string; jit: string; pid: number }>`SELECT current_setting('random_page_cost') AS cost, current_setting('jit') AS jit, pg_backend_pid() AS pid, pg_sleep(0.2)`.execute(handle.db)).rows[0]!),
     );
-    expect(shown.map((s) => s.cost)).toEqual([String(randomPageCost), String(randomPageCost), String(randomPageCost)]);
+    expect(shown.map((s) => [s.cost, s.jit])).toEqual(Array(3).fill([plannerSettings.random_page_cost, plannerSettings.jit]));
     if (handle.kind === "postgres") expect(new Set(shown.map((s) => s.pid)).size).toBe(3);
   });
 
@@ -74,10 +75,11 @@ describe("planner settings of the server's sessions", () => {
 
   it.runIf(needsPostgres("a database URL's own options"))("lets a database URL's own options parameter choose another value", async () => {
     const url = new URL(storage.databaseUrl!);
-    url.searchParams.set("options", "-c random_page_cost=2");
+    url.searchParams.set("options", "-c random_page_cost=2 -c jit=on");
     const other = await openDatabase({ databaseUrl: url.toString(), dataDir: "", poolSize: 1, logger: silentLogger });
     try {
-      expect((await sql<{ random_page_cost: string }>`SHOW random_page_cost`.execute(other.db)).rows[0]!.random_page_cost).toBe("2");
+      const shown = (await sql<{ cost: string; jit: string }>`SELECT current_setting('random_page_cost') AS cost, current_setting('jit') AS jit`.execute(other.db)).rows[0]!;
+      expect(shown).toEqual({ cost: "2", jit: "on" });
     } finally {
       await other.close();
     }

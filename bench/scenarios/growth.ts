@@ -159,7 +159,8 @@ async function readerSql(url: string, read: (reader: EventReader) => Promise<unk
   } finally {
     await db.destroy();
   }
-  const q = captured.find((c) => pick(c.sql));
+  // The last: a read may look near the window's start first and then read the window (EventReader.#query).
+  const q = captured.filter((c) => pick(c.sql)).at(-1);
   if (!q) throw new Error("the reader issued no query on tidings_events");
   return q;
 }
@@ -279,11 +280,12 @@ export const growthScenario: Scenario = {
       return {
         head,
         type: await plan(`ListEvents by type ("${typePattern}", after_sequence ${mid}, page_size ${pageSize})`, (r) => r.page(byType), ["type", "sequence"]),
-        hour: await plan(`ListEvents by type and time ("${timePattern}", 1 hour from ${midTime.toISOString()}, page_size ${pageSize})`, (r) => r.page(byTime(hourMs)), ["time"]),
-        day: await plan(`ListEvents by type and time ("${timePattern}", 1 day from ${midTime.toISOString()}, page_size ${pageSize})`, (r) => r.page(byTime(dayMs)), ["time"]),
+        hour: await plan(`ListEvents by type and time ("${timePattern}", 1 hour from ${midTime.toISOString()}, page_size ${pageSize})`, (r) => r.page(byTime(hourMs)), ["time", "sequence"]),
+        day: await plan(`ListEvents by type and time ("${timePattern}", 1 day from ${midTime.toISOString()}, page_size ${pageSize})`, (r) => r.page(byTime(dayMs)), ["time", "sequence"]),
         extra: [
           await plan(`ListEvents by type, newest first ("${typePattern}", descending, page_size ${pageSize})`, (r) => r.page({ ...byType, after: undefined, descending: true }), ["type", "sequence"]),
-          await plan(`ListEvents by type and time, the last day ("${timePattern}", 1 day from ${lastDay.toISOString()}, oldest first)`, (r) => r.page(byTime(dayMs, lastDay)), ["time"]),
+          await plan(`ListEvents by type and time, the last day ("${timePattern}", 1 day from ${lastDay.toISOString()}, oldest first)`, (r) => r.page(byTime(dayMs, lastDay)), ["time", "sequence"]),
+          await plan(`ListEvents by time, every type (1 day from ${midTime.toISOString()}, page_size ${pageSize})`, (r) => r.page({ ...byTime(dayMs), patterns: undefined }), ["time", "sequence"]),
           await plan(`Subscribe start_time: the cursor lookup (EventReader.cursorBeforeTime, ${midTime.toISOString()})`, (r) => r.cursorBeforeTime(midTime), ["sequence", "time"], isCursorLookup),
           await plan(`Subscribe catch-up: one page of the log (EventReader.readRange after ${mid}, every type, ${catchUpPage} rows)`, (r) => r.readRange(BigInt(mid), BigInt(head), catchUpPage, { patterns: undefined, attributes: {} }), ["sequence"]),
           await plan(`Subscribe catch-up: one page of the log for "${typePattern}" (EventReader.readRange after ${mid}, ${catchUpPage} rows)`, (r) => r.readRange(BigInt(mid), BigInt(head), catchUpPage, { patterns: [parseTypePattern(typePattern)], attributes: {} }), ["type", "sequence"]),

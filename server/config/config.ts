@@ -129,7 +129,7 @@ interface Setting {
 export const settings: readonly Setting[] = [
   { key: "host", flag: "host", env: "TIDINGS_HOST", kind: "string", help: "Interface to listen on" },
   { key: "port", flag: "port", env: "TIDINGS_PORT", kind: "int", help: "Port for gRPC, gRPC-Web and Connect" },
-  { key: "databaseUrl", flag: "database-url", env: "DATABASE_URL", kind: "string", help: "PostgreSQL URL; unset = embedded PGlite. Sessions plan with random_page_cost 1.1, unless the URL's options parameter sets another (options=-c random_page_cost=4)" },
+  { key: "databaseUrl", flag: "database-url", env: "DATABASE_URL", kind: "string", help: "PostgreSQL URL; unset = embedded PGlite. Sessions plan with random_page_cost 1.1 and jit off; the URL's options parameter replaces both (options=-c random_page_cost=4)" },
   { key: "dataDir", flag: "data-dir", env: "TIDINGS_DATA_DIR", kind: "string", help: "PGlite data directory" },
   { key: "poolSize", flag: "pool-size", env: "TIDINGS_POOL_SIZE", kind: "int", help: "PostgreSQL pool connections (a node opens two more of its own: the NOTIFY listener and the webhook-success recorder)" },
   { key: "logLevel", flag: "log-level", env: "TIDINGS_LOG_LEVEL", kind: "string", help: "debug, info, warn or error" },

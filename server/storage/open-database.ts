@@ -6,7 +6,7 @@ import type { Logger } from "../logging/logger.js";
 import { type Doorbell, pgDoorbell, silentDoorbell } from "./doorbell.js";
 import { kyselyLookupSession, type LookupSession, pgLookupSession } from "./lookup-session.js";
 import { migrateToLatest } from "./migrations/index.js";
-import { plannerStartupOptions, randomPageCost } from "./planner-settings.js";
+import { plannerSettingStatements, plannerStartupOptions } from "./planner-settings.js";
 import { sendMarkedStatementsPrepared } from "./prepared-statements.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import type { Database } from "./schema.js";
@@ -87,7 +87,7 @@ async function openPGlite(options: OpenDatabaseOptions): Promise<DatabaseHandle>
   if (!options.dataDir.startsWith("memory://")) await mkdir(options.dataDir, { recursive: true });
   const pglite = await PGlite.create(options.dataDir);
   // Its one session plans as the server's PostgreSQL sessions do (see planner-settings.ts).
-  await pglite.exec(`SET random_page_cost = ${randomPageCost}`);
+  await pglite.exec(plannerSettingStatements);
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
   return {
     db,
