@@ -62,7 +62,7 @@ afterAll(async () => {
 
 describe("the cursor before a time, through the time summary", () => {
   // A threshold of 0 sends every lookup to the summary, as a far-back time in a large log goes.
-  const reader = () => new EventReader(database.db, catalog, { smallTimeWindowRows: 0, timeSummary: summary });
+  const reader = () => new EventReader(database.db, catalog, { recentTimeRows: 0, timeSummary: summary });
   let summary: TimeSummary;
   const probes = () => [
     start - minute, start, start + 1, start + 2_000 * minute, start + 4_095 * minute, start + 4_096 * minute, start + 4_097 * minute,
@@ -102,7 +102,7 @@ describe("the cursor before a time, through the time summary", () => {
     const lines: Array<{ msg: string; blocks?: string }> = [];
     const fresh = new TimeSummary(database.db, createJsonLogger("info", (line) => lines.push(JSON.parse(line))), 1n);
     const t = start + 9_000 * minute + 30_000;
-    expect(await new EventReader(database.db, catalog, { smallTimeWindowRows: 0, timeSummary: fresh }).cursorBeforeTime(new Date(t))).toBe(expected(t, Number(timeBlockSize) * 2 + 101));
+    expect(await new EventReader(database.db, catalog, { recentTimeRows: 0, timeSummary: fresh }).cursorBeforeTime(new Date(t))).toBe(expected(t, Number(timeBlockSize) * 2 + 101));
     await fresh.settled();
     // The read summarized one block itself and left the rest to the catch-up, which said so.
     expect(lines.map((l) => l.msg)).toEqual(["summarizing event times for start_time reads", "event times summarized"]);

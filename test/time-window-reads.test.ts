@@ -2,9 +2,9 @@
  * Reads with a time window (ListEvents start_time/end_time, Subscribe start_time) choose between
  * the ordered walk of the log and reading the window through the time index (EventReader's
  * #timeWindowEstimate), and a read oldest first may start at the start time's first event (found
- * in the time summary) and look for its page just after it first. Every way must return exactly
- * the matching events. Small thresholds make every path run on a small log; the bench's growth
- * scenario shows the plans at 10M.
+ * in the time summary, or for a recent time the time index) and look for its page just after it
+ * first. Every way must return exactly the matching events. Small thresholds make every path run
+ * on a small log; the bench's growth scenario shows the plans at 10M.
  */
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -66,10 +66,12 @@ describe("reads with a time window", () => {
 
   /** Every way of reading a window: each path forced, and the server's defaults. */
   const readers = () => ({
-    walk: new EventReader(database.db, catalog, { smallTimeWindowRows: 0, probeMatchesPerPage: Infinity }),
-    index: new EventReader(database.db, catalog, { smallTimeWindowRows: 1e12, probeMatchesPerPage: Infinity }),
-    "look near, then walk": new EventReader(database.db, catalog, { smallTimeWindowRows: 0, probeMatchesPerPage: 0, probeSpan: 300n }),
-    "look near, then index": new EventReader(database.db, catalog, { smallTimeWindowRows: 1e12, probeMatchesPerPage: 0, probeSpan: 300n }),
+    // The window's first event is found through the time summary for the walks and through the
+    // time index for the index reads (recentTimeRows), so that both ways of finding it run too.
+    walk: new EventReader(database.db, catalog, { smallTimeWindowRows: 0, recentTimeRows: 0, probeMatchesPerPage: Infinity }),
+    index: new EventReader(database.db, catalog, { smallTimeWindowRows: 1e12, recentTimeRows: 1e12, probeMatchesPerPage: Infinity }),
+    "look near, then walk": new EventReader(database.db, catalog, { smallTimeWindowRows: 0, recentTimeRows: 0, probeMatchesPerPage: 0, probeSpan: 300n }),
+    "look near, then index": new EventReader(database.db, catalog, { smallTimeWindowRows: 1e12, recentTimeRows: 1e12, probeMatchesPerPage: 0, probeSpan: 300n }),
     defaults: new EventReader(database.db, catalog),
   });
   const pageSize = 257;
@@ -102,8 +104,8 @@ describe("reads with a time window", () => {
   });
 
   it("the cursor before a time is the same either way", async () => {
-    const walk = new EventReader(database.db, catalog, { smallTimeWindowRows: 0 });
-    const indexed = new EventReader(database.db, catalog, { smallTimeWindowRows: 1e12 });
+    const walk = new EventReader(database.db, catalog, { recentTimeRows: 0 });
+    const indexed = new EventReader(database.db, catalog, { recentTimeRows: 1e12 });
     for (const at of [start - day, start + 3 * day, start + 15.5 * day, start + 29.9 * day, start + 60 * day]) {
       const time = new Date(at);
       expect(await indexed.cursorBeforeTime(time)).toBe(await walk.cursorBeforeTime(time));
