@@ -1,9 +1,10 @@
 /**
  * Subscribe's start_time in a large log: EventReader.cursorBeforeTime finds the first event at
- * or after a time through the time summary (TimeSummary, migration 0011) instead of walking the
- * log. It must give exactly the answer of a scan over every event, with times out of log order
- * (an event's time is its publisher's), after retention deleted the start of the log, and as
- * the log grows past the blocks already summarized.
+ * or after a time through the time summary (TimeSummary, migrations 0011 and 0013) instead of
+ * walking the log; a time window read newest first finds the last event before its end time the
+ * same way. Both must give exactly the answer of a scan over every event, with times out of log
+ * order (an event's time is its publisher's), after retention deleted the start of the log, and
+ * as the log grows past the blocks already summarized.
  */
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,6 +12,7 @@ import { type EventCatalog, loadCatalog } from "../server/catalog/catalog.js";
 import { AppendQueue, type NewEvent } from "../server/event-log/append-queue.js";
 import { EventReader } from "../server/event-log/event-reader.js";
 import { timeBlockSize, TimeSummary } from "../server/event-log/time-summary.js";
+import { timeBlocksEarliestMigration } from "../server/storage/migrations/0013-time-blocks-earliest.js";
 import { uuidV7 } from "../server/event-log/uuid-v7.js";
 import { RetentionSweeper } from "../server/retention/retention-sweeper.js";
 import { createJsonLogger, silentLogger } from "../server/logging/logger.js";
@@ -45,6 +47,12 @@ function expected(t: number, firstRemaining: number): bigint {
   return BigInt(times.length);
 }
 
+/** By brute force: the last remaining event before `t`, undefined for none. */
+function expectedLast(t: number, firstRemaining: number): bigint | undefined {
+  for (let s = times.length; s >= firstRemaining; s--) if (times[s - 1]! < t) return BigInt(s);
+  return undefined;
+}
+
 beforeAll(async () => {
   storage = await createTestStorage();
   database = await openDatabase({ databaseUrl: storage.databaseUrl, dataDir: storage.dataDir, poolSize: 4, logger: silentLogger });
@@ -61,9 +69,19 @@ afterAll(async () => {
 });
 
 describe("the cursor before a time, through the time summary", () => {
-  // A threshold of 0 sends every lookup to the summary, as a far-back time in a large log goes.
-  const reader = () => new EventReader(database.db, catalog, { recentTimeRows: 0, timeSummary: summary });
+  // Thresholds of 0 send every lookup to the summary, as a far-back time in a large log goes.
+  const reader = (timeSummary = summary) => new EventReader(database.db, catalog, { recentTimeRows: 0, smallTimeWindowRows: 0, timeSummary });
   let summary: TimeSummary;
+  /** Both lookups agree with the scan at every probe: the first event at or after, the last before. */
+  const agreeWithTheScan = async (firstRemaining: number, timeSummary = summary) => {
+    for (const t of probes()) {
+      const at = new Date(t).toISOString();
+      expect(await reader(timeSummary).cursorBeforeTime(new Date(t)), at).toBe(expected(t, firstRemaining));
+      // The newest event of a window that ends at t is the last one before it.
+      const newest = await reader(timeSummary).page({ endTime: new Date(t), limit: 1, descending: true });
+      expect(newest[0]?.sequence, `newest before ${at}`).toBe(expectedLast(t, firstRemaining));
+    }
+  };
   const probes = () => [
     start - minute, start, start + 1, start + 2_000 * minute, start + 4_095 * minute, start + 4_096 * minute, start + 4_097 * minute,
     start + 9_000 * minute + 30_000, start + (times.length - 10) * minute, start + (times.length + 5) * minute,
@@ -72,7 +90,7 @@ describe("the cursor before a time, through the time summary", () => {
 
   it("gives the scan's answer, the event published far ahead included, and summarizes every sealed block", async () => {
     summary = new TimeSummary(database.db, silentLogger);
-    for (const t of probes()) expect(await reader().cursorBeforeTime(new Date(t)), new Date(t).toISOString()).toBe(expected(t, 1));
+    await agreeWithTheScan(1);
     await summary.settled();
     const blocks = await sql<{ n: number }>`SELECT count(*)::int AS n FROM tidings_time_blocks`.execute(database.db);
     expect(blocks.rows[0]!.n).toBe(Math.floor((times.length + 1) / Number(timeBlockSize)));
@@ -80,7 +98,7 @@ describe("the cursor before a time, through the time summary", () => {
 
   it("summarizes the blocks sealed since, as the log grows, and still agrees with the scan", async () => {
     await append(Number(timeBlockSize) * 2);
-    for (const t of probes()) expect(await reader().cursorBeforeTime(new Date(t)), new Date(t).toISOString()).toBe(expected(t, 1));
+    await agreeWithTheScan(1);
     await summary.settled();
     const blocks = await sql<{ n: number }>`SELECT count(*)::int AS n FROM tidings_time_blocks`.execute(database.db);
     expect(blocks.rows[0]!.n).toBe(Math.floor((times.length + 1) / Number(timeBlockSize)));
@@ -91,13 +109,16 @@ describe("the cursor before a time, through the time summary", () => {
     // holds a match for every time, and blocks 1 and part of 2 are gone too.
     const gone = Number(timeBlockSize) * 2 + 100;
     await sql`DELETE FROM tidings_events WHERE sequence <= ${gone}`.execute(database.db);
-    for (const t of probes()) expect(await reader().cursorBeforeTime(new Date(t)), new Date(t).toISOString()).toBe(expected(t, gone + 1));
+    await agreeWithTheScan(gone + 1);
   });
 
   it("summarizes a log that grew by more than one statement's worth in the background, and answers meanwhile", async () => {
-    // A fresh summary table, as after the upgrade on a large log: the first read starts the
-    // catch-up and answers from what is there plus a walk of the rest.
-    await sql`DELETE FROM tidings_time_blocks`.execute(database.db);
+    // The upgrade that added the earliest times (migration 0013) empties the summary: the
+    // first read on a large log starts the catch-up and answers from what is there plus a
+    // walk of the rest. Down and up again here, on a summary that has rows.
+    expect(Number((await sql<{ n: number }>`SELECT count(*)::int AS n FROM tidings_time_blocks`.execute(database.db)).rows[0]!.n)).toBeGreaterThan(0);
+    await timeBlocksEarliestMigration.down!(database.db);
+    await timeBlocksEarliestMigration.up(database.db);
     // One block per statement, so that this small log takes several.
     const lines: Array<{ msg: string; blocks?: string }> = [];
     const fresh = new TimeSummary(database.db, createJsonLogger("info", (line) => lines.push(JSON.parse(line))), 1n);
@@ -110,6 +131,9 @@ describe("the cursor before a time, through the time summary", () => {
     const blocks = await sql<{ n: number; gone: number }>`SELECT count(*)::int AS n, count(*) FILTER (WHERE max_time = '-infinity')::int AS gone FROM tidings_time_blocks`.execute(database.db);
     // Blocks 0 and 1 lost all their events: summarized as -infinity, never a candidate.
     expect(blocks.rows[0]).toEqual({ n: Math.floor((times.length + 1) / Number(timeBlockSize)), gone: 2 });
+    const earliest = await sql<{ empty: number; unknown: number }>`SELECT count(*) FILTER (WHERE min_time = 'infinity')::int AS empty, count(*) FILTER (WHERE min_time = '-infinity')::int AS unknown FROM tidings_time_blocks`.execute(database.db);
+    expect(earliest.rows[0]).toEqual({ empty: 2, unknown: 0 });
+    await agreeWithTheScan(Number(timeBlockSize) * 2 + 101, fresh);
   });
 
   it("forgets, when retention removes events, the blocks it emptied, and still agrees with the scan", async () => {
@@ -124,6 +148,6 @@ describe("the cursor before a time, through the time summary", () => {
     expect(removed.events).toBe(upTo - (Number(timeBlockSize) * 2 + 100));
     // Blocks 0 to 2 hold nothing now; block 3 keeps its row, as does the last.
     expect(await blocks()).toEqual(Array.from({ length: sealed - 3 }, (_, b) => b + 3));
-    for (const t of probes()) expect(await reader().cursorBeforeTime(new Date(t)), new Date(t).toISOString()).toBe(expected(t, upTo + 1));
+    await agreeWithTheScan(upTo + 1);
   });
 });

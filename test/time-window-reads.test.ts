@@ -59,6 +59,8 @@ describe("reads with a time window", () => {
     ["one hour", new Date(start + 10 * day), new Date(start + 10 * day + 3_600_000)],
     ["one day", new Date(start + 12 * day), new Date(start + 13 * day)],
     ["ten days", new Date(start + 10 * day), new Date(start + 20 * day)],
+    // Events 2,500 and 5,000 have exactly these times: the first is in, the second out.
+    ["six days, from one event's time to another's", new Date(start + 6 * day), new Date(start + 12 * day)],
     ["from a time on", new Date(start + 27 * day), undefined],
     ["up to a time", undefined, new Date(start + 2 * day)],
     ["everything", new Date(start - day), new Date(start + 40 * day)],

@@ -144,22 +144,27 @@ export class EventReader {
     const estimate = await this.#timeWindowEstimate(q.startTime, q.endTime, types);
     const small = estimate !== undefined && estimate <= this.smallTimeWindowRows;
     const probing = estimate !== undefined && estimate >= this.probeMatchesPerPage * q.limit;
-    if (q.startTime && !q.descending && (probing || !small)) {
-      // Oldest first, nothing before the first event at or after the start time can match
-      // (found in the time summary, a few lookups), so the walk starts there, not at the
-      // start of the log or the cursor: at 10M events, a 1-day window from the log's middle
-      // over every type took 1.2 s, the walk throwing away the 5M events before it.
-      const first = await this.#firstAtOrAfter(q.startTime);
-      if (first === undefined) return [];
-      if (q.after === undefined || first > q.after) query = query.where("sequence", ">=", first.toString());
-      const from = q.after === undefined || first > q.after ? first : q.after + 1n;
+    const edgeTime = q.descending ? q.endTime : q.startTime;
+    if (edgeTime && (probing || !small)) {
+      // Nothing before the window's first event in log order can match, read oldest first, nor
+      // after its last one, read newest first: the walk starts at that event, found in the time
+      // summary with a few lookups, not at the log's start or head (or the cursor, if that is
+      // further out). At 10M events, a 1-day window from the log's middle over every type took
+      // 1.2 s oldest first, the walk throwing away the 5M events before it, and newest first as
+      // long, throwing away the 5M after it.
+      const edge = q.descending ? await this.#lastBefore(edgeTime) : await this.#firstAtOrAfter(edgeTime);
+      if (edge === undefined) return [];
+      const cursorInside = q.descending ? q.before !== undefined && q.before <= edge : q.after !== undefined && q.after >= edge;
+      if (!cursorInside) query = query.where("sequence", q.descending ? "<=" : ">=", edge.toString());
       if (probing) {
-        // A window with many matches has its page close after its first event: look in the
-        // next probeSpan sequences only, which bounds the work if the estimate was wrong. A
-        // full page there is the page: it holds the first matches in log order. Read through
-        // the time index instead, a 1-day window of "memory.*" (240,000 events) took 130 ms
-        // at 10M events, to sort all of them and keep 101.
-        const near = await this.#walkSpan(from, from + this.probeSpan, q, types);
+        // A window with many matches has its page close to that event: look in the probeSpan
+        // sequences from it (or from the cursor) only, which bounds the work if the estimate
+        // was wrong. A full page there is the page: it holds the window's first matches in
+        // the read's order. Read through the time index instead, a 1-day window of "memory.*"
+        // (240,000 events) took 130 ms at 10M events, to sort all of them and keep 101.
+        const near = q.descending
+          ? await this.#walkSpan(cursorInside ? q.before! - 1n : edge, -this.probeSpan, q, types)
+          : await this.#walkSpan(cursorInside ? q.after! + 1n : edge, this.probeSpan, q, types);
         if (near.length === q.limit) return near;
       }
     }
@@ -171,19 +176,23 @@ export class EventReader {
   }
 
   /**
-   * The first `q.limit` events of `q` in `[from, to)`, walking that span of the primary key in
-   * order and filtering. The span is read in a subquery that the planner cannot flatten (OFFSET
-   * 0), so that it stays that walk: left to itself, the planner combined the type and time
-   * indexes and sorted (3.5 ms for a 1-hour window at 10M events, against 0.1 ms), taking the
-   * filters for independent of the span.
+   * The first `q.limit` events of `q` among the `|span|` sequences from `from` (upwards, read
+   * oldest first, for a positive span; downwards, newest first, for a negative one), walking
+   * that span of the primary key in order and filtering. The span is read in a subquery that
+   * the planner cannot flatten (OFFSET 0), so that it stays that walk: left to itself, the
+   * planner combined the type and time indexes and sorted (3.5 ms for a 1-hour window at 10M
+   * events, against 0.1 ms), taking the filters for independent of the span.
    */
-  async #walkSpan(from: bigint, to: bigint, q: LogQuery & { upTo?: bigint | undefined; before?: bigint; limit: number }, types: readonly string[] | undefined): Promise<EventRow[]> {
-    let span = this.db.selectFrom("tidings_events").select(eventColumns).where("sequence", ">=", from.toString()).where("sequence", "<", to.toString());
-    if (q.upTo !== undefined) span = span.where("sequence", "<=", q.upTo.toString());
-    if (q.before !== undefined) span = span.where("sequence", "<", q.before.toString());
-    let near = this.db.selectFrom(span.orderBy("sequence").offset(0).as("near")).selectAll();
+  async #walkSpan(from: bigint, span: bigint, q: LogQuery & { after?: bigint; before?: bigint; upTo?: bigint | undefined; limit: number; descending: boolean }, types: readonly string[] | undefined): Promise<EventRow[]> {
+    const [lo, hi] = span > 0n ? [from, from + span] : [from + span + 1n, from + 1n];
+    const order = span > 0n ? "asc" : "desc";
+    let inSpan = this.db.selectFrom("tidings_events").select(eventColumns).where("sequence", ">=", lo.toString()).where("sequence", "<", hi.toString());
+    if (q.after !== undefined && q.after > 0n) inSpan = inSpan.where("sequence", ">", q.after.toString());
+    if (q.upTo !== undefined) inSpan = inSpan.where("sequence", "<=", q.upTo.toString());
+    if (q.before !== undefined) inSpan = inSpan.where("sequence", "<", q.before.toString());
+    let near = this.db.selectFrom(inSpan.orderBy("sequence", order).offset(0).as("near")).selectAll();
     for (const condition of eventFilters({ ...q, types })) near = near.where(condition);
-    return (await near.orderBy("sequence").limit(q.limit).execute()) as EventRow[];
+    return (await near.orderBy("sequence", order).limit(q.limit).execute()) as EventRow[];
   }
 
   /**
@@ -248,7 +257,7 @@ export class EventReader {
     // over 3 days, cursorBeforeTime at random times p90 19.2 -> 2.3 ms, p99 31.8 -> 4.2 ms.
     const after = await this.#timeWindowEstimate(time, undefined, undefined);
     return after !== undefined && after <= this.recentTimeRows
-      ? this.#lowestSequence(sql`time >= ${time}`, sql`sequence + 0`)
+      ? this.#boundSequence("min", sql`time >= ${time}`, sql`sequence + 0`)
       : this.#firstAtOrAfterByBlocks(time);
   }
 
@@ -266,19 +275,54 @@ export class EventReader {
       if (block === undefined) break;
       const lo = block * timeBlockSize;
       const hi = lo + timeBlockSize;
-      const first = await this.#lowestSequence(sql`sequence >= ${lo.toString()} AND sequence < ${hi.toString()} AND time >= ${time}`, sql`sequence`);
+      const first = await this.#boundSequence("min", sql`sequence >= ${lo.toString()} AND sequence < ${hi.toString()} AND time >= ${time}`, sql`sequence`);
       if (first !== undefined) return first;
-      const next = await this.#lowestSequence(sql`sequence >= ${hi.toString()}`, sql`sequence`);
+      const next = await this.#boundSequence("min", sql`sequence >= ${hi.toString()}`, sql`sequence`);
       if (next === undefined) return undefined;
       from = next / timeBlockSize > block ? next / timeBlockSize : block + 1n;
     }
-    return this.#lowestSequence(sql`sequence >= ${(covered * timeBlockSize).toString()} AND time >= ${time}`, sql`sequence`);
+    return this.#boundSequence("min", sql`sequence >= ${(covered * timeBlockSize).toString()} AND time >= ${time}`, sql`sequence`);
   }
 
-  /** min(`of`), a sequence, over the events `where` holds for; undefined for none. */
-  async #lowestSequence(where: RawBuilder<unknown>, of: RawBuilder<unknown>): Promise<bigint | undefined> {
-    const res = await sql<{ first: string | null }>`SELECT min(${of})::text AS first FROM tidings_events WHERE ${where}`.execute(this.db);
-    const first = res.rows[0]?.first;
-    return first === null || first === undefined ? undefined : BigInt(first);
+  /**
+   * The last event in log order whose time is before `time`; undefined for none. As
+   * #firstAtOrAfter, the other way: for a time few events are at or after, walk back from the
+   * head; otherwise search the time summary's blocks from the last.
+   */
+  async #lastBefore(time: Date): Promise<bigint | undefined> {
+    const atOrAfter = await this.#timeWindowEstimate(time, undefined, undefined);
+    return atOrAfter !== undefined && atOrAfter <= this.recentTimeRows
+      ? this.#boundSequence("max", sql`time < ${time}`, sql`sequence`)
+      : this.#lastBeforeByBlocks(time);
+  }
+
+  /**
+   * The last event before `time` by the time summary: the events after the summarized blocks
+   * first (walked back from the head), then the last block whose earliest time is before it,
+   * read alone by primary key. If that block's matching events are gone (retention), the
+   * search goes on below the events left before it.
+   */
+  async #lastBeforeByBlocks(time: Date): Promise<bigint | undefined> {
+    const covered = await this.timeSummary.update();
+    const tail = await this.#boundSequence("max", sql`sequence >= ${(covered * timeBlockSize).toString()} AND time < ${time}`, sql`sequence`);
+    if (tail !== undefined) return tail;
+    let below = covered;
+    for (;;) {
+      const block = await this.timeSummary.lastCandidate(below, time);
+      if (block === undefined) return undefined;
+      const lo = block * timeBlockSize;
+      const last = await this.#boundSequence("max", sql`sequence >= ${lo.toString()} AND sequence < ${(lo + timeBlockSize).toString()} AND time < ${time}`, sql`sequence`);
+      if (last !== undefined) return last;
+      const previous = await this.#boundSequence("max", sql`sequence < ${lo.toString()}`, sql`sequence`);
+      if (previous === undefined) return undefined;
+      below = previous / timeBlockSize + 1n;
+    }
+  }
+
+  /** min or max of `of`, a sequence, over the events `where` holds for; undefined for none. */
+  async #boundSequence(bound: "min" | "max", where: RawBuilder<unknown>, of: RawBuilder<unknown>): Promise<bigint | undefined> {
+    const res = await sql<{ bound: string | null }>`SELECT ${sql.raw(bound)}(${of})::text AS bound FROM tidings_events WHERE ${where}`.execute(this.db);
+    const value = res.rows[0]?.bound;
+    return value === null || value === undefined ? undefined : BigInt(value);
   }
 }

@@ -6,16 +6,18 @@ import type { Database } from "../storage/schema.js";
 export const timeBlockSize = 4096n;
 
 /**
- * The latest event time per block of 4,096 sequences (`tidings_time_blocks`), for finding the
- * first event in log order at or after a time without walking the log from its start: an
- * event's time is its publisher's, so no index orders the log by it, and the walk took 1.2 s
- * at 10M events. The first block whose latest time is at or after the time holds the answer,
- * unless retention deleted the events that made it so; then the next one does.
+ * The latest and earliest event time per block of 4,096 sequences (`tidings_time_blocks`), for
+ * finding the first event in log order at or after a time, or the last one before a time,
+ * without walking the log from its start or its head: an event's time is its publisher's, so no
+ * index orders the log by it, and the walk took 1.2 s at 10M events. The first block whose
+ * latest time is at or after the time holds the first such event, unless retention deleted the
+ * events that made it so; then the next one does. Likewise the last block whose earliest time
+ * is before a time holds the last event before it (migration 0013).
  *
  * Only sealed blocks are summarized (every sequence in them handed out, and committed: the
  * head row moves in the transaction that inserts its events, so a statement that sees the head
  * sees them). Their events never change, and retention only deletes, so a block's latest time
- * stays an upper bound. A reader summarizes what sealed since the last read; a log that has
+ * stays an upper bound and its earliest a lower one. A reader summarizes what sealed since the last read; a log that has
  * grown by more than one statement's worth since (a large log's first read after the upgrade)
  * is summarized in the background, a statement at a time, while reads use what is there.
  */
@@ -86,6 +88,14 @@ export class TimeSummary {
     return block === null || block === undefined ? undefined : BigInt(block);
   }
 
+  /** The last summarized block before `before` whose earliest time is before `time`. */
+  async lastCandidate(before: bigint, time: Date): Promise<bigint | undefined> {
+    const res = await sql<{ block: string | null }>`
+      SELECT max(block)::text AS block FROM tidings_time_blocks WHERE block < ${before.toString()} AND min_time < ${time}`.execute(this.db);
+    const block = res.rows[0]?.block;
+    return block === null || block === undefined ? undefined : BigInt(block);
+  }
+
   /** Statements until the summary reaches the head; `first` is one already run, if any. */
   async #catchUp(first: { covered: bigint; sealed: bigint } | undefined): Promise<void> {
     const started = performance.now();
@@ -111,7 +121,8 @@ export class TimeSummary {
 
   /**
    * One statement: the next blocks after the last summarized, up to the last sealed one or
-   * blocksPerStatement of them. A block whose events are all gone is summarized as -infinity.
+   * blocksPerStatement of them. A block whose events are all gone is summarized as latest
+   * -infinity and earliest infinity: never a candidate.
    * Nodes summarizing at the same time write the same rows; the second one's are skipped.
    */
   async #summarizeNext(): Promise<{ covered: bigint; sealed: bigint }> {
@@ -121,13 +132,13 @@ export class TimeSummary {
         FROM (SELECT coalesce((SELECT max(block) + 1 FROM tidings_time_blocks), 0) AS lo,
                      (SELECT (last_sequence + 1) / ${timeBlockSize.toString()}::bigint FROM tidings_log_head WHERE id = 1) AS sealed) bounds
       ), latest AS (
-        SELECT e.sequence / ${timeBlockSize.toString()}::bigint AS block, max(e.time) AS max_time
+        SELECT e.sequence / ${timeBlockSize.toString()}::bigint AS block, max(e.time) AS max_time, min(e.time) AS min_time
         FROM span, tidings_events e
         WHERE e.sequence >= span.lo * ${timeBlockSize.toString()}::bigint AND e.sequence < span.hi * ${timeBlockSize.toString()}::bigint
         GROUP BY 1
       ), added AS (
-        INSERT INTO tidings_time_blocks (block, max_time)
-        SELECT b.block, coalesce(latest.max_time, '-infinity')
+        INSERT INTO tidings_time_blocks (block, max_time, min_time)
+        SELECT b.block, coalesce(latest.max_time, '-infinity'), coalesce(latest.min_time, 'infinity')
         FROM span CROSS JOIN generate_series(span.lo, span.hi - 1) AS b(block)
         LEFT JOIN latest ON latest.block = b.block
         ON CONFLICT (block) DO NOTHING

@@ -15,11 +15,13 @@ export interface Database {
   tidings_time_blocks: TimeBlocksTable;
 }
 
-/** The latest event time per block of sequences (see migration 0011 and EventReader.cursorBeforeTime). */
+/** The latest and earliest event time per block of sequences (see migrations 0011 and 0013, and event-log/time-summary.ts). */
 export interface TimeBlocksTable {
   block: ColumnType<string, bigint | string, never>;
   /** -infinity for a block whose events are all gone. */
   max_time: ColumnType<Date, Date | string, never>;
+  /** infinity for a block whose events are all gone (migration 0013). */
+  min_time: ColumnType<Date, Date | string | undefined, never>;
 }
 
 /** A node listening for commit notifications (NOTIFY tidings_events), until its registration runs out. */
