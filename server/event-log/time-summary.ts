@@ -17,9 +17,10 @@ export const timeBlockSize = 4096n;
  * Only sealed blocks are summarized (every sequence in them handed out, and committed: the
  * head row moves in the transaction that inserts its events, so a statement that sees the head
  * sees them). Their events never change, and retention only deletes, so a block's latest time
- * stays an upper bound and its earliest a lower one. A reader summarizes what sealed since the last read; a log that has
- * grown by more than one statement's worth since (a large log's first read after the upgrade)
- * is summarized in the background, a statement at a time, while reads use what is there.
+ * stays an upper bound and its earliest a lower one. A reader summarizes what sealed since the
+ * last read; a log that has grown by more than one statement's worth since (a large log's first
+ * read after an upgrade that added or emptied the summary) is summarized in the background, a
+ * statement at a time, while reads use what is there.
  */
 export class TimeSummary {
   #catchingUp: Promise<void> | undefined;
