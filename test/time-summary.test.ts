@@ -126,7 +126,7 @@ describe("the cursor before a time, through the time summary", () => {
     expect(await new EventReader(database.db, catalog, { recentTimeRows: 0, timeSummary: fresh }).cursorBeforeTime(new Date(t))).toBe(expected(t, Number(timeBlockSize) * 2 + 101));
     await fresh.settled();
     // The read summarized one block itself and left the rest to the catch-up, which said so.
-    expect(lines.map((l) => l.msg)).toEqual(["summarizing event times for start_time reads", "event times summarized"]);
+    expect(lines.map((l) => l.msg)).toEqual(["summarizing event times for start_time and time-window reads", "event times summarized"]);
     expect(lines[0]!.blocks).toBe(String(Math.floor((times.length + 1) / Number(timeBlockSize)) - 1));
     const blocks = await sql<{ n: number; gone: number }>`SELECT count(*)::int AS n, count(*) FILTER (WHERE max_time = '-infinity')::int AS gone FROM tidings_time_blocks`.execute(database.db);
     // Blocks 0 and 1 lost all their events: summarized as -infinity, never a candidate.

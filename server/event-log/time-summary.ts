@@ -107,7 +107,7 @@ export class TimeSummary {
         // Said only when there is more than one statement's worth: a large log's first time.
         if (!announced) {
           const blocks = progress.sealed - progress.covered;
-          this.logger?.info("summarizing event times for start_time reads", { blocks: blocks.toString(), events: (blocks * timeBlockSize).toString() });
+          this.logger?.info("summarizing event times for start_time and time-window reads", { blocks: blocks.toString(), events: (blocks * timeBlockSize).toString() });
           announced = true;
         }
         progress = await this.#summarizeNext();
@@ -116,7 +116,7 @@ export class TimeSummary {
       if (announced && !this.#stopped) this.logger?.info("event times summarized", { ms: Math.round(performance.now() - started) });
     } catch (err) {
       // Reads walk the log from where the summary ends meanwhile; the next read starts again.
-      this.logger?.warn("summarizing event times failed; start_time reads walk the log meanwhile", { err });
+      this.logger?.warn("summarizing event times failed; start_time and time-window reads walk the log meanwhile", { err });
     }
   }
 
