@@ -32,7 +32,9 @@ describe.runIf(needsPostgres("pipelined appends"))("an append sent beside one th
     await admin.end();
   });
   afterAll(async () => {
+    // The server was given its storage, so closing it leaves the database: drop it here.
     await t?.close();
+    await storage?.drop();
   });
 
   it("commits the second with the next sequence and refuses only the first", async () => {
