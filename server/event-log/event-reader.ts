@@ -1,4 +1,4 @@
-import { type Kysely, type RawBuilder, sql } from "kysely";
+import { type Kysely, type RawBuilder, type SelectQueryBuilder, sql } from "kysely";
 import type { EventCatalog } from "../catalog/catalog.js";
 import type { TypePattern } from "../filtering/type-pattern.js";
 import type { Database } from "../storage/schema.js";
@@ -136,11 +136,7 @@ export class EventReader {
       // other types, however rare the pattern's were (16,500-39,000 rows read for a page of 101
       // at 10M events, newest first). One ordered scan per type, merged (a Merge Append that
       // stops after a page), lets the planner take the type index for a rare type.
-      const perType = types.map((type) => sql`(${query.where("type", "=", type).orderBy("sequence", order).limit(q.limit)})`);
-      const merged = await sql<EventRow>`
-        SELECT * FROM (${sql.join(perType, sql` UNION ALL `)}) AS by_type
-        ORDER BY sequence ${sql.raw(order)} LIMIT ${q.limit}`.execute(this.db);
-      return merged.rows;
+      return this.#mergedByType(query, types, order, q.limit);
     }
     for (const condition of eventFilters({ types, startTime: q.startTime, endTime: q.endTime })) query = query.where(condition);
     if (!q.startTime && !q.endTime) return query.orderBy("sequence", order).limit(q.limit).execute() as Promise<EventRow[]>;
@@ -169,6 +165,18 @@ export class EventReader {
           ? await this.#walkSpan(cursorInside ? q.before! - 1n : edge, -this.probeSpan, q, types)
           : await this.#walkSpan(cursorInside ? q.after! + 1n : edge, this.probeSpan, q, types);
         if (near.length === q.limit) return near;
+        const farTime = q.descending ? q.startTime : q.endTime;
+        if (types && types.length <= maxTypesPerUnion && farTime) {
+          // Too few matches near the edge: a pattern whose types are a small part of the
+          // window. Bound the window's other side in log order too, and read each type's own
+          // index over that range, merged, rather than every event of the window through the
+          // time index: on 10M seeded events, a 1-day window of dream.* (1% of the log) 31.7 ->
+          // 11.1 ms (median of 9); its types' index scans read 102 rows, the time index the
+          // day's 333,000.
+          const far = q.descending ? await this.#firstAtOrAfter(farTime) : await this.#lastBefore(farTime);
+          if (far === undefined) return [];
+          return this.#mergedByType(query.where("sequence", q.descending ? ">=" : "<=", far.toString()), types, order, q.limit);
+        }
       }
     }
     // A small time window is read through the time index and sorted (see #timeWindowEstimate).
@@ -176,6 +184,18 @@ export class EventReader {
       ? query.orderBy(sql`sequence + 0`, order)
       : query.orderBy("sequence", order)
     ).limit(q.limit).execute() as Promise<EventRow[]>;
+  }
+
+  /**
+   * The first `limit` events of `query` in `order` for any of `types`: one ordered scan of the
+   * (type, sequence) index per type, merged (a Merge Append that stops after a page).
+   */
+  async #mergedByType(query: SelectQueryBuilder<Database, "tidings_events", EventRow>, types: readonly string[], order: "asc" | "desc", limit: number): Promise<EventRow[]> {
+    const perType = types.map((type) => sql`(${query.where("type", "=", type).orderBy("sequence", order).limit(limit)})`);
+    const merged = await sql<EventRow>`
+      SELECT * FROM (${sql.join(perType, sql` UNION ALL `)}) AS by_type
+      ORDER BY sequence ${sql.raw(order)} LIMIT ${limit}`.execute(this.db);
+    return merged.rows;
   }
 
   /**
