@@ -39,6 +39,11 @@ export class TimeSummary {
    * `covered × 4096` on must be read from the log itself.
    */
   async update(): Promise<bigint> {
+    // Most reads come when no block sealed since the last: asking first costs a third of the
+    // summarizing statement, which takes longer to plan than to find nothing (0.17 against
+    // 0.49 ms a call at 10M events, warm), and a read with both edges of a window asks twice.
+    const known = await this.#progress();
+    if (known.covered >= known.sealed) return known.covered;
     const progress = await this.#summarizeNext();
     if (progress.covered < progress.sealed) this.#startCatchUp(progress);
     return progress.covered;
@@ -95,6 +100,15 @@ export class TimeSummary {
       SELECT max(block)::text AS block FROM tidings_time_blocks WHERE block < ${before.toString()} AND min_time < ${time}`.execute(this.db);
     const block = res.rows[0]?.block;
     return block === null || block === undefined ? undefined : BigInt(block);
+  }
+
+  /** How far the summary goes, and how far it could: the first block not summarized, and not sealed. */
+  async #progress(): Promise<{ covered: bigint; sealed: bigint }> {
+    const res = await sql<{ covered: string; sealed: string }>`
+      SELECT coalesce((SELECT max(block) + 1 FROM tidings_time_blocks), 0)::text AS covered,
+             coalesce((SELECT (last_sequence + 1) / ${timeBlockSize.toString()}::bigint FROM tidings_log_head WHERE id = 1), 0)::text AS sealed`.execute(this.db);
+    const row = res.rows[0]!;
+    return { covered: BigInt(row.covered), sealed: BigInt(row.sealed) };
   }
 
   /** Statements until the summary reaches the head; `first` is one already run, if any. */
