@@ -33,6 +33,15 @@ function eventFilters(f: { types?: readonly string[] | undefined; startTime?: Da
   return conditions;
 }
 
+/** A page's cursor as conditions on the sequence: after it, up to it, before it. */
+function cursorFilters(c: { after?: bigint | undefined; upTo?: bigint | undefined; before?: bigint | undefined }): Array<RawBuilder<boolean>> {
+  const conditions: Array<RawBuilder<boolean>> = [];
+  if (c.after !== undefined && c.after > 0n) conditions.push(sql<boolean>`sequence > ${c.after.toString()}`);
+  if (c.upTo !== undefined) conditions.push(sql<boolean>`sequence <= ${c.upTo.toString()}`);
+  if (c.before !== undefined) conditions.push(sql<boolean>`sequence < ${c.before.toString()}`);
+  return conditions;
+}
+
 /** How an EventReader reads time windows; the defaults are the server's. */
 export interface EventReaderOptions {
   /** The planner's estimate of a time window's events up to which it is read through the time index. */
@@ -125,10 +134,7 @@ export class EventReader {
 
   async #query(q: LogQuery & { after?: bigint; before?: bigint; upTo?: bigint | undefined; limit: number; descending: boolean }, types: readonly string[] | undefined): Promise<EventRow[]> {
     let query = this.db.selectFrom("tidings_events").select(eventColumns);
-    if (q.after !== undefined && q.after > 0n) query = query.where("sequence", ">", q.after.toString());
-    if (q.upTo !== undefined) query = query.where("sequence", "<=", q.upTo.toString());
-    if (q.before !== undefined) query = query.where("sequence", "<", q.before.toString());
-    for (const condition of eventFilters({ attributes: q.attributes })) query = query.where(condition);
+    for (const condition of [...cursorFilters(q), ...eventFilters({ attributes: q.attributes })]) query = query.where(condition);
     const order = q.descending ? "desc" : "asc";
     if (types && types.length > 1 && types.length <= maxTypesPerUnion && !q.startTime && !q.endTime) {
       // A pattern that matches several types, `type IN (...)`, cannot take its order from the
@@ -210,9 +216,7 @@ export class EventReader {
     const [lo, hi] = span > 0n ? [from, from + span] : [from + span + 1n, from + 1n];
     const order = span > 0n ? "asc" : "desc";
     let inSpan = this.db.selectFrom("tidings_events").select(eventColumns).where("sequence", ">=", lo.toString()).where("sequence", "<", hi.toString());
-    if (q.after !== undefined && q.after > 0n) inSpan = inSpan.where("sequence", ">", q.after.toString());
-    if (q.upTo !== undefined) inSpan = inSpan.where("sequence", "<=", q.upTo.toString());
-    if (q.before !== undefined) inSpan = inSpan.where("sequence", "<", q.before.toString());
+    for (const condition of cursorFilters(q)) inSpan = inSpan.where(condition);
     let near = this.db.selectFrom(inSpan.orderBy("sequence", order).offset(0).as("near")).selectAll();
     for (const condition of eventFilters({ ...q, types })) near = near.where(condition);
     return (await near.orderBy("sequence", order).limit(q.limit).execute()) as EventRow[];

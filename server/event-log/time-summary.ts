@@ -1,9 +1,14 @@
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type RawBuilder, sql } from "kysely";
 import type { Logger } from "../logging/logger.js";
 import type { Database } from "../storage/schema.js";
 
 /** Sequences per block (see migration 0011). */
 export const timeBlockSize = 4096n;
+
+/** The first block the summary does not hold yet. */
+const firstUnsummarizedBlock = sql<bigint>`coalesce((SELECT max(block) + 1 FROM tidings_time_blocks), 0)`;
+/** The first block not sealed yet: some of its sequences are not handed out. */
+const firstUnsealedBlock = sql<bigint>`(SELECT (last_sequence + 1) / ${timeBlockSize.toString()}::bigint FROM tidings_log_head WHERE id = 1)`;
 
 /**
  * The latest and earliest event time per block of 4,096 sequences (`tidings_time_blocks`), for
@@ -88,25 +93,24 @@ export class TimeSummary {
 
   /** The first summarized block at or after `from` whose latest time is at or after `time`. */
   async firstCandidate(from: bigint, time: Date): Promise<bigint | undefined> {
-    const res = await sql<{ block: string | null }>`
-      SELECT min(block)::text AS block FROM tidings_time_blocks WHERE block >= ${from.toString()} AND max_time >= ${time}`.execute(this.db);
-    const block = res.rows[0]?.block;
-    return block === null || block === undefined ? undefined : BigInt(block);
+    return this.#block(sql`SELECT min(block)::text AS block FROM tidings_time_blocks WHERE block >= ${from.toString()} AND max_time >= ${time}`);
   }
 
   /** The last summarized block before `before` whose earliest time is before `time`. */
   async lastCandidate(before: bigint, time: Date): Promise<bigint | undefined> {
-    const res = await sql<{ block: string | null }>`
-      SELECT max(block)::text AS block FROM tidings_time_blocks WHERE block < ${before.toString()} AND min_time < ${time}`.execute(this.db);
-    const block = res.rows[0]?.block;
+    return this.#block(sql`SELECT max(block)::text AS block FROM tidings_time_blocks WHERE block < ${before.toString()} AND min_time < ${time}`);
+  }
+
+  /** The block a one-row statement names; undefined for none (NULL). */
+  async #block(statement: RawBuilder<unknown>): Promise<bigint | undefined> {
+    const block = (await sql<{ block: string | null }>`${statement}`.execute(this.db)).rows[0]?.block;
     return block === null || block === undefined ? undefined : BigInt(block);
   }
 
   /** How far the summary goes, and how far it could: the first block not summarized, and not sealed. */
   async #progress(): Promise<{ covered: bigint; sealed: bigint }> {
     const res = await sql<{ covered: string; sealed: string }>`
-      SELECT coalesce((SELECT max(block) + 1 FROM tidings_time_blocks), 0)::text AS covered,
-             coalesce((SELECT (last_sequence + 1) / ${timeBlockSize.toString()}::bigint FROM tidings_log_head WHERE id = 1), 0)::text AS sealed`.execute(this.db);
+      SELECT ${firstUnsummarizedBlock}::text AS covered, coalesce(${firstUnsealedBlock}, 0)::text AS sealed`.execute(this.db);
     const row = res.rows[0]!;
     return { covered: BigInt(row.covered), sealed: BigInt(row.sealed) };
   }
@@ -144,8 +148,7 @@ export class TimeSummary {
     const res = await sql<{ covered: string; sealed: string }>`
       WITH span AS (
         SELECT lo, greatest(lo, least(sealed, lo + ${this.blocksPerStatement.toString()}::bigint)) AS hi, sealed
-        FROM (SELECT coalesce((SELECT max(block) + 1 FROM tidings_time_blocks), 0) AS lo,
-                     (SELECT (last_sequence + 1) / ${timeBlockSize.toString()}::bigint FROM tidings_log_head WHERE id = 1) AS sealed) bounds
+        FROM (SELECT ${firstUnsummarizedBlock} AS lo, ${firstUnsealedBlock} AS sealed) bounds
       ), latest AS (
         SELECT e.sequence / ${timeBlockSize.toString()}::bigint AS block, max(e.time) AS max_time, min(e.time) AS min_time
         FROM span, tidings_events e
