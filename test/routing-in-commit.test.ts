@@ -79,7 +79,11 @@ describe.runIf(needsPostgres("routing in the append's statement"))("routing in t
     const stats = t.server.deliveryStats();
     const inCommit = stats.routedInCommit - before.routedInCommit;
     expect(stats.routed - before.routed).toBe(300);
-    expect(inCommit, JSON.stringify(stats)).toBeGreaterThan(240);
+    // Most, not all: a routing pass woken by an earlier commit may hold the router row when an
+    // append's statement runs (SKIP LOCKED: it routes nothing, the pass routes it), and on a
+    // busy machine more do (277-300 of 300 here with both cores loaded; 218 in a CI run beside
+    // the other test files). Without routing in the append's statement this is 0.
+    expect(inCommit, JSON.stringify(stats)).toBeGreaterThan(150);
     expect(stats.claimed, "nothing needed a claim").toBe(before.claimed);
     expect(t.server.commitStats().pipelinedCommits, "some appends were sent beside the one before").toBeGreaterThan(pipelinedBefore);
     const delivered = rx.requests.slice(1).map((r) => String(r.headers["webhook-id"]));
