@@ -117,25 +117,6 @@ export interface AppendQueueOptions {
 /** Groups being written at once: the one holding the head row, and the next one waiting for it. */
 const maxGroupsWriting = 2;
 
-/**
- * Whether a group may be sent beside one of `writing` events that is being written (see
- * #oneStatements). Beside it, the next group starts the moment the head row is let go instead
- * of after this process has read the answer and sent the next statement; but it holds only what
- * arrived since, so under load the same publishes take more statements, and a statement costs
- * the server more CPU than the events in it. So: beside a group of one or two events (few
- * publishers: each publish then waits for at most one statement, the latency case) or of many
- * (PublishBatch: the statements are few and long, and PostgreSQL's time is what counts). Beside
- * a group of unary publishes from many clients, the next group waits and takes all that came
- * meanwhile. Measured on 2 vCPUs (the twentieth round in docs/PERFORMANCE.md; medians of
- * interleaved runs, against sending beside every group): unary publishing from 64 Connect
- * clients 11.8k -> 12.8k events/s and from 16 7.2k -> 8.1k, from 64 gRPC clients 6.6k -> 6.8k
- * (16: no change); 64 clients' commits grew from 13.5 to 21 events (gRPC) and from 17.6 to 29
- * (Connect). One publisher at 1,000/s is unchanged: its groups are single events.
- */
-function sendsBeside(writing: number): boolean {
-  return writing <= 2 || writing >= 64;
-}
-
 /** A unit with neither idempotency keys nor publisher-chosen ids: nothing in it can conflict, so it needs no reads. */
 function isPlain(unit: Unit): boolean {
   return unit.events.every((e) => e.idempotencyKey === undefined && !e.idChosenByPublisher);
@@ -151,9 +132,9 @@ function isPlain(unit: Unit): boolean {
  * transaction: transactions of all nodes commit in sequence order, so a reader of
  * `sequence > cursor` never misses an event that commits later with a smaller sequence.
  *
- * On PostgreSQL the next group may be sent while one is being written (#oneStatements; when,
- * sendsBeside says): it waits for the head row inside PostgreSQL, as another node's would. At
- * 1,000 publishes a second that took publish-to-subscriber p50 from 2.4–4.2 ms to 1.4–1.8 ms.
+ * On PostgreSQL the next group may be sent while one is being written (#oneStatements): it waits
+ * for the head row inside PostgreSQL, as another node's would. At 1,000 publishes a second
+ * that took publish-to-subscriber p50 from 2.4–4.2 ms to 1.4–1.8 ms.
  */
 export class AppendQueue {
   /**
@@ -228,13 +209,13 @@ export class AppendQueue {
   async #drain(): Promise<void> {
     // Groups written but not yet reported, oldest first: at most two, and two only when the
     // second is a single statement sent beside the first (see #oneStatements).
-    const writing: Array<{ reported: Promise<void>; events: number }> = [];
+    const writing: Array<Promise<void>> = [];
     while (this.#queue.length > 0 || writing.length > 0) {
       if (writing.length > 0) {
-        const beside = this.#oneStatements() && writing.length < maxGroupsWriting && sendsBeside(writing[0]!.events);
+        const beside = this.#oneStatements() && writing.length < maxGroupsWriting;
         if (beside && this.#queue.length === 0) {
           // Wait for the oldest group, or for an append that can be sent beside it.
-          const arrived = await Promise.race([writing[0]!.reported.then(() => false), new Promise<boolean>((r) => (this.#arrived = () => r(true)))]);
+          const arrived = await Promise.race([writing[0]!.then(() => false), new Promise<boolean>((r) => (this.#arrived = () => r(true)))]);
           this.#arrived = undefined;
           if (!arrived) writing.shift();
           // As in #schedule: publishes read from other sockets in this turn join the group.
@@ -243,15 +224,14 @@ export class AppendQueue {
         }
         if (!beside || !isPlain(this.#queue[0]!)) {
           // Otherwise a group is taken once the one before it is done, with all that came meanwhile.
-          await writing.shift()!.reported;
+          await writing.shift();
           continue;
         }
       }
       const group = this.#takeGroup(writing.length > 0);
       const write = this.#fitsOneStatement(group) ? this.#commitOneStatement(group) : this.db.transaction().execute((trx) => this.#commit(trx, group));
       if (writing.length > 0) this.stats.pipelinedCommits++;
-      const events = group.reduce((n, unit) => n + unit.events.length, 0);
-      writing.push({ reported: this.#report(group, write, writing[writing.length - 1]?.reported), events });
+      writing.push(this.#report(group, write, writing[writing.length - 1]));
     }
   }
 
