@@ -23,6 +23,9 @@ import {
   type SubscribeResponse,
   SubscribeResponseSchema,
 } from "../gen/tidings/v1/event_service_pb.js";
+import type { PollableIterator } from "../server/concurrency/pollable-iterator.js";
+import { silentLogger } from "../server/logging/logger.js";
+import { errorMappingInterceptor } from "../server/rpc/errors.js";
 import { createBinaryFastPath } from "../server/transport/binary-fast-path.js";
 import { requestHeaderValue } from "../server/transport/fast-call.js";
 import { createOnePortServer, type OnePortServer } from "../server/transport/one-port-server.js";
@@ -282,25 +285,60 @@ describe("what interceptors and implementations see on the fast path", () => {
         ctx.responseTrailer.set("x-trailer", "t");
         return create(GetEventTypeResponseSchema, {});
       },
-      async *subscribe(req: SubscribeRequest, ctx: HandlerContext) {
-        const mode = req.patterns[0];
-        seen.push({ mode, probe: ctx.requestHeader.get("x-probe"), added: ctx.requestHeader.get("x-added-by-interceptor"), protocol: ctx.protocolName, value: ctx.values.get(probeKey) });
-        ctx.responseHeader.set("x-stream-answer", `for ${mode}`);
-        yield create(SubscribeResponseSchema, { cursor: 1n });
-        // A plain object is made a message, as Connect normalizes what an implementation yields.
-        yield { cursor: 2n } as SubscribeResponse;
-        if (mode === "fail") throw new ConnectError("failed on purpose", Code.DataLoss);
-        if (mode === "wait") {
-          await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
-          seen.push({ mode, aborted: ctx.signal.aborted });
-          return;
-        }
-        ctx.responseTrailer.set("x-stream-trailer", "done");
+      subscribe(req: SubscribeRequest, ctx: HandlerContext) {
+        return req.patterns[0]?.startsWith("polled") ? polledMessages(req.patterns[0], ctx) : generatedMessages(req, ctx);
       },
     };
+    async function* generatedMessages(req: SubscribeRequest, ctx: HandlerContext) {
+      const mode = req.patterns[0];
+      seen.push({ mode, probe: ctx.requestHeader.get("x-probe"), added: ctx.requestHeader.get("x-added-by-interceptor"), protocol: ctx.protocolName, value: ctx.values.get(probeKey) });
+      ctx.responseHeader.set("x-stream-answer", `for ${mode}`);
+      yield create(SubscribeResponseSchema, { cursor: 1n });
+      // A plain object is made a message, as Connect normalizes what an implementation yields.
+      yield { cursor: 2n } as SubscribeResponse;
+      if (mode === "fail") throw new ConnectError("failed on purpose", Code.DataLoss);
+      if (mode === "wait") {
+        await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+        seen.push({ mode, aborted: ctx.signal.aborted });
+        return;
+      }
+      ctx.responseTrailer.set("x-stream-trailer", "done");
+    }
+    /**
+     * A stream that can be polled (PollableIterator), as Subscribe's is: two messages at hand,
+     * two more after a wait, then the end, or (polled-fail) a wait that fails with a database
+     * error. Its next() fails the stream: the fast path must poll, through the interceptors.
+     */
+    function polledMessages(mode: string, ctx: HandlerContext): AsyncIterable<SubscribeResponse> {
+      const atHand = [create(SubscribeResponseSchema, { cursor: 1n }), create(SubscribeResponseSchema, { cursor: 2n })];
+      let fills = 0;
+      let polls = 0;
+      const report = (how: string) => seen.push({ mode, how, polls, fills, aborted: ctx.signal.aborted });
+      const iterator: PollableIterator<SubscribeResponse> = {
+        next: () => Promise.reject(new ConnectError("next() was called", Code.FailedPrecondition)),
+        poll: () => {
+          polls++;
+          const message = atHand.shift();
+          if (message) return { done: false, value: message };
+          return fills === 2 ? { done: true, value: undefined } : undefined;
+        },
+        fill: async () => {
+          fills++;
+          await new Promise((r) => setTimeout(r, 10));
+          if (mode === "polled-fail") throw Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+          if (fills === 1) atHand.push(create(SubscribeResponseSchema, { cursor: 3n }), create(SubscribeResponseSchema, { cursor: 4n }));
+          // fills === 2: nothing new; poll() then answers the end.
+        },
+        return: async () => {
+          report("return");
+          return { done: true, value: undefined };
+        },
+      };
+      return { [Symbol.asyncIterator]: () => iterator };
+    }
     const take = createBinaryFastPath({
       services: [{ service: EventService, impl }],
-      interceptors: [headerReading, answeringInterceptor, copyingInterceptor, afterCopy],
+      interceptors: [errorMappingInterceptor(silentLogger), headerReading, answeringInterceptor, copyingInterceptor, afterCopy],
       readMaxBytes: 1024,
       writeMaxBytes: 1024,
       contextValues: () => createContextValues().set(probeKey, "from the transport"),
@@ -409,5 +447,21 @@ describe("what interceptors and implementations see on the fast path", () => {
     seen.length = 0;
     await subscribeTo("wait", (cancel) => cancel());
     await eventually(async () => (seen.some((s) => s["aborted"] === true) ? true : undefined), 5_000, "the implementation to see its signal abort");
+  });
+
+  it("gRPC streams that can be polled: messages at hand written with no wait, fill() when none, through the error-mapping interceptor", async () => {
+    seen.length = 0;
+    const ok = await subscribeTo("polled");
+    expect(ok.cursors).toEqual([1n, 2n, 3n, 4n]);
+    expect(ok.trailers["grpc-status"]).toBe("0");
+    // Ended by itself: nobody had to tell it to stop (return()).
+    expect(seen.filter((s) => s["mode"] === "polled")).toEqual([]);
+
+    // A wait that fails: the error mapped as for next() (a database error is unavailable), and
+    // the iterator told to stop, as for-await tells one it leaves early.
+    const failed = await subscribeTo("polled-fail");
+    expect(failed.cursors).toEqual([1n, 2n]);
+    expect(failed.trailers["grpc-status"]).toBe(String(Code.Unavailable));
+    expect(seen.filter((s) => s["mode"] === "polled-fail")).toEqual([{ mode: "polled-fail", how: "return", polls: 3, fills: 1, aborted: false }]);
   });
 });

@@ -16,6 +16,7 @@ import { type DatabaseHandle, openDatabase } from "../server/storage/open-databa
 import { LogTail } from "../server/streaming/log-tail.js";
 import { runSubscription } from "../server/streaming/subscription.js";
 import { createTestStorage, type TestStorage } from "./helpers/database.js";
+import { eventually } from "./helpers/test-server.js";
 
 const poolSize = 4;
 let storage: TestStorage;
@@ -261,6 +262,95 @@ describe("live (runSubscription attached to the tail)", () => {
       // Events after it went nowhere: nothing is queued for a stream that ended.
       await queue.append([event()]);
       expect(stream.poll()).toEqual({ done: true, value: undefined });
+    } finally {
+      await endAll({ abort, queue, tail });
+    }
+  });
+});
+
+describe("live, polled (a consumer that polls, as the gRPC fast path does)", () => {
+  /** A subscription polled from the tail's position: past its first heartbeat, attached, and a fill() waiting. */
+  async function polled(o: { bufferEvents: number; heartbeatMs: number }) {
+    const { tail, queue, start } = await tailWithQueue(100);
+    const abort = new AbortController();
+    let fallbacks = 0;
+    const stream = runSubscription({
+      reader, tail, matcher: createEventMatcher([], {}, undefined), cursor: start,
+      bufferEvents: o.bufferEvents, heartbeatMs: o.heartbeatMs, pageSize: 500, signal: abort.signal,
+      onFallback: () => fallbacks++,
+    });
+    expect(stream.poll()).toBeUndefined(); // nothing until it starts, at the first fill()
+    await stream.fill();
+    expect(stream.poll()).toMatchObject({ done: false, value: { kind: "heartbeat", cursor: start } });
+    expect(stream.poll()).toBeUndefined();
+    const listenersBefore = tail.listenerCount;
+    const waiting = stream.fill(); // attaches, then waits for the tail
+    await new Promise((r) => setTimeout(r, 20));
+    expect(tail.listenerCount).toBe(listenersBefore + 1);
+    return { tail, queue, start, abort, stream, waiting, listenersBefore, fallbacks: () => fallbacks };
+  }
+
+  /** Polls until `count` events came (filling when nothing is at hand); their cursors. */
+  async function pollEvents(stream: ReturnType<typeof runSubscription>, count: number): Promise<bigint[]> {
+    const got: bigint[] = [];
+    while (got.length < count) {
+      const r = stream.poll();
+      if (r === undefined) await stream.fill();
+      else if (r.done === true) throw new Error(`the stream ended after ${got.length} events`);
+      else if (r.value.kind === "event") got.push(r.value.cursor);
+    }
+    return got;
+  }
+
+  it("one fill() per batch from the tail, then the whole batch at hand; nothing more until the next commit", async () => {
+    const { tail, queue, start, abort, stream, waiting } = await polled({ bufferEvents: 10_000, heartbeatMs: 60_000 });
+    try {
+      await queue.append([event(), event(), event()]);
+      await waiting;
+      const got = [stream.poll(), stream.poll(), stream.poll()].map((r) => (r?.done === false && r.value.kind === "event" ? r.value.cursor : undefined));
+      expect(got).toEqual([start + 1n, start + 2n, start + 3n]);
+      expect(stream.poll()).toBeUndefined();
+      const next = stream.fill();
+      await queue.append([event()]);
+      await next;
+      expect(stream.poll()).toMatchObject({ done: false, value: { kind: "event", cursor: start + 4n } });
+    } finally {
+      await endAll({ abort, queue, tail });
+    }
+  });
+
+  it("a subscriber that overflows its queue while nobody polls reads the rest from the log: every event once, in order, then live again", async () => {
+    const { tail, queue, start, abort, stream, listenersBefore, fallbacks } = await polled({ bufferEvents: 5, heartbeatMs: 60_000 });
+    try {
+      for (let i = 0; i < 4; i++) await queue.append([event(), event(), event()]); // 12 queued > 5
+      expect(await pollEvents(stream, 12)).toEqual(Array.from({ length: 12 }, (_, i) => start + BigInt(i + 1)));
+      expect(fallbacks()).toBe(1);
+      // Caught up: it waits on the tail again, and takes the next commit from it.
+      const next = pollEvents(stream, 1);
+      await eventually(async () => (tail.listenerCount === listenersBefore + 1 ? true : undefined), 5_000, "the subscriber to attach again");
+      await queue.append([event()]);
+      expect(await next).toEqual([start + 13n]);
+      expect(fallbacks()).toBe(1);
+    } finally {
+      await endAll({ abort, queue, tail });
+    }
+  });
+
+  it("a heartbeat when nothing was sent for heartbeatMs: fill() wakes for it", async () => {
+    const { tail, queue, start, abort, stream, waiting } = await polled({ bufferEvents: 10_000, heartbeatMs: 150 });
+    try {
+      const since = Date.now();
+      await waiting;
+      let r = stream.poll();
+      while (r === undefined) {
+        await stream.fill();
+        r = stream.poll();
+      }
+      expect(r).toMatchObject({ done: false, value: { kind: "heartbeat", cursor: start } });
+      expect(Date.now() - since).toBeGreaterThanOrEqual(100); // 150 ms after the first, less the 20 ms polled() waited
+      abort.abort();
+      expect(stream.poll()).toEqual({ done: true, value: undefined });
+      expect(tail.listenerCount).toBe(1); // detached: only tailWithQueue's own listener is left
     } finally {
       await endAll({ abort, queue, tail });
     }

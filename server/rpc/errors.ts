@@ -2,6 +2,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { FieldViolation } from "../catalog/payload-validation.js";
+import { isPollable, type PollableIterator } from "../concurrency/pollable-iterator.js";
 import { AppendQueueClosedError } from "../event-log/append-queue.js";
 import type { Logger } from "../logging/logger.js";
 
@@ -89,11 +90,25 @@ function mapIterationErrors<T>(messages: AsyncIterable<T>, map: (err: unknown) =
       const rethrow = (err: unknown): never => {
         throw map(err);
       };
-      return {
+      const mapped: AsyncIterator<T> = {
         next: () => it.next().catch(rethrow),
         return: (value?: unknown) => (it.return ? it.return(value).catch(rethrow) : Promise.resolve({ done: true as const, value: value as T })),
         throw: (err?: unknown) => (it.throw ? it.throw(err).catch(rethrow) : Promise.reject(err)),
       };
+      if (!isPollable(it)) return mapped;
+      // A consumer that polls (see PollableIterator) keeps doing so through here.
+      const pollable: PollableIterator<T> = {
+        ...mapped,
+        poll: () => {
+          try {
+            return it.poll();
+          } catch (err) {
+            return rethrow(err);
+          }
+        },
+        fill: () => it.fill().catch(rethrow),
+      };
+      return pollable;
     },
   };
 }

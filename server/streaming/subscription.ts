@@ -1,6 +1,7 @@
 import type { EventReader } from "../event-log/event-reader.js";
 import type { StoredEvent } from "../event-log/stored-event.js";
 import type { EventMatcher } from "../filtering/event-matcher.js";
+import { nextInTurn, type PollableIterator } from "../concurrency/pollable-iterator.js";
 import type { LogTail, TailBatch, TailListener } from "./log-tail.js";
 
 export type SubscriptionItem =
@@ -40,14 +41,17 @@ export function runSubscription(o: SubscriptionOptions): Subscription {
 }
 
 const finished: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+const atHand: Promise<void> = Promise.resolve();
 
 /**
  * runSubscription's stream. Not an async generator: every message to every subscriber passes
  * through here, and a generator's yield costs a promise, a result object and a resumption per
  * message. A batch from the tail or a catch-up page becomes its items at once, which poll()
- * then hands out without waiting; only an empty stream waits (fill()).
+ * then hands out without waiting; only an empty stream waits (fill()). Live, poll() takes the
+ * batches the tail queued itself, and fill() is the queue's own wait: a batch reaches a
+ * consumer that polls (the gRPC fast path) through one promise, not a chain of async frames.
  */
-export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
+export class Subscription implements AsyncIterableIterator<SubscriptionItem>, PollableIterator<SubscriptionItem> {
   #cursor: bigint;
   /** Made at the start (the first fill()), as a generator's body would: it listens to the signal. */
   #queue: LiveQueue | undefined;
@@ -87,6 +91,10 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
       this.#end();
       return finished;
     }
+    if (this.#attached && this.#taken === this.#pending.length) {
+      this.#takeLive();
+      if (this.#ended) return finished;
+    }
     if (this.#taken < this.#pending.length) {
       const value = this.#pending[this.#taken++]!;
       if (this.#taken === this.#pending.length) {
@@ -101,6 +109,12 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
   /** Waits until poll() has a result: items, or the end. Ends the stream if reading fails. */
   fill(): Promise<void> {
     if (this.#filling !== undefined) return this.#filling;
+    if (this.#attached) {
+      if (this.#taken === this.#pending.length && !this.#ended) this.#takeLive();
+      if (this.#taken < this.#pending.length || this.#ended) return atHand;
+      if (this.#attached) return this.#queue!.wait(this.#lastSent + this.o.heartbeatMs);
+      // #takeLive found the subscriber too slow and detached it: it reads the log (#fill).
+    }
     // Kept for callers beside this one only while it waits: one that had nothing to wait for
     // has ended already. (No .finally() to clear it: a promise more per wait made a live
     // delivery 40% costlier in the in-process fan-out bench.)
@@ -125,12 +139,7 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
     }
   }
 
-  next(): Promise<IteratorResult<SubscriptionItem>> {
-    const now = this.poll();
-    if (now !== undefined) return Promise.resolve(now);
-    // Once filled, poll again: a caller beside this one may have taken what the fill made.
-    return this.fill().then(() => this.next());
-  }
+  readonly next: () => Promise<IteratorResult<SubscriptionItem>> = nextInTurn(this);
 
   /** Ends the stream early (a consumer that stops reading); items not handed out are dropped. */
   return(): Promise<IteratorResult<SubscriptionItem>> {
@@ -196,23 +205,38 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
       this.#attached = true;
       this.#caughtUp();
     }
-    const next = await queue.next(this.#lastSent + o.heartbeatMs);
-    if (next === "timeout") {
-      this.#beat();
-    } else if (next === "closed" || next === "aborted") {
-      return false;
-    } else if (next === "overflow" || next.after > this.#cursor) {
-      // Too slow (or, defensively, a batch that does not start where we stand): re-read the log.
-      o.tail.detach(queue);
-      o.onFallback?.();
-      this.#attached = false;
-      this.#catchingUp = true;
-      o.tail.catchUpStarted();
-    } else {
+    this.#takeLive();
+    if (this.#attached && !this.#ended && this.#taken === this.#pending.length) await queue.wait(this.#lastSent + o.heartbeatMs);
+    return true;
+  }
+
+  /**
+   * Live: the batches the tail queued, taken as items now, and a heartbeat if one is due and
+   * nothing else is to be sent. Ends the stream if the tail stopped or the signal aborted, and
+   * detaches a subscriber that overflowed its queue: it goes back to reading the log.
+   */
+  #takeLive(): void {
+    const queue = this.#queue!; // attached, so started
+    for (;;) {
+      const next = queue.take();
+      if (next === undefined) break;
+      if (next === "closed" || next === "aborted") {
+        this.#end();
+        return;
+      }
+      if (next === "overflow" || next.after > this.#cursor) {
+        // Too slow (or, defensively, a batch that does not start where we stand): re-read the log.
+        this.o.tail.detach(queue);
+        this.o.onFallback?.();
+        this.#attached = false;
+        this.#catchingUp = true;
+        this.o.tail.catchUpStarted();
+        return;
+      }
       this.#take(next.events);
       if (next.upTo > this.#cursor) this.#cursor = next.upTo;
     }
-    return true;
+    if (this.#taken === this.#pending.length && Date.now() >= this.#lastSent + this.o.heartbeatMs) this.#beat();
   }
 
   /** The catch-up page after the cursor, toward `target`: from the tail's window, read ahead, or read now. */
@@ -254,6 +278,8 @@ class LiveQueue implements TailListener {
   #overflowed = false;
   #closed = false;
   #wake: (() => void) | undefined;
+  /** The wait under way (wait()), shared by callers beside each other. */
+  #waiting: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When #timer fires (ms since the epoch). */
   #timerDue = 0;
@@ -296,30 +322,41 @@ class LiveQueue implements TailListener {
     this.signal.removeEventListener("abort", this.#onAbort);
   }
 
-  /** The next batch, or why there is none; "timeout" once `deadline` (ms since the epoch) has passed. */
-  async next(deadline: number): Promise<TailBatch | "timeout" | "overflow" | "closed" | "aborted"> {
-    for (;;) {
-      if (this.#closed) return "closed";
-      if (this.signal.aborted) return "aborted";
-      if (this.#overflowed) return "overflow";
-      const batch = this.#batches.shift();
-      if (batch) {
-        this.#queued -= batch.events.length;
-        return batch;
-      }
-      const now = Date.now();
-      if (now >= deadline) return "timeout";
-      // A timer due no later than the deadline wakes us in time (early, at worst: we look again).
-      if (this.#timer === undefined || this.#timerDue > deadline) {
-        clearTimeout(this.#timer);
-        this.#timerDue = deadline;
-        this.#timer = setTimeout(() => {
-          this.#timer = undefined;
-          this.#wake?.();
-        }, deadline - now);
-      }
-      await new Promise<void>((resolve) => (this.#wake = resolve));
-      this.#wake = undefined;
+  /** The next batch, or why there is none; undefined if nothing is queued. Never waits. */
+  take(): TailBatch | "overflow" | "closed" | "aborted" | undefined {
+    if (this.#closed) return "closed";
+    if (this.signal.aborted) return "aborted";
+    if (this.#overflowed) return "overflow";
+    const batch = this.#batches.shift();
+    if (batch === undefined) return undefined;
+    this.#queued -= batch.events.length;
+    return batch;
+  }
+
+  /**
+   * Resolves when take() may have something (a batch, or why there is none), or at `deadline`
+   * (ms since the epoch) at the latest; early at worst, when a timer set for an earlier
+   * deadline fires: the caller looks again.
+   */
+  wait(deadline: number): Promise<void> {
+    if (this.#waiting !== undefined) return this.#waiting;
+    const now = Date.now();
+    if (this.#closed || this.signal.aborted || this.#overflowed || this.#batches.length > 0 || now >= deadline) return atHand;
+    if (this.#timer === undefined || this.#timerDue > deadline) {
+      clearTimeout(this.#timer);
+      this.#timerDue = deadline;
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#wake?.();
+      }, deadline - now);
     }
+    this.#waiting = new Promise<void>((resolve) => {
+      this.#wake = () => {
+        this.#wake = undefined;
+        this.#waiting = undefined;
+        resolve();
+      };
+    });
+    return this.#waiting;
   }
 }

@@ -3,6 +3,7 @@ import type http2 from "node:http2";
 import { type DescMessage, type DescMethod, type DescService, fromBinary, type Message, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, createServiceImplSpec, type Interceptor, type ServiceImpl, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
+import { isPollable } from "../concurrency/pollable-iterator.js";
 import { codeToHttpStatus, errorToJsonBytes, trailerMux } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { asMessage, callRequest, composeServerStream, composeUnary, type FastProtocol, plain, ResponseMeta, type ServerStreamingSpec, type StreamFn, type UnaryFn, type UnarySpec } from "./fast-call.js";
@@ -194,24 +195,48 @@ async function stream(streamMethod: StreamMethod, req: http2.Http2ServerRequest,
     headersSent = true;
     res.writeHead(200, meta.plainHeader());
   };
+  /** Writes a message's envelope; a promise (to wait for) only when the stream's buffer is full. */
+  const send = (message: object): Promise<void> | undefined => {
+    let framed = envelopes.get(message);
+    if (!framed) {
+      const encoded = toBinary(method.output, asMessage(method.output, message));
+      if (encoded.byteLength > options.writeMaxBytes) {
+        throw new ConnectError(`message size ${encoded.byteLength} is larger than configured writeMaxBytes ${options.writeMaxBytes}`, Code.ResourceExhausted);
+      }
+      framed = envelope(encoded);
+      envelopes.set(message, framed);
+    }
+    sendHeaders();
+    return res.write(framed) ? undefined : drained(res, cancel.signal);
+  };
   try {
     const input = await readInput("grpc", method, req, options);
     const call = callRequest<StreamRequest>(streamMethod.spec, "grpc", req, options.contextValues, createAsyncIterable([input]), meta, cancel.signal);
     const response = await streamMethod.invoke(call);
     meta.adopt(response, call);
-    for await (const message of response.message) {
-      if (cancel.signal.aborted) break;
-      let framed = envelopes.get(message);
-      if (!framed) {
-        const encoded = toBinary(method.output, asMessage(method.output, message));
-        if (encoded.byteLength > options.writeMaxBytes) {
-          throw new ConnectError(`message size ${encoded.byteLength} is larger than configured writeMaxBytes ${options.writeMaxBytes}`, Code.ResourceExhausted);
+    const messages = response.message[Symbol.asyncIterator]();
+    // Messages at hand are taken with no promise each (see PollableIterator): with many
+    // subscribers, each event's message passes here once per stream.
+    const pollable = isPollable(messages) ? messages : undefined;
+    let iteratorEnded = false;
+    try {
+      for (;;) {
+        const result = pollable ? pollable.poll() : await messages.next();
+        if (result === undefined) {
+          await pollable!.fill();
+          continue;
         }
-        framed = envelope(encoded);
-        envelopes.set(message, framed);
+        if (result.done === true) {
+          iteratorEnded = true;
+          break;
+        }
+        if (cancel.signal.aborted) break;
+        const full = send(result.value);
+        if (full) await full;
       }
-      sendHeaders();
-      if (!res.write(framed)) await drained(res, cancel.signal);
+    } finally {
+      // As for-await does: an iterator left before its end (a cancel, a failed write) is told so.
+      if (!iteratorEnded) await messages.return?.().catch(() => {});
     }
   } catch (err) {
     error = asConnectError(err);
