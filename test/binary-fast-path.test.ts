@@ -307,17 +307,20 @@ describe("what interceptors and implementations see on the fast path", () => {
     /**
      * A stream that can be polled (PollableIterator), as Subscribe's is: two messages at hand,
      * two more after a wait, then the end, or (polled-fail) a wait that fails with a database
-     * error. Its next() fails the stream: the fast path must poll, through the interceptors.
+     * error, thrown by the poll() after it. Its next() fails the stream: the fast path must
+     * poll, through the interceptors.
      */
     function polledMessages(mode: string, ctx: HandlerContext): AsyncIterable<SubscribeResponse> {
       const atHand = [create(SubscribeResponseSchema, { cursor: 1n }), create(SubscribeResponseSchema, { cursor: 2n })];
       let fills = 0;
       let polls = 0;
+      let failure: Error | undefined;
       const report = (how: string) => seen.push({ mode, how, polls, fills, aborted: ctx.signal.aborted });
       const iterator: PollableIterator<SubscribeResponse> = {
         next: () => Promise.reject(new ConnectError("next() was called", Code.FailedPrecondition)),
         poll: () => {
           polls++;
+          if (failure) throw failure;
           const message = atHand.shift();
           if (message) return { done: false, value: message };
           return fills === 2 ? { done: true, value: undefined } : undefined;
@@ -325,7 +328,7 @@ describe("what interceptors and implementations see on the fast path", () => {
         fill: async () => {
           fills++;
           await new Promise((r) => setTimeout(r, 10));
-          if (mode === "polled-fail") throw Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+          if (mode === "polled-fail") failure = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
           if (fills === 1) atHand.push(create(SubscribeResponseSchema, { cursor: 3n }), create(SubscribeResponseSchema, { cursor: 4n }));
           // fills === 2: nothing new; poll() then answers the end.
         },
@@ -462,6 +465,6 @@ describe("what interceptors and implementations see on the fast path", () => {
     const failed = await subscribeTo("polled-fail");
     expect(failed.cursors).toEqual([1n, 2n]);
     expect(failed.trailers["grpc-status"]).toBe(String(Code.Unavailable));
-    expect(seen.filter((s) => s["mode"] === "polled-fail")).toEqual([{ mode: "polled-fail", how: "return", polls: 3, fills: 1, aborted: false }]);
+    expect(seen.filter((s) => s["mode"] === "polled-fail")).toEqual([{ mode: "polled-fail", how: "return", polls: 4, fills: 1, aborted: false }]);
   });
 });

@@ -356,3 +356,42 @@ describe("live, polled (a consumer that polls, as the gRPC fast path does)", () 
     }
   });
 });
+
+describe("a read that fails (runSubscription)", () => {
+  /** The real reader, except that reading a range fails as a lost connection does. */
+  class FailingReader extends EventReader {
+    override readRange(): Promise<StoredEvent[]> {
+      return Promise.reject(Object.assign(new Error("Connection terminated unexpectedly"), { code: "ECONNRESET" }));
+    }
+  }
+
+  it("fill() resolves, the poll() after it throws the failure once, then the stream is over and detached", async () => {
+    const { tail, queue } = await tailWithQueue(100);
+    await queue.append([event()]); // the log holds events before the tail's window: cursor 0 reads them
+    const abort = new AbortController();
+    const stream = runSubscription({
+      reader: new FailingReader(database.db, catalog), tail, matcher: createEventMatcher([], {}, undefined), cursor: 0n,
+      bufferEvents: 100, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
+    });
+    try {
+      await stream.fill();
+      expect(stream.poll()).toMatchObject({ done: false, value: { kind: "heartbeat" } });
+      await expect(stream.fill()).resolves.toBeUndefined();
+      expect(() => stream.poll()).toThrow("Connection terminated unexpectedly");
+      expect(stream.poll()).toEqual({ done: true, value: undefined });
+      await expect(stream.fill()).resolves.toBeUndefined();
+      expect(tail.listenerCount).toBe(1); // never attached: only tailWithQueue's own listener
+
+      // Through next(), as Connect's stream loop reads it: the failure rejects the call.
+      const viaNext = runSubscription({
+        reader: new FailingReader(database.db, catalog), tail, matcher: createEventMatcher([], {}, undefined), cursor: 0n,
+        bufferEvents: 100, heartbeatMs: 60_000, pageSize: 500, signal: abort.signal,
+      });
+      expect((await viaNext.next()).value).toMatchObject({ kind: "heartbeat" });
+      await expect(viaNext.next()).rejects.toThrow("Connection terminated unexpectedly");
+      await expect(viaNext.next()).resolves.toEqual({ done: true, value: undefined });
+    } finally {
+      await endAll({ abort, queue, tail });
+    }
+  });
+});

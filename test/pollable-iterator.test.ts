@@ -11,17 +11,18 @@ function source() {
   let fills = 0;
   const it = {
     poll: (): IteratorResult<number> | undefined => {
+      if (failure) {
+        // Thrown once; the stream is over after it, as Subscription's is.
+        const err = failure;
+        failure = undefined;
+        ended = true;
+        throw err;
+      }
       if (atHand.length > 0) return { done: false, value: atHand.shift()! };
       return ended ? { done: true, value: undefined } : undefined;
     },
     fill: (): Promise<void> => {
       fills++;
-      if (failure) {
-        const err = failure;
-        failure = undefined;
-        ended = true; // a failed stream is over, as Subscription's is
-        return Promise.reject(err);
-      }
       return new Promise<void>((resolve) => (wake = resolve));
     },
   };
@@ -76,13 +77,13 @@ describe("nextInTurn", () => {
     expect(await Promise.all([first, second, third])).toEqual([1, 2, 3].map((value) => ({ done: false, value })));
   });
 
-  it("a failed wait rejects the call that waited; the calls after it find the stream ended", async () => {
+  it("a failure (thrown by the poll() after a wait) rejects the call that waited; the calls after it find the stream ended", async () => {
     const s = source();
     const next = nextInTurn(s.it);
     const first = next();
     const second = next();
     await settle();
-    s.fail(new Error("gone")); // wakes the pending fill(); the next one fails
+    s.fail(new Error("gone")); // wakes the pending fill(); the poll() after it throws
     await expect(first).rejects.toThrow("gone");
     await expect(second).resolves.toEqual({ done: true, value: undefined });
   });

@@ -7,11 +7,17 @@
  * next() stays the plain protocol, for consumers that know nothing of this one.
  */
 export interface PollableIterator<T> extends AsyncIterator<T> {
-  /** The next result if it is at hand (a value, or the end); undefined if the consumer must fill(). Never waits. */
+  /**
+   * The next result if it is at hand (a value, or the end); undefined if the consumer must
+   * fill(). Never waits. Throws once if the stream failed; answers the end after that.
+   */
   poll(): IteratorResult<T> | undefined;
   /**
    * Resolves when poll() may have a result. It may resolve early (poll() then answers
-   * undefined again, and the consumer calls fill() again); it rejects if the stream failed.
+   * undefined again, and the consumer calls fill() again). It does not reject: a failure is
+   * thrown by the poll() after it. So a layer between the stream and its consumer (one that
+   * maps errors, say) wraps only poll(), and passes fill()'s promise on as it is: a wrapper's
+   * .catch() would cost every stream a promise and a resumption per wait.
    */
   fill(): Promise<void>;
 }

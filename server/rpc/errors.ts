@@ -106,7 +106,8 @@ function mapIterationErrors<T>(messages: AsyncIterable<T>, map: (err: unknown) =
             return rethrow(err);
           }
         },
-        fill: () => it.fill().catch(rethrow),
+        // Passed on as it is: fill() does not reject, the poll() after it throws (see PollableIterator).
+        fill: () => it.fill(),
       };
       return pollable;
     },

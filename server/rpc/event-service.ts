@@ -264,20 +264,33 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
         close();
       }
     };
+    /** The request refused or the subscription failed to open, for the next poll() to throw. */
+    let refused: { error: unknown } | undefined;
     /** What is at hand (see PollableIterator): the rest of a batch or a page, answered with no wait. */
     const poll = (): IteratorResult<SubscribeResponse> | undefined => {
       if (ended) return { done: true, value: undefined };
-      const ready = items?.poll();
+      if (refused !== undefined) failed(refused.error);
+      let ready: IteratorResult<SubscriptionItem> | undefined;
+      try {
+        ready = items?.poll();
+      } catch (err) {
+        failed(err);
+      }
       return ready === undefined ? undefined : respond(ready);
     };
-    /** Until poll() may have something; the subscription opens at the first wait, and a failure ends it. */
+    /** Until poll() may have something; the subscription opens at the first wait. Never rejects (see PollableIterator). */
     const fill = (): Promise<void> => {
-      if (ended) return Promise.resolve();
-      const filled = items !== undefined ? items.fill() : open().then((opened) => {
-        items = opened;
-        return opened.fill();
-      });
-      return filled.catch(failed);
+      if (ended || refused !== undefined) return Promise.resolve();
+      if (items !== undefined) return items.fill();
+      return open().then(
+        (opened) => {
+          items = opened;
+          return opened.fill();
+        },
+        (err: unknown) => {
+          refused = { error: err };
+        },
+      );
     };
     // An item made with the ones before it is answered at once: one promise per message, not
     // one for the item and one for the response.

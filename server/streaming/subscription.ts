@@ -71,6 +71,8 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
   #filling: Promise<void> | undefined;
   /** The latest #fill() has ended (see fill()). */
   #fillEnded = false;
+  /** Why reading failed, for the next poll() to throw (fill() never rejects: see PollableIterator). */
+  #failure: { error: unknown } | undefined;
 
   constructor(private readonly o: SubscriptionOptions) {
     this.#cursor = o.cursor;
@@ -86,8 +88,14 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
    * stream must first wait (fill()). Never waits.
    */
   poll(): IteratorResult<SubscriptionItem> | undefined {
-    if (this.#ended) return finished;
-    if (this.o.signal.aborted && this.#started) {
+    if (this.#ended) {
+      const failure = this.#failure;
+      if (failure === undefined) return finished;
+      this.#failure = undefined;
+      throw failure.error;
+    }
+    // The queue (made at the start) notes the abort: the signal's own getter is a native call per poll.
+    if (this.#queue?.aborted) {
       this.#end();
       return finished;
     }
@@ -106,7 +114,7 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
     return undefined;
   }
 
-  /** Waits until poll() has a result: items, or the end. Ends the stream if reading fails. */
+  /** Waits until poll() has a result: items, the end, or (if reading failed) the failure. Never rejects. */
   fill(): Promise<void> {
     if (this.#filling !== undefined) return this.#filling;
     if (this.#attached) {
@@ -131,8 +139,8 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
         if (this.o.signal.aborted || !(await this.#step())) this.#end();
       }
     } catch (err) {
+      this.#failure = { error: err };
       this.#end();
-      throw err;
     } finally {
       this.#filling = undefined;
       this.#fillEnded = true;
@@ -283,13 +291,23 @@ class LiveQueue implements TailListener {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When #timer fires (ms since the epoch). */
   #timerDue = 0;
-  readonly #onAbort = () => this.#wake?.();
+  #aborted: boolean;
+  readonly #onAbort = () => {
+    this.#aborted = true;
+    this.#wake?.();
+  };
 
   constructor(
     private readonly limit: number,
     private readonly signal: AbortSignal,
   ) {
+    this.#aborted = signal.aborted;
     signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** The signal aborted (noted by its listener). */
+  get aborted(): boolean {
+    return this.#aborted;
   }
 
   reset(): void {
@@ -325,7 +343,7 @@ class LiveQueue implements TailListener {
   /** The next batch, or why there is none; undefined if nothing is queued. Never waits. */
   take(): TailBatch | "overflow" | "closed" | "aborted" | undefined {
     if (this.#closed) return "closed";
-    if (this.signal.aborted) return "aborted";
+    if (this.#aborted) return "aborted";
     if (this.#overflowed) return "overflow";
     const batch = this.#batches.shift();
     if (batch === undefined) return undefined;
@@ -341,7 +359,7 @@ class LiveQueue implements TailListener {
   wait(deadline: number): Promise<void> {
     if (this.#waiting !== undefined) return this.#waiting;
     const now = Date.now();
-    if (this.#closed || this.signal.aborted || this.#overflowed || this.#batches.length > 0 || now >= deadline) return atHand;
+    if (this.#closed || this.#aborted || this.#overflowed || this.#batches.length > 0 || now >= deadline) return atHand;
     if (this.#timer === undefined || this.#timerDue > deadline) {
       clearTimeout(this.#timer);
       this.#timerDue = deadline;

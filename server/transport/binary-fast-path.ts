@@ -184,8 +184,12 @@ async function stream(streamMethod: StreamMethod, req: http2.Http2ServerRequest,
   const method = streamMethod.spec.method as DescMethod;
   const cancel = new AbortController();
   let finished = false;
+  /** The client went away (cancel.signal.aborted, without a native call per message). */
+  let cancelled = false;
   res.once("close", () => {
-    if (!finished) cancel.abort(new ConnectError("the client cancelled the stream", Code.Canceled));
+    if (finished) return;
+    cancelled = true;
+    cancel.abort(new ConnectError("the client cancelled the stream", Code.Canceled));
   });
   const meta = new ResponseMeta("grpc");
   let error: ConnectError | undefined;
@@ -230,7 +234,7 @@ async function stream(streamMethod: StreamMethod, req: http2.Http2ServerRequest,
           iteratorEnded = true;
           break;
         }
-        if (cancel.signal.aborted) break;
+        if (cancelled) break;
         const full = send(result.value);
         if (full) await full;
       }
