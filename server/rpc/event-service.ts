@@ -173,7 +173,8 @@ export function createEventService(deps: EventServiceDeps): ServiceImpl<typeof E
    * (see Subscription): the items of a batch are at hand at once (poll()), so each of them costs
    * one promise here, not one for the item and one for its response, and none for a consumer
    * that polls too (PollableIterator: the gRPC fast path). Like a generator, it
-   * checks the request and opens the subscription at the first next(), and a consumer's throw()
+   * checks the request and opens the subscription at the first next() (or fill()), and a
+   * refusal or a failure reaches the consumer where a generator's would; a consumer's throw()
    * (Connect's, when a write fails) or return() ends it.
    */
   function subscriptionResponses(req: SubscribeRequest, ctx: HandlerContext): AsyncIterable<SubscribeResponse> {

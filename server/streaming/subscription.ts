@@ -33,8 +33,8 @@ export interface SubscriptionOptions {
  *
  * It yields a heartbeat first (so the client knows it is subscribed and has a cursor) and then
  * whenever nothing was sent for `heartbeatMs`. It ends when the signal aborts or the tail stops.
- * Like a generator, it starts at the first next() and cleans up when it ends, when return() is
- * called, or when reading fails.
+ * Like a generator, it starts at the first next() (or fill(): it can be polled, see
+ * PollableIterator) and cleans up when it ends, when return() is called, or when reading fails.
  */
 export function runSubscription(o: SubscriptionOptions): Subscription {
   return new Subscription(o);

@@ -3,9 +3,9 @@ import type http2 from "node:http2";
 import { type DescMessage, type DescMethod, type DescService, fromBinary, type Message, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, createServiceImplSpec, type Interceptor, type ServiceImpl, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
-import { isPollable } from "../concurrency/pollable-iterator.js";
 import { codeToHttpStatus, errorToJsonBytes, trailerMux } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { isPollable } from "../concurrency/pollable-iterator.js";
 import { asMessage, callRequest, composeServerStream, composeUnary, type FastProtocol, plain, ResponseMeta, type ServerStreamingSpec, type StreamFn, type UnaryFn, type UnarySpec } from "./fast-call.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
