@@ -8,7 +8,7 @@
  * exactly the matching events. Small thresholds make every path run on a small log; the bench's
  * growth scenario shows the plans at 10M.
  */
-import { sql } from "kysely";
+import { type KyselyPlugin, sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EventCatalog, loadCatalog } from "../server/catalog/catalog.js";
 import { AppendQueue, type NewEvent } from "../server/event-log/append-queue.js";
@@ -107,6 +107,28 @@ describe("reads with a time window", () => {
         }
       }
     }
+  });
+
+  it("a window from a time on, read oldest first over every type, asks the planner for its size once", async () => {
+    // The window is then "every event at or after the start time", which is also what finding
+    // its first event asks: one EXPLAIN answers both.
+    let explains = 0;
+    const counting: KyselyPlugin = {
+      transformQuery: (args) => {
+        if ((args.node as { explain?: unknown }).explain) explains++;
+        return args.node;
+      },
+      transformResult: async (args) => args.result,
+    };
+    const reader = new EventReader(database.db.withPlugin(counting), catalog, { smallTimeWindowRows: 0, recentTimeRows: 1e12 });
+    const startTime = new Date(start + 27 * day);
+    const got = await reader.page({ startTime, limit: 10, descending: false });
+    expect(got.map((e) => e.time >= startTime)).toEqual(Array(10).fill(true));
+    expect(explains).toBe(1);
+    // With an end time too, the window is another question than its first event's: two.
+    explains = 0;
+    await reader.page({ startTime, endTime: new Date(start + 28 * day), limit: 10, descending: false });
+    expect(explains).toBe(2);
   });
 
   it("the cursor before a time is the same either way", async () => {

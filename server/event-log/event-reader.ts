@@ -160,7 +160,9 @@ export class EventReader {
       // further out). At 10M events, a 1-day window from the log's middle over every type took
       // 1.2 s oldest first, the walk throwing away the 5M events before it, and newest first
       // 0.8 s (on a faster machine), throwing away the 5M after it.
-      const edge = q.descending ? await this.#lastBefore(edgeTime) : await this.#firstAtOrAfter(edgeTime);
+      // Read oldest first from a time on, over every type, the window is "every event at or
+      // after the start time": what #firstAtOrAfter would ask the planner again.
+      const edge = q.descending ? await this.#lastBefore(edgeTime) : await this.#firstAtOrAfter(edgeTime, !q.endTime && !types ? estimate : undefined);
       if (edge === undefined) return [];
       const cursorInside = q.descending ? q.before !== undefined && q.before <= edge : q.after !== undefined && q.after >= edge;
       if (!cursorInside) query = query.where("sequence", q.descending ? "<=" : ">=", edge.toString());
@@ -277,15 +279,18 @@ export class EventReader {
     return first === undefined ? this.headSequence() : first - 1n;
   }
 
-  /** The first event in log order whose time is at or after `time`; undefined for none. */
-  async #firstAtOrAfter(time: Date): Promise<bigint | undefined> {
+  /**
+   * The first event in log order whose time is at or after `time`; undefined for none.
+   * `rowsAfter` is the planner's estimate of events at or after `time`, if the caller has it.
+   */
+  async #firstAtOrAfter(time: Date, rowsAfter?: number): Promise<bigint | undefined> {
     // For a recent time, read the few events after it through the time index and keep the
     // lowest sequence; for one further back, find its block in the time summary, which reads
     // one block (4,096 events) at most. The time index reads every event after the time, so it
     // pays for fewer than a block's only. With up to 300,000 (smallTimeWindowRows, as before),
     // a start time in the last day of the growth bench's log took up to 40 ms: on 1M events
     // over 3 days, cursorBeforeTime at random times p90 19.2 -> 2.3 ms, p99 31.8 -> 4.2 ms.
-    const after = await this.#timeWindowEstimate(time, undefined, undefined);
+    const after = rowsAfter ?? (await this.#timeWindowEstimate(time, undefined, undefined));
     return after !== undefined && after <= this.recentTimeRows
       ? this.#boundSequence("min", sql`time >= ${time}`, sql`sequence + 0`)
       : this.#firstAtOrAfterByBlocks(time);
