@@ -460,8 +460,8 @@ describe("what interceptors and implementations see on the fast path", () => {
     // Ended by itself: nobody had to tell it to stop (return()).
     expect(seen.filter((s) => s["mode"] === "polled")).toEqual([]);
 
-    // A wait that fails: the error mapped as for next() (a database error is unavailable), and
-    // the iterator told to stop, as for-await tells one it leaves early.
+    // A failure, thrown by the poll() after a wait: mapped as for next() (a database error is
+    // unavailable), and the iterator told to stop, as for-await tells one it leaves early.
     const failed = await subscribeTo("polled-fail");
     expect(failed.cursors).toEqual([1n, 2n]);
     expect(failed.trailers["grpc-status"]).toBe(String(Code.Unavailable));
