@@ -269,7 +269,7 @@ describe("live (runSubscription attached to the tail)", () => {
 });
 
 describe("live, polled (a consumer that polls, as the gRPC fast path does)", () => {
-  /** A subscription polled from the tail's position: past its first heartbeat, attached, and a fill() waiting. */
+  /** A subscription polled from the tail's position: past its first heartbeat, attached, and a fill() waiting for the tail. */
   async function polled(o: { bufferEvents: number; heartbeatMs: number }) {
     const { tail, queue, start } = await tailWithQueue(100);
     const abort = new AbortController();
@@ -284,9 +284,10 @@ describe("live, polled (a consumer that polls, as the gRPC fast path does)", () 
     expect(stream.poll()).toMatchObject({ done: false, value: { kind: "heartbeat", cursor: start } });
     expect(stream.poll()).toBeUndefined();
     const listenersBefore = tail.listenerCount;
-    const waiting = stream.fill(); // attaches, then waits for the tail
-    await new Promise((r) => setTimeout(r, 20));
+    await stream.fill(); // at the tail already: attaches, with nothing at hand yet
     expect(tail.listenerCount).toBe(listenersBefore + 1);
+    expect(stream.poll()).toBeUndefined();
+    const waiting = stream.fill(); // waits for the tail
     return { tail, queue, start, abort, stream, waiting, listenersBefore, fallbacks: () => fallbacks };
   }
 
@@ -347,7 +348,7 @@ describe("live, polled (a consumer that polls, as the gRPC fast path does)", () 
         r = stream.poll();
       }
       expect(r).toMatchObject({ done: false, value: { kind: "heartbeat", cursor: start } });
-      expect(Date.now() - since).toBeGreaterThanOrEqual(100); // 150 ms after the first, less the 20 ms polled() waited
+      expect(Date.now() - since).toBeGreaterThanOrEqual(100); // 150 ms after the first heartbeat, less what polled() took after it
       abort.abort();
       expect(stream.poll()).toEqual({ done: true, value: undefined });
       expect(tail.listenerCount).toBe(1); // detached: only tailWithQueue's own listener is left

@@ -114,14 +114,16 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
     return undefined;
   }
 
-  /** Waits until poll() has a result: items, the end, or (if reading failed) the failure. Never rejects. */
+  /**
+   * Waits until poll() may have a result: items, the end, or (if reading failed) the failure.
+   * Never rejects. Live, it is the queue's wait, which ends at once when the queue holds
+   * something (poll() takes it) or a heartbeat is due; reading toward the tail, it reads
+   * (#fill), and it ends early once the subscriber attaches.
+   */
   fill(): Promise<void> {
     if (this.#filling !== undefined) return this.#filling;
     if (this.#attached) {
-      if (this.#taken === this.#pending.length && !this.#ended) this.#takeLive();
-      if (this.#taken < this.#pending.length || this.#ended) return atHand;
-      if (this.#attached) return this.#queue!.wait(this.#lastSent + this.o.heartbeatMs);
-      // #takeLive found the subscriber too slow and detached it: it reads the log (#fill).
+      return this.#taken < this.#pending.length || this.#ended ? atHand : this.#queue!.wait(this.#lastSent + this.o.heartbeatMs);
     }
     // Kept for callers beside this one only while it waits: one that had nothing to wait for
     // has ended already. (No .finally() to clear it: a promise more per wait made a live
@@ -135,8 +137,10 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
   async #fill(): Promise<void> {
     try {
       if (!this.#started) this.#start();
-      while (!this.#ended && this.#taken === this.#pending.length) {
-        if (this.o.signal.aborted || !(await this.#step())) this.#end();
+      // Attached, there is nothing to read: the live wait is fill()'s.
+      while (!this.#ended && this.#taken === this.#pending.length && !this.#attached) {
+        if (this.o.signal.aborted) this.#end();
+        else await this.#step();
       }
     } catch (err) {
       this.#failure = { error: err };
@@ -197,25 +201,20 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem>, Po
     if (this.#pending.length > before) this.#lastSent = Date.now();
   }
 
-  /** One round of reading: a catch-up page, or a wait for the tail. False once the stream is over. */
-  async #step(): Promise<boolean> {
+  /** One round of reading toward the tail: a catch-up page, or, at the tail, attaching to it. */
+  async #step(): Promise<void> {
     const o = this.o;
-    const queue = this.#queue!; // made by #start, before the first step
-    if (!this.#attached) {
-      const target = o.tail.position;
-      if (this.#cursor < target) {
-        await this.#readPage(target);
-        return true;
-      }
-      // No await between the check above and here: the tail cannot move in between.
-      queue.reset();
-      o.tail.attach(queue);
-      this.#attached = true;
-      this.#caughtUp();
+    const target = o.tail.position;
+    if (this.#cursor < target) {
+      await this.#readPage(target);
+      return;
     }
-    this.#takeLive();
-    if (this.#attached && !this.#ended && this.#taken === this.#pending.length) await queue.wait(this.#lastSent + o.heartbeatMs);
-    return true;
+    // No await between the check above and here: the tail cannot move in between.
+    const queue = this.#queue!; // made by #start, before the first step
+    queue.reset();
+    o.tail.attach(queue);
+    this.#attached = true;
+    this.#caughtUp();
   }
 
   /**
