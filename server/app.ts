@@ -43,6 +43,7 @@ import { clientAddressKey } from "./auth/access-gate.js";
 import { startAuth } from "./auth/start-auth.js";
 import { createWebhookService } from "./webhooks/webhook-service.js";
 import { requestPath } from "./transport/request-path.js";
+import { clientAddressOf } from "./transport/request-head.js";
 
 export interface RunningServer {
   /** http://host:port */
@@ -203,7 +204,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     // The error mapping is outermost, so a refusal by the gate passes through it unchanged.
     // NUL in text is refused after the key is checked: a caller without a valid key learns that first.
     interceptors: [errorMappingInterceptor(logger), auth.gate.interceptor(), nulRefusingInterceptor()],
-    contextValues: (req) => createContextValues().set(clientAddressKey, req.socket?.remoteAddress ?? ""),
+    contextValues: (req) => createContextValues().set(clientAddressKey, clientAddressOf(req)),
     gate: auth.gate,
     // What connectNodeAdapter accepts by default: compressed requests from gRPC and Connect clients.
     acceptCompression: [compressionGzip, compressionBrotli],
@@ -229,7 +230,8 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     if (ingest(req, res)) return;
     void connectHandler(req, res);
   };
-  const transport = createOnePortServer(handler);
+  // Plain gRPC and Connect binary unary calls over HTTP/2 are answered from the raw stream.
+  const transport = createOnePortServer(handler, { takeStream: connectHandler.takeStream });
   let port: number;
   try {
     port = await transport.listen(config.port, config.host);

@@ -237,10 +237,18 @@ describe("server streams in gRPC binary", () => {
   });
 });
 
-describe("what interceptors and implementations see on the fast path", () => {
+// Twice: unary gRPC calls answered through Node's Http2ServerRequest and Http2ServerResponse,
+// and from the raw HTTP/2 stream (takeStream, as the server runs); everything else goes the
+// first way in both.
+describe.each([
+  { how: "through request and response objects", raw: false },
+  { how: "unary gRPC from the raw HTTP/2 stream", raw: true },
+])("what interceptors and implementations see on the fast path, $how", ({ raw }) => {
   // A server of its own, with interceptors and an implementation that read and write what a
   // Connect handler context offers; the answers must carry what they set, as Connect's would.
   let server: OnePortServer;
+  /** Streams takeStream answered itself. */
+  let rawTaken = 0;
   let url: string;
   const seen: Array<Record<string, unknown>> = [];
   const headerReads: Array<Record<string, unknown>> = [];
@@ -269,7 +277,8 @@ describe("what interceptors and implementations see on the fast path", () => {
       return res;
     };
     const impl: Partial<ServiceImpl<typeof EventService>> = {
-      getEventType(req: GetEventTypeRequest, ctx: HandlerContext) {
+      async getEventType(req: GetEventTypeRequest, ctx: HandlerContext) {
+        if (req.name === "slow") await new Promise((r) => setTimeout(r, 100));
         seen.push({
           name: req.name,
           probe: ctx.requestHeader.get("x-probe"),
@@ -339,19 +348,24 @@ describe("what interceptors and implementations see on the fast path", () => {
       };
       return { [Symbol.asyncIterator]: () => iterator };
     }
-    const take = createBinaryFastPath({
+    const fastPath = createBinaryFastPath({
       services: [{ service: EventService, impl }],
       interceptors: [errorMappingInterceptor(silentLogger), headerReading, answeringInterceptor, copyingInterceptor, afterCopy],
       readMaxBytes: 1024,
       writeMaxBytes: 1024,
       contextValues: () => createContextValues().set(probeKey, "from the transport"),
     });
+    const takeStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      const taken = fastPath.takeStream(stream, headers);
+      if (taken) rawTaken++;
+      return taken;
+    };
     server = createOnePortServer((req, res) => {
-      if (!take(req.url ?? "", req, res)) {
+      if (!fastPath.take(req.url ?? "", req, res)) {
         res.writeHead(404);
         res.end();
       }
-    });
+    }, raw ? { takeStream } : {});
     url = `http://127.0.0.1:${await server.listen(0, "127.0.0.1")}`;
   });
   afterAll(async () => {
@@ -393,6 +407,7 @@ describe("what interceptors and implementations see on the fast path", () => {
 
   it("gRPC: the same, with the trailers as HTTP/2 trailers", async () => {
     seen.length = 0;
+    const takenBefore = rawTaken;
     const answer = await grpcCall(path, envelope(body("g")), { "content-type": "application/grpc", "x-probe": "p2" }, url);
     expect(answer.status).toBe(200);
     expect(answer.headers["content-type"]).toBe("application/grpc+proto");
@@ -400,7 +415,41 @@ describe("what interceptors and implementations see on the fast path", () => {
     expect(answer.headers["x-interceptor-saw"]).toBe("tidings.v1.GetEventTypeResponse");
     expect(answer.trailers["grpc-status"]).toBe("0");
     expect(answer.trailers["x-trailer"]).toBe("t");
-    expect(seen).toMatchObject([{ name: "g", probe: "p2", added: "yes", protocol: "grpc", aborted: false, value: "from the transport" }]);
+    expect(answer.body.subarray(5)).toEqual(Buffer.from(toBinary(GetEventTypeResponseSchema, create(GetEventTypeResponseSchema, {}))));
+    expect(seen).toEqual([{ name: "g", probe: "p2", added: "yes", protocol: "grpc", url: `${url}${path}`, aborted: false, timeout: undefined, value: "from the transport" }]);
+
+    const refused = await grpcCall(path, envelope(body("refuse")), { "content-type": "application/grpc" }, url);
+    expect(refused.status).toBe(200);
+    expect(refused.body).toHaveLength(0);
+    expect(refused.trailers["grpc-status"]).toBe(String(Code.FailedPrecondition));
+    expect(decodeURIComponent(String(refused.trailers["grpc-message"]))).toBe("refused on purpose");
+    expect(refused.trailers["x-error-meta"]).toBe("m");
+    // Which way the calls went: the raw stream only where offered.
+    expect(rawTaken - takenBefore).toBe(raw ? 2 : 0);
+  });
+
+  it("gRPC: a client that resets its call, mid-request or while it runs, leaves the server answering the next", async () => {
+    seen.length = 0;
+    const resetAfter = async (sent: Buffer, end: boolean) => {
+      const session = http2.connect(url);
+      session.on("error", () => {});
+      const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      req.on("error", () => {});
+      const closed = new Promise((r) => req.on("close", r));
+      if (end) req.end(sent);
+      else req.write(sent);
+      await new Promise((r) => setTimeout(r, 20));
+      // A reset that is an error, not a cancel: the server's stream is destroyed with it.
+      req.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      await closed;
+      session.close();
+    };
+    await resetAfter(envelope(body("reset")).subarray(0, 7), false); // half an envelope
+    await resetAfter(envelope(body("slow")), true); // answered 100 ms later, to nobody
+    await new Promise((r) => setTimeout(r, 150));
+    expect(seen.map((s) => s["name"])).toEqual(["slow"]);
+    const answer = await grpcCall(path, envelope(body("after")), { "content-type": "application/grpc" }, url);
+    expect(answer.trailers["grpc-status"]).toBe("0");
   });
   /** A raw gRPC Subscribe to this test's server: the envelopes, headers and trailers. */
   function subscribeTo(mode: string, onOpen?: (cancel: () => void) => void) {

@@ -23,9 +23,10 @@ export async function openapiHandler(documentPath: URL | string = openapiDocumen
     "/docs": { type: "text/html; charset=utf-8", body: docs },
   };
   return (req, res) => {
-    const path = requestPath(req);
-    const page = pages[path];
-    if (!page || (req.method !== "GET" && req.method !== "HEAD")) return false;
+    // The method first: every call (a POST) passes here on its way to Connect.
+    if (req.method !== "GET" && req.method !== "HEAD") return false;
+    const page = pages[requestPath(req)];
+    if (!page) return false;
     res.writeHead(200, { "content-type": page.type, "content-length": Buffer.byteLength(page.body), "cache-control": "no-cache" });
     if (req.method === "HEAD") res.end();
     else res.end(page.body);

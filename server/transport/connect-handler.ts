@@ -7,10 +7,11 @@ import { checkJsonMessage, type FieldViolation } from "../catalog/payload-valida
 import type { Logger } from "../logging/logger.js";
 import { fieldError } from "../rpc/errors.js";
 import { readRawBody, RequestBodyTooLargeError } from "../../sdk/webhooks/verify.js";
-import { type BinaryFastPathOptions, createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
+import { type BinaryFastPath, type BinaryFastPathOptions, createBinaryFastPath, type ServiceRegistration } from "./binary-fast-path.js";
 import { writeConnectError } from "./connect-error-response.js";
 import { type AccessGate, callerOf } from "../auth/access-gate.js";
 import { accessRuleOf } from "../auth/access-rules.js";
+import type { RequestHead } from "./request-head.js";
 import { requestPath } from "./request-path.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -21,7 +22,7 @@ export interface ConnectHandlerOptions extends ConnectRouterOptions {
   services: readonly ServiceRegistration[];
   /** Anything else to add to the router (reflection). */
   routes?(router: ConnectRouter): void;
-  contextValues?: (req: NodeRequest) => ContextValues;
+  contextValues?: (req: RequestHead) => ContextValues;
   /** Largest JSON body read for the pre-check; the same as readMaxBytes. */
   maxJsonBodyBytes: number;
   /** Required top-level fields per method name, to say what an empty body lacks. */
@@ -45,8 +46,11 @@ export interface ConnectHandlerOptions extends ConnectRouterOptions {
  * scalar but not for a bad Timestamp, Duration, FieldMask or enum name; this check reports every
  * problem with its field path (google.rpc.BadRequest), and an empty body with the fields the
  * method needs. A body that passes goes to Connect already parsed, so it is read once.
+ *
+ * `takeStream` is the fast path's answer to a raw HTTP/2 stream (BinaryFastPath.takeStream), for
+ * createOnePortServer to offer each stream to first.
  */
-export function createConnectHandler(options: ConnectHandlerOptions) {
+export function createConnectHandler(options: ConnectHandlerOptions): ((req: NodeRequest, res: NodeResponse) => Promise<void>) & Pick<BinaryFastPath, "takeStream"> {
   const router = createConnectRouter(options);
   for (const { service, impl } of options.services) router.service(service, impl);
   options.routes?.(router);
@@ -61,9 +65,9 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
     responseEncoders: options.responseEncoders,
   });
 
-  return async (req: NodeRequest, res: NodeResponse): Promise<void> => {
+  const handle = async (req: NodeRequest, res: NodeResponse): Promise<void> => {
     const path = requestPath(req);
-    if (fastPath(path, req, res)) return;
+    if (fastPath.take(path, req, res)) return;
     const handler = handlers.get(path);
     if (!handler) {
       res.writeHead(404);
@@ -94,6 +98,7 @@ export function createConnectHandler(options: ConnectHandlerOptions) {
       if (ConnectError.from(reason).code !== Code.Aborted) options.logger.warn("writing a response failed", { method: handler.method.name, err: reason });
     }
   };
+  return Object.assign(handle, { takeStream: fastPath.takeStream });
 }
 
 async function readAndCheckJson(req: http.IncomingMessage, method: DescMethod, o: ConnectHandlerOptions): Promise<{ json: JsonValue } | { error: ConnectError }> {

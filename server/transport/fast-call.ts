@@ -1,5 +1,3 @@
-import type http from "node:http";
-import type http2 from "node:http2";
 import { create, type DescMessage, isMessage } from "@bufbuild/protobuf";
 import {
   Code,
@@ -14,8 +12,7 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-
-type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+import type { RequestHead } from "./request-head.js";
 
 export type FastProtocol = "grpc" | "connect";
 export type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
@@ -72,8 +69,8 @@ interface CallState {
   meta: ResponseMeta;
   protocol: FastProtocol;
   response?: object;
-  /** The Node request the call's headers come from, and the call object callRequest made of it. */
-  request: NodeRequest;
+  /** The request the call's headers come from, and the call object callRequest made of it. */
+  request: RequestHead;
   call?: object;
   /** The call's headers as web Headers, once something read `header`. */
   header?: Headers;
@@ -89,8 +86,8 @@ const stateOf = (req: UnaryRequest | StreamRequest): CallState => (req as unknow
 export function callRequest<T extends UnaryRequest | StreamRequest>(
   spec: UnarySpec | ServerStreamingSpec,
   protocol: FastProtocol,
-  req: NodeRequest,
-  contextValues: ((req: NodeRequest) => ContextValues) | undefined,
+  req: RequestHead,
+  contextValues: ((req: RequestHead) => ContextValues) | undefined,
   message: T["message"],
   meta: ResponseMeta,
   signal?: AbortSignal,
@@ -224,11 +221,11 @@ async function onlyMessage<T>(messages: AsyncIterable<T>): Promise<T> {
   return first.value;
 }
 
-function urlOf(req: NodeRequest): string {
+function urlOf(req: RequestHead): string {
   return `http://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}${req.url}`;
 }
 
-function headersOf(req: NodeRequest): Headers {
+function headersOf(req: RequestHead): Headers {
   const out = new Headers();
   for (const [key, value] of Object.entries(req.headers)) {
     if (key.startsWith(":") || value === undefined) continue;

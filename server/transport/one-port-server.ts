@@ -19,7 +19,15 @@ export interface OnePortServer {
  * Node's `allowHTTP1` needs TLS, so a small front server reads the first bytes of each
  * connection and hands the socket to an http or an http2 server running the same handler.
  */
-export function createOnePortServer(handler: Handler): OnePortServer {
+export interface OnePortServerOptions {
+  /**
+   * Offered every HTTP/2 stream first, with its headers: true when it answers the stream itself,
+   * false (having touched nothing) to let `handler` have it as a request and a response.
+   */
+  takeStream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+}
+
+export function createOnePortServer(handler: Handler, options: OnePortServerOptions = {}): OnePortServer {
   // Requests in progress per HTTP/1.1 socket: sockets handed over with emit("connection") are
   // unknown to h1.closeIdleConnections(), so shutdown closes the idle ones itself.
   const busy = new Map<net.Socket, number>();
@@ -36,6 +44,7 @@ export function createOnePortServer(handler: Handler): OnePortServer {
     handler(req, res);
   });
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  if (options.takeStream) offerStreamsFirst(h2, options.takeStream);
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
   const http2Sockets = new WeakSet<net.Socket>();
@@ -94,6 +103,22 @@ export function createOnePortServer(handler: Handler): OnePortServer {
       clearTimeout(grace);
     },
   };
+}
+
+/**
+ * Puts `takeStream` before Node's HTTP/2 compatibility layer. That layer is the server's own
+ * 'stream' listener, which http2.createServer adds along with a 'request' handler: it is taken
+ * off and called for every stream that takeStream leaves, as it would have been.
+ */
+function offerStreamsFirst(h2: http2.Http2Server, takeStream: NonNullable<OnePortServerOptions["takeStream"]>): void {
+  const compat = h2.listeners("stream") as Array<(...args: unknown[]) => void>;
+  // Not the one listener this expects (another Node version's layout): leave the layer alone.
+  if (compat.length !== 1) return;
+  const toCompat = compat[0]!;
+  h2.removeListener("stream", toCompat);
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+    if (!takeStream(stream, headers)) toCompat.call(h2, stream, headers, ...rest);
+  });
 }
 
 /**
