@@ -428,6 +428,25 @@ describe.each([
     expect(rawTaken - takenBefore).toBe(raw ? 2 : 0);
   });
 
+  it("Connect over HTTP/2: the same answers as over HTTP/1.1, the refusal as Connect's JSON error with its HTTP status", async () => {
+    seen.length = 0;
+    const takenBefore = rawTaken;
+    const ok = await grpcCall(path, Buffer.from(body("c2")), { "content-type": "application/proto", "x-probe": "p3" }, url);
+    expect(ok.status).toBe(200);
+    expect(ok.headers["content-type"]).toBe("application/proto");
+    expect(ok.headers["content-length"]).toBe(String(ok.body.length));
+    expect(ok.headers["x-answer"]).toBe("for c2");
+    expect(ok.headers["trailer-x-trailer"]).toBe("t");
+    expect(ok.body).toEqual(Buffer.from(toBinary(GetEventTypeResponseSchema, create(GetEventTypeResponseSchema, {}))));
+    expect(seen).toEqual([{ name: "c2", probe: "p3", added: "yes", protocol: "connect", url: `${url}${path}`, aborted: false, timeout: undefined, value: "from the transport" }]);
+    const refused = await grpcCall(path, Buffer.from(body("refuse")), { "content-type": "application/proto" }, url);
+    expect(refused.status).toBe(400);
+    expect(refused.headers["content-type"]).toBe("application/json");
+    expect(refused.headers["x-error-meta"]).toBe("m");
+    expect(JSON.parse(refused.body.toString())).toEqual({ code: "failed_precondition", message: "refused on purpose" });
+    expect(rawTaken - takenBefore).toBe(raw ? 2 : 0);
+  });
+
   it("gRPC: a client that resets its call, mid-request or while it runs, leaves the server answering the next", async () => {
     seen.length = 0;
     const resetAfter = async (sent: Buffer, end: boolean) => {
