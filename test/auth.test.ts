@@ -306,6 +306,15 @@ describe("security events", () => {
     expect(data).toMatchObject({ reason: "unknown_key", method: "tidings.v1.AdminService/GetStats", key_prefix: bogus.slice(0, 12) });
     expect(String(data.ip_address)).toMatch(/127\.0\.0\.1|::1/);
     expect(jsonOf(found)).not.toContain(bogus);
+    // Over gRPC (HTTP/2, answered from the raw stream): the address comes from the connection.
+    const bogusOverGrpc = newApiKey();
+    const refuseOverGrpc = async () => {
+      expect(await codeOf(events(bogusOverGrpc, "grpc").listEvents({ patterns: ["memory.*"] }))).toBe(Code.Unauthenticated);
+    };
+    const foundOverGrpc = await eventually(() => find(refuseOverGrpc, "security.auth_failed", `data.key_prefix == "${bogusOverGrpc.slice(0, 12)}"`), 10_000, "security.auth_failed over gRPC");
+    const overGrpc = foundOverGrpc.payload.case === "data" ? (foundOverGrpc.payload.value as Record<string, unknown>) : {};
+    expect(overGrpc).toMatchObject({ reason: "unknown_key", method: "tidings.v1.EventService/ListEvents" });
+    expect(String(overGrpc.ip_address)).toMatch(/127\.0\.0\.1|::1/);
     const limited = await eventually(() => find(exceedLimit, "security.suspicious_activity", `data.activity_type == "rate_limit_exceeded" && data.metadata.key_prefix == "${slow.slice(0, 12)}"`), 10_000, "security.suspicious_activity");
     expect(limited.payload.case === "data" && limited.payload.value).toMatchObject({ severity: "low", metadata: { method: "tidings.v1.EventService/PublishBatch", limit: "publish_rate 1/s" } });
     // No log line anywhere holds a key that was presented.

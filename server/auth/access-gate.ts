@@ -10,6 +10,7 @@ import { hasScope, openAccess, type Principal, principalKey, scopeNames } from "
 import type { AuthFailureReason, CallerInfo, SecurityReporter } from "./security-reporter.js";
 import { requestPath } from "../transport/request-path.js";
 import { requestHeaderValue } from "../transport/fast-call.js";
+import { clientAddressOf } from "../transport/request-head.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -97,5 +98,5 @@ export class AccessGate {
 }
 
 export function callerOf(req: NodeRequest, method: string): CallerInfo {
-  return { method, address: req.socket?.remoteAddress ?? "", userAgent: String(req.headers["user-agent"] ?? "") };
+  return { method, address: clientAddressOf(req), userAgent: String(req.headers["user-agent"] ?? "") };
 }

@@ -66,9 +66,10 @@ interface StreamMethod {
  *
  * `takeStream` answers the same unary calls over HTTP/2 from the raw stream, before Node's
  * compatibility layer makes an Http2ServerRequest and an Http2ServerResponse of it (see
- * createOnePortServer): making those two objects, their listeners, and writing through them
- * was about a tenth of the server's CPU per gRPC Publish (profile at 1,000 calls a second:
- * onServerStream 4.8%, writeHead 3.6%, the socket Proxy 2.9%).
+ * createOnePortServer). A profile at 1,000 gRPC Publish calls a second put a tenth of the main
+ * thread's samples in making those objects and their listeners (onServerStream 4.8%), writing
+ * through them (writeHead 3.6%) and the request's socket Proxy (2.9%); alternated runs measured
+ * 1–4% less process CPU per event (see docs/PERFORMANCE.md, twenty-second round).
  */
 export interface BinaryFastPath {
   take(path: string, req: NodeRequest, res: NodeResponse): boolean;
