@@ -205,7 +205,9 @@ async function answerStream(protocol: Protocol, unary: UnaryMethod, stream: http
   if (stream.destroyed || stream.closed || stream.headersSent) return; // the client went away
   try {
     const a = httpAnswer(protocol, result);
-    const header = { ...a.header, ":status": a.status };
+    // httpAnswer's headers are a fresh object (plainHeader, plain): the status joins them, no copy.
+    const header: http2.OutgoingHttpHeaders = a.header;
+    header[":status"] = a.status;
     const trailer = a.trailer;
     if (trailer) {
       stream.respond(header, { waitForTrailers: true });
