@@ -252,7 +252,14 @@ describe.each([
   let url: string;
   const seen: Array<Record<string, unknown>> = [];
   const headerReads: Array<Record<string, unknown>> = [];
+  /** The request, handler context and response of each call (see the shared getters test). */
+  const kept: Array<{ req?: object; ctx?: object; res?: object }> = [];
   beforeAll(async () => {
+    const keepingInterceptor: Interceptor = (next) => async (req) => {
+      const res = await next(req);
+      if (!req.stream) kept.push({ req, res });
+      return res;
+    };
     const copyingInterceptor: Interceptor = (next) => (req) => {
       // An interceptor may pass a copy of the request on, with headers of its own.
       const header = new Headers(req.header);
@@ -279,6 +286,7 @@ describe.each([
     const impl: Partial<ServiceImpl<typeof EventService>> = {
       async getEventType(req: GetEventTypeRequest, ctx: HandlerContext) {
         if (req.name === "slow") await new Promise((r) => setTimeout(r, 100));
+        if (req.name.startsWith("kept")) kept.push({ ctx });
         seen.push({
           name: req.name,
           probe: ctx.requestHeader.get("x-probe"),
@@ -350,7 +358,7 @@ describe.each([
     }
     const fastPath = createBinaryFastPath({
       services: [{ service: EventService, impl }],
-      interceptors: [errorMappingInterceptor(silentLogger), headerReading, answeringInterceptor, copyingInterceptor, afterCopy],
+      interceptors: [errorMappingInterceptor(silentLogger), keepingInterceptor, headerReading, answeringInterceptor, copyingInterceptor, afterCopy],
       readMaxBytes: 1024,
       writeMaxBytes: 1024,
       contextValues: () => createContextValues().set(probeKey, "from the transport"),
@@ -388,6 +396,35 @@ describe.each([
     }
     expect(headerReads[1]).toEqual({ afterCopy: "yes" });
     expect(headerReads[3]).toEqual({ afterCopy: "yes" });
+  });
+
+  it("every call's request, handler context and response get their getters from one set of functions", async () => {
+    // Getters in an object literal are new functions per object, and V8 then gives every call
+    // object a hidden class of its own, which kept each call's whole graph alive through young
+    // collections (fast-call.ts, sharedGetters). The same functions on every call's objects
+    // mean one hidden class for all of them.
+    kept.length = 0;
+    for (const name of ["kept-1", "kept-2"]) {
+      const answer = await grpcCall(path, envelope(body(name)), { "content-type": "application/grpc" }, url);
+      expect(answer.trailers["grpc-status"]).toBe("0");
+    }
+    const contexts = kept.flatMap((k) => (k.ctx ? [k.ctx] : []));
+    const calls = kept.filter((k) => k.req !== undefined);
+    expect(contexts).toHaveLength(2);
+    expect(calls).toHaveLength(2);
+    const getters = (o: object, names: string[]) => names.map((n) => Object.getOwnPropertyDescriptor(o, n)?.get);
+    const pairs: Array<[object, object, string[]]> = [
+      [calls[0]!.req!, calls[1]!.req!, ["url", "signal", "header"]],
+      [contexts[0]!, contexts[1]!, ["url", "signal", "requestHeader", "responseHeader", "responseTrailer"]],
+      [calls[0]!.res!, calls[1]!.res!, ["header", "trailer"]],
+    ];
+    for (const [first, second, names] of pairs) {
+      const a = getters(first, names);
+      expect(a.every((g) => typeof g === "function")).toBe(true);
+      expect(getters(second, names)).toEqual(a);
+      // Own and enumerable, as an object literal's getters: a spread copy reads them into values.
+      for (const n of names) expect(Object.getOwnPropertyDescriptor(second, n)?.enumerable).toBe(true);
+    }
   });
 
   it("Connect: request headers, context values, the interceptors' copy; response headers and trailers", async () => {
