@@ -399,10 +399,9 @@ describe.each([
   });
 
   it("every call's request, handler context and response get their getters from one set of functions", async () => {
-    // Getters in an object literal are new functions per object, and V8 then gives every call
-    // object a hidden class of its own, which kept each call's whole graph alive through young
-    // collections (fast-call.ts, sharedGetters). The same functions on every call's objects
-    // mean one hidden class for all of them.
+    // Getters in an object literal are new functions for every call's objects, which kept each
+    // call's whole graph alive through young-generation collections (fast-call.ts,
+    // sharedGetters): every call's objects must carry the same getter functions.
     kept.length = 0;
     for (const name of ["kept-1", "kept-2"]) {
       const answer = await grpcCall(path, envelope(body(name)), { "content-type": "application/grpc" }, url);
