@@ -84,15 +84,15 @@ const stateOf = (req: UnaryRequest | StreamRequest): CallState => (req as unknow
  * function shared by every object it is put on: the object reads its call through a symbol.
  *
  * Not getters in an object literal, which are new closures for every object (and make it a
- * dictionary-mode object holding them). With those, everything a call made that was still in
- * use at one young-generation collection (scavenge) survived to the next and was moved to the
- * old generation: about 4 KB a call, freed only by full collections, so a heap snapshot (taken
- * after one) never showed it. Measured with a test server that read each request, made its
- * call object and answered, calling none of the getters: 2 MB promoted per scavenge at 1,000
- * calls a second with the literal, 1 KB with these; for Tidings at 1,000 publishes a second, 1.45 against 0.56
- * MB, and scavenge pauses of 9.5 against 4.5 ms on average. Which V8 path kept them alive was
- * not found: the same literal in a plain Node loop does not (docs/PERFORMANCE.md, twenty-third
- * round).
+ * dictionary-mode object holding them). With those, nearly everything a call made (its
+ * request, stream, message, response: about 4 KB) outlived two young-generation collections
+ * (scavenges), long after the call ended, and was moved to the old generation, to be freed
+ * only by a full collection; a heap snapshot, taken after one, never showed it. Measured with a
+ * test server that read each request, made its call object and answered, calling none of the
+ * getters: 2 MB promoted per scavenge at 1,000 calls a second with the literal, 1 KB with
+ * these. For Tidings at 1,000 publishes a second: 1.45 against 0.56 MB, and scavenge pauses of
+ * 9.5 against 4.5 ms on average. Which V8 path kept them alive was not found: the same literal
+ * in a plain Node loop does not (docs/PERFORMANCE.md, twenty-third round).
  */
 function sharedGetters<T>(getters: Record<string, (this: T) => unknown>): PropertyDescriptorMap {
   const descriptors: PropertyDescriptorMap = {};
