@@ -19,7 +19,7 @@ export interface TidingsProcess {
  * generator never shares its event loop. Extra flags override the bench defaults. It runs
  * without API keys (--auth open, loopback), like the peers, which have no authentication.
  */
-export async function startTidings(databaseUrl: string, flags: string[] = [], options: { nodeFlags?: string[] } = {}): Promise<TidingsProcess> {
+export async function startTidings(databaseUrl: string, flags: string[] = [], options: { nodeFlags?: string[]; onOutput?: (text: string) => void } = {}): Promise<TidingsProcess> {
   // BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=prof" profiles every server the bench starts.
   const nodeFlags = options.nodeFlags ?? (process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? []);
   const child = spawn(
@@ -43,7 +43,11 @@ export async function startTidings(databaseUrl: string, flags: string[] = [], op
   }));
   // Keep draining the pipes so the server never blocks on a full stdout. BENCH_SERVER_OUT=<file>
   // keeps what every server prints (its logs; with BENCH_NODE_FLAGS=--trace-gc, its GC pauses).
-  if (process.env.BENCH_SERVER_OUT) {
+  if (options.onOutput) {
+    // Everything it prints from here on, to the caller (bench/gc-probe.ts reads its GC trace).
+    child.stdout!.on("data", (d: Buffer) => options.onOutput!(d.toString()));
+    child.stderr!.on("data", (d: Buffer) => options.onOutput!(d.toString()));
+  } else if (process.env.BENCH_SERVER_OUT) {
     const out = createWriteStream(process.env.BENCH_SERVER_OUT, { flags: "a" });
     child.stdout!.pipe(out);
     child.stderr!.pipe(out);

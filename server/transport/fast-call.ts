@@ -90,9 +90,10 @@ const stateOf = (req: UnaryRequest | StreamRequest): CallState => (req as unknow
  * only by a full collection; a heap snapshot, taken after one, never showed it. Measured with a
  * test server that read each request, made its call object and answered, calling none of the
  * getters: 2 MB promoted per scavenge at 1,000 calls a second with the literal, 1 KB with
- * these. For Tidings at 1,000 publishes a second: 1.45 against 0.56 MB, and scavenge pauses of
- * 9.5 against 4.5 ms on average. Which V8 path kept them alive was not found: the same literal
- * in a plain Node loop does not (docs/PERFORMANCE.md, twenty-third round).
+ * these. For Tidings at 1,000 publishes a second with no subscriber (npm run bench:gc): 1.43
+ * against 0.49 MB, and scavenge pauses of 7.5 against 4 ms (medians). Which V8 path kept them
+ * alive was not found: the same literal in a plain Node loop does not (docs/PERFORMANCE.md,
+ * twenty-third round).
  */
 function sharedGetters<T>(getters: Record<string, (this: T) => unknown>): PropertyDescriptorMap {
   const descriptors: PropertyDescriptorMap = {};
