@@ -50,6 +50,7 @@ function parseGcLines(text: string): GcLine[] {
 const log = (msg: string) => process.stdout.write(`${msg}\n`);
 let trace = "";
 let gcBeforeLoad = 0;
+let gcAfterLoad = 0;
 const db = await createScratchDatabase("gcprobe");
 try {
   const extraFlags = process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
@@ -89,6 +90,8 @@ try {
       await new Promise((r) => setTimeout(r, 1));
     }
     await Promise.allSettled([...inFlight]);
+    // Only the collections under load: not those of stopping the server.
+    gcAfterLoad = parseGcLines(trace).length;
   } finally {
     for (const s of streams) s.cancel();
     await new Promise<void>((r) => session.close(() => r()));
@@ -100,7 +103,7 @@ try {
   await db.drop();
 }
 
-const measured = parseGcLines(trace).slice(gcBeforeLoad);
+const measured = parseGcLines(trace).slice(gcBeforeLoad, gcAfterLoad);
 const scavenges = measured.filter((l) => l.kind === "s");
 const full = measured.filter((l) => l.kind === "mc");
 if (scavenges.length < 3) throw new Error(`only ${scavenges.length} scavenges while measuring: run longer (--seconds) or faster (--rate)`);
