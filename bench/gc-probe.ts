@@ -108,7 +108,7 @@ const scavenges = measured.filter((l) => l.kind === "s");
 const full = measured.filter((l) => l.kind === "mc");
 if (scavenges.length < 3) throw new Error(`only ${scavenges.length} scavenges while measuring: run longer (--seconds) or faster (--rate)`);
 const kb = (l: GcLine, f: string) => (l.fields.get(f) ?? Number.NaN) / 1024;
-const median = (xs: number[]) => quantile([...xs].sort((a, b) => a - b), 0.5);
+const median = (xs: readonly number[]) => quantile(xs, 0.5);
 const promoted = scavenges.map((l) => kb(l, "promoted"));
 const allocated = scavenges.map((l) => kb(l, "allocated"));
 const pauses = scavenges.map((l) => l.fields.get("pause") ?? Number.NaN);

@@ -167,36 +167,38 @@ export function requestHeaderValue(req: UnaryRequest | StreamRequest, name: stri
 
 const httpWhitespaceAround = /^[\t\n\r ]+|[\t\n\r ]+$/g;
 
-/** What a handler context and a response read through their getters (see sharedGetters). */
+/**
+ * The request a handler context was made from (maybe an interceptor's copy, whose headers it
+ * reads): its getters read through it, and the call's response headers through its state.
+ */
 const contextKey = Symbol("tidings.fastCall.context");
-const metaKey = Symbol("tidings.fastCall.meta");
-type WithContext = { [contextKey]: { request: UnaryRequest | StreamRequest; meta: ResponseMeta } };
-type WithMeta = { [metaKey]: ResponseMeta };
+type WithContext = { [contextKey]: UnaryRequest | StreamRequest };
 
 const contextGetters = sharedGetters<WithContext>({
   url() {
-    return this[contextKey].request.url;
+    return this[contextKey].url;
   },
   signal() {
-    return this[contextKey].request.signal;
+    return this[contextKey].signal;
   },
   requestHeader() {
-    return this[contextKey].request.header;
+    return this[contextKey].header;
   },
   responseHeader() {
-    return this[contextKey].meta.header;
+    return stateOf(this[contextKey]).meta.header;
   },
   responseTrailer() {
-    return this[contextKey].meta.trailer;
+    return stateOf(this[contextKey]).meta.trailer;
   },
 });
 
-const responseGetters = sharedGetters<WithMeta>({
+/** A response's headers are its call's (the response carries the call's state, as the request does). */
+const responseGetters = sharedGetters<WithCallState>({
   header() {
-    return this[metaKey].header;
+    return this[stateKey].meta.header;
   },
   trailer() {
-    return this[metaKey].trailer;
+    return this[stateKey].meta.trailer;
   },
 });
 
@@ -204,7 +206,7 @@ const noTimeout = () => undefined;
 
 /** The implementation's context: the request's fields, as Connect's mergeRequest makes it, read when read. */
 function contextOf(spec: UnarySpec | ServerStreamingSpec, req: UnaryRequest | StreamRequest): HandlerContext {
-  const { meta, protocol } = stateOf(req);
+  const { protocol } = stateOf(req);
   const context = {
     method: spec.method,
     service: req.service,
@@ -212,7 +214,7 @@ function contextOf(spec: UnarySpec | ServerStreamingSpec, req: UnaryRequest | St
     protocolName: protocol,
     timeoutMs: noTimeout,
     values: req.contextValues,
-    [contextKey]: { request: req, meta },
+    [contextKey]: req,
   };
   return Object.defineProperties(context, contextGetters) as unknown as HandlerContext;
 }
@@ -220,7 +222,7 @@ function contextOf(spec: UnarySpec | ServerStreamingSpec, req: UnaryRequest | St
 /** A response whose headers are the call's own, remembered as the implementation side's answer. */
 function ownResponse<T extends UnaryResponse | StreamResponse>(req: UnaryRequest | StreamRequest, fields: Omit<T, "header" | "trailer">): T {
   const state = stateOf(req);
-  const response = Object.defineProperties({ ...fields, [metaKey]: state.meta }, responseGetters);
+  const response = Object.defineProperties({ ...fields, [stateKey]: state }, responseGetters);
   state.response = response;
   return response as unknown as T;
 }
