@@ -19,13 +19,17 @@ export interface TidingsProcess {
  * generator never shares its event loop. Extra flags override the bench defaults. It runs
  * without API keys (--auth open, loopback), like the peers, which have no authentication.
  */
-export async function startTidings(databaseUrl: string, flags: string[] = [], options: { nodeFlags?: string[]; onOutput?: (text: string) => void } = {}): Promise<TidingsProcess> {
+export async function startTidings(
+  databaseUrl: string,
+  flags: string[] = [],
+  options: { nodeFlags?: string[]; onOutput?: (text: string) => void; /** Another checkout's server (A/B, bench/webhook-cpu.ts). */ root?: string } = {},
+): Promise<TidingsProcess> {
   // BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=prof" profiles every server the bench starts.
   const nodeFlags = options.nodeFlags ?? (process.env.BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? []);
   const child = spawn(
     process.execPath,
     [...nodeFlags, "--import", "tsx", "server/main.ts", "--port", "0", "--database-url", databaseUrl, "--webhook-allow-list", "loopback", "--log-level", "info", "--auth", "open", ...flags],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NODE_ENV: "production" } },
+    { cwd: options.root ?? root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NODE_ENV: "production" } },
   );
   let output = "";
   const url = await within(30_000, "the Tidings server to start", new Promise<string>((resolve, reject) => {

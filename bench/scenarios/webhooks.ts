@@ -29,7 +29,7 @@ import { PublishBatchRequestSchema, PublishRequestSchema } from "../../gen/tidin
 import { createWebhookClient } from "../../sdk/index.js";
 import { generateWebhookSecret } from "../../server/webhooks/signing.js";
 import { createScratchDatabase } from "../lib/database.js";
-import { grpcCaller } from "../lib/lean-clients.js";
+import { grpcCaller, type UnaryCaller } from "../lib/lean-clients.js";
 import { within } from "../lib/limits.js";
 import { atMostGoal, type BenchContext, type Case, type CaseResult, formatNumber, type GoalResult, medianOf, type Metrics, ratioGoal, runCases, type Scenario } from "../lib/scenario.js";
 import { quantile } from "../lib/stats.js";
@@ -63,7 +63,7 @@ const HANDOVER_BATCH = 1000;
 const MAX_PACED_IN_FLIGHT = 500;
 
 /** Tidings as the bench runs it: its defaults, but as many requests per endpoint as in all. */
-const TIDINGS_FLAGS = ["--dispatcher-max-in-flight", "64", "--dispatcher-max-in-flight-per-endpoint", "64"];
+export const TIDINGS_FLAGS = ["--dispatcher-max-in-flight", "64", "--dispatcher-max-in-flight-per-endpoint", "64"];
 
 /** graphile-worker's settings from its performance page (worker.graphile.org/docs/performance). */
 const GRAPHILE_WORKER: GraphileWorkerSettings = {
@@ -169,6 +169,15 @@ function jobsFor(urls: readonly string[], token: string, from: number, to: numbe
   return jobs;
 }
 
+/** Hands `count` messages over to Tidings, HANDOVER_BATCH events a PublishBatch call, one call at a time. */
+export async function publishToTidings(publishBatch: UnaryCaller, token: string, count: number, attributes: Record<string, string>): Promise<void> {
+  for (let i = 0; i < count; i += HANDOVER_BATCH) {
+    const entries = [];
+    for (let k = i; k < Math.min(count, i + HANDOVER_BATCH); k++) entries.push({ event: tidingsEvent(webhookMessage(token, k, attributes)) });
+    await publishBatch.call(0, toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries })));
+  }
+}
+
 /** A Tidings event with the message's payload. */
 function tidingsEvent(m: WebhookMessage) {
   const data: JsonObject = { memory_id: m.data.memory_id, tier: m.data.tier };
@@ -234,11 +243,7 @@ function systems(ctx: BenchContext, secret: string, shared: Cleanup): System[] {
           pid: server.pid,
           async handOver(token, count) {
             const start = process.hrtime.bigint();
-            for (let i = 0; i < count; i += HANDOVER_BATCH) {
-              const entries = [];
-              for (let k = i; k < Math.min(count, i + HANDOVER_BATCH); k++) entries.push({ event: tidingsEvent(webhookMessage(token, k, attributes)) });
-              await publishBatch.call(0, toBinary(PublishBatchRequestSchema, create(PublishBatchRequestSchema, { entries })));
-            }
+            await publishToTidings(publishBatch, token, count, attributes);
             return start;
           },
           handOverOne: (token, i) => publish.call(0, toBinary(PublishRequestSchema, create(PublishRequestSchema, { event: tidingsEvent(webhookMessage(token, i, attributes, process.hrtime.bigint())) }))),
