@@ -18,12 +18,13 @@
  *
  * BENCH_NODE_FLAGS adds flags to every server (as in npm run bench).
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createWebhookClient } from "../sdk/index.js";
 import { createScratchDatabase } from "./lib/database.js";
 import { grpcCaller } from "./lib/lean-clients.js";
+import { cpuSnapshot, cpuSpent } from "./lib/process-cpu.js";
 import { median } from "./lib/stats.js";
 import { startTidings } from "./lib/tidings-process.js";
 import { startWebhookReceiver, type WebhookReceiverProcess } from "./lib/webhook-receiver-process.js";
@@ -44,28 +45,6 @@ if (against !== undefined && !existsSync(join(against, "node_modules"))) throw n
 const warmEvents = Math.min(2_000, Math.ceil(events / 10));
 const attributes = { tenant: "bench" };
 const log = (msg: string) => process.stdout.write(`${msg}\n`);
-
-/** CPU seconds so far: of each process, and of all postgres processes together (from /proc). */
-function cpuSeconds(): { byPid: Map<number, number>; postgres: number } {
-  const tick = 100; // USER_HZ on Linux
-  const byPid = new Map<number, number>();
-  let postgres = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-    } catch {
-      continue; // exited meanwhile
-    }
-    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const seconds = (Number(fields[11]) + Number(fields[12])) / tick; // utime + stime, all threads
-    byPid.set(Number(entry), seconds);
-    if (name.startsWith("postgres")) postgres += seconds;
-  }
-  return { byPid, postgres };
-}
 
 /** System calls and context switches of a process so far (its socket reads and writes, its waits and preemptions). */
 function activityOf(pid: number): { reads: number; writes: number; waits: number; preempted: number } {
@@ -111,17 +90,17 @@ async function measure(variant: string, root: string | undefined, receiver: Webh
 
       const token = `c${run}m${Math.random().toString(36).slice(2, 7)}`;
       await receiver.reset(token);
-      const cpuBefore = cpuSeconds();
+      const cpuBefore = cpuSnapshot();
       const ownBefore = process.cpuUsage();
       const serverBefore = activityOf(server.pid);
       const started = process.hrtime.bigint();
       await handOver(token, events);
       const status = await receiver.waitFor(deliveries, capMs);
-      const cpuAfter = cpuSeconds();
+      const cpuAfter = cpuSnapshot();
       const own = process.cpuUsage(ownBefore);
       const serverAfter = activityOf(server.pid);
       if (status.duplicates > 0) log(`    (${status.duplicates} duplicate deliveries)`);
-      const spent = (pid: number) => (cpuAfter.byPid.get(pid) ?? Number.NaN) - (cpuBefore.byPid.get(pid) ?? Number.NaN);
+      const spent = (pid: number) => cpuSpent(cpuBefore, cpuAfter, pid);
       const perDelivery = (seconds: number) => (seconds * 1e6) / deliveries;
       return {
         variant,

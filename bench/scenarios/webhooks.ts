@@ -32,6 +32,7 @@ import { createScratchDatabase } from "../lib/database.js";
 import { grpcCaller, type UnaryCaller } from "../lib/lean-clients.js";
 import { within } from "../lib/limits.js";
 import { atMostGoal, type BenchContext, type Case, type CaseResult, formatNumber, type GoalResult, medianOf, type Metrics, ratioGoal, runCases, type Scenario } from "../lib/scenario.js";
+import { cpuSnapshot, cpuSpent } from "../lib/process-cpu.js";
 import { quantile } from "../lib/stats.js";
 import { rssMbOf, startTidings } from "../lib/tidings-process.js";
 import { type GraphileWorkerSettings, type PeerConfig, type PgBossSettings, startWebhookPeer, type WebhookJob, webhookMessage, type WebhookMessage, type WebhookPeerProcess } from "../lib/webhook-peer-process.js";
@@ -454,18 +455,30 @@ export const webhooksScenario: Scenario = {
               await waitForDeliveries(receiver, warmEvents * endpoints, capMs);
             }
             await receiver.reset(token);
+            const cpuBefore = cpuSnapshot();
+            const ownBefore = process.cpuUsage();
             const began = performance.now();
             const started = await deliverer.handOver(token, events, capMs);
             const handedOver = process.hrtime.bigint();
             const { status, complete } = await waitForDeliveries(receiver, deliveries, capMs - (performance.now() - began));
+            const cpuAfter = cpuSnapshot();
+            const own = process.cpuUsage(ownBefore);
             if (!complete) shortfalls.add(name, `${count(status.unique)} of ${count(deliveries)} deliveries by the ${capMs / 1000} s cap`);
             if (status.duplicates > 0) shortfalls.add(name, `${status.duplicates} duplicate deliveries`);
             // Deliveries over the time to the last of them: a capped run counts what arrived.
             const seconds = Number(status.lastNs - started) / 1e9;
+            // CPU per delivery (see the notes): what throughput on shared cores is made of.
+            const perDelivery = (cpuSeconds: number) => (status.unique > 0 ? (cpuSeconds * 1e6) / status.unique : Number.NaN);
+            const sender = cpuSpent(cpuBefore, cpuAfter, deliverer.pid);
+            const postgres = cpuAfter.postgres - cpuBefore.postgres;
+            const all = sender + postgres + cpuSpent(cpuBefore, cpuAfter, receiver.pid) + (own.user + own.system) / 1e6;
             return {
               "deliveries/s": status.unique > 0 ? status.unique / seconds : 0,
               "hand-over s": Number(handedOver - started) / 1e9,
               "peak rss MB": await rss.stop(),
+              "sender CPU µs": perDelivery(sender),
+              "PostgreSQL CPU µs": perDelivery(postgres),
+              "all CPU µs": perDelivery(all),
             };
           } finally {
             await rss.stop();
@@ -550,6 +563,7 @@ export const webhooksScenario: Scenario = {
         `Latency: ${LATENCY_RATE} events/s for ${limits.phaseMs / 1000} s (${warmupMs > 0 ? `after a ${warmupMs / 1000} s warm-up at the same rate` : "no warm-up in a quick run"}), one Publish / addJob / send per event, each carrying its send time (process.hrtime.bigint(), the machine's monotonic clock); the receiver records arrival − send. The case waits ${drainMs / 1000} s after the last hand-over at most. "hand-over p99 ms" is how long the Publish / addJob / send call itself took (in the latency, too).`,
         `Every request is the same Standard Webhooks JSON ({id, type, timestamp, source, attributes, sequence, data}) of a memory.created event, HMAC-signed (webhook-id/-timestamp/-signature) by every sender. The receiver is one process listening on ${FANOUT} loopback ports (one per endpoint), answering 200 at once.`,
         `Tidings ${TIDINGS_FLAGS.join(" ")} (the default allows 8 per endpoint); its own process and scratch database per case. peak rss MB is the Tidings server's RSS (for a peer, its worker process; for undici, the sender), sampled every 200 ms.`,
+        "CPU per delivery, in µs, from /proc over the measured hand-over and delivery (in 10 ms ticks: coarse in a --quick run's few deliveries): sender CPU is the Tidings server's (for a peer, its worker process; for undici, the sender); PostgreSQL CPU is every postgres process's (backends and writers; none for undici); all CPU adds the receiver and the bench process (the producer). With every process on the same cores, throughput is about the busy cores divided by all CPU, so these say where a system's deliveries cost (`npm run bench:webhook-cpu` measures Tidings' case alone, and compares builds).",
         `graphile-worker ${versionOf("graphile-worker")}: concurrency ${GRAPHILE_WORKER.concurrency}, maxPoolSize ${GRAPHILE_WORKER.maxPoolSize}, localQueue.size ${GRAPHILE_WORKER.localQueueSize}, completeJobBatchDelay ${GRAPHILE_WORKER.completeJobBatchDelay}, failJobBatchDelay ${GRAPHILE_WORKER.failJobBatchDelay} (its performance page's settings), pollInterval ${GRAPHILE_WORKER.pollIntervalMs} ms with LISTEN/NOTIFY; jobs added with addJobs / addJob; an undici Agent with ${GRAPHILE_WORKER.concurrency} connections per origin.`,
         `pg-boss ${versionOf("pg-boss")}: work() batchSize ${PG_BOSS.batchSize} (a batch's POSTs in parallel), localConcurrency ${PG_BOSS.localConcurrency}, burstWhenBatchFull ${PG_BOSS.burstWhenBatchFull}, pollingIntervalSeconds ${PG_BOSS.pollingIntervalSeconds} (its minimum), useListenNotify ${PG_BOSS.useListenNotify} with a notify queue, pool ${PG_BOSS.poolSize}; jobs added with insert / send; an undici Agent with ${PG_BOSS.batchSize * PG_BOSS.localConcurrency} connections per origin.`,
         `undici ${versionOf("undici")} raw limit: one process, a keep-alive Agent, ${UNDICI_CONCURRENCY} requests in flight, the same signed bodies; no queue and no database.`,
