@@ -10,8 +10,9 @@
  * moves by ±10% within minutes as the machine does.
  *
  * With --against DIR, runs alternate between this checkout's server and DIR's (a second checkout
- * whose node_modules exist, e.g. a symlink to this one's), each on a database of its own, and
- * the summary gives the medians of both and their ratios: the alternated A/B that the rounds in
+ * whose node_modules exist, e.g. a symlink to this one's), each on a database of its own, which
+ * goes first alternating too; the summary gives the medians of both and the median of each
+ * back-to-back pair's ratios, with their range: the alternated A/B that the rounds in
  * docs/PERFORMANCE.md measure changes with.
  *
  *   npm run bench:webhook-cpu [-- --events 20000 --endpoints 1 --runs 4 --against ../base]
@@ -46,15 +47,14 @@ const warmEvents = Math.min(2_000, Math.ceil(events / 10));
 const attributes = { tenant: "bench" };
 const log = (msg: string) => process.stdout.write(`${msg}\n`);
 
-/** System calls and context switches of a process so far (its socket reads and writes, its waits and preemptions). */
-function activityOf(pid: number): { reads: number; writes: number; waits: number; preempted: number } {
+/** Read and write system calls (its sockets', mostly) and preemptions of a process so far. */
+function activityOf(pid: number): { reads: number; writes: number; preempted: number } {
   const io = readFileSync(`/proc/${pid}/io`, "utf8");
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const field = (re: RegExp, text: string) => Number(re.exec(text)?.[1] ?? Number.NaN);
   return {
     reads: field(/^syscr:\s+(\d+)/m, io),
     writes: field(/^syscw:\s+(\d+)/m, io),
-    waits: field(/^voluntary_ctxt_switches:\s+(\d+)/m, status),
     preempted: field(/^nonvoluntary_ctxt_switches:\s+(\d+)/m, status),
   };
 }
