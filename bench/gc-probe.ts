@@ -18,7 +18,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { PublishRequestSchema, SubscribeRequestSchema } from "../gen/tidings/v1/event_service_pb.js";
 import { createScratchDatabase } from "./lib/database.js";
 import { grpcCaller, grpcServerStream, streamingSession } from "./lib/lean-clients.js";
-import { quantile } from "./lib/stats.js";
+import { median } from "./lib/stats.js";
 import { startTidings } from "./lib/tidings-process.js";
 
 const { values } = parseArgs({ options: { rate: { type: "string" }, seconds: { type: "string" }, subscribers: { type: "string" } } });
@@ -108,7 +108,6 @@ const scavenges = measured.filter((l) => l.kind === "s");
 const full = measured.filter((l) => l.kind === "mc");
 if (scavenges.length < 3) throw new Error(`only ${scavenges.length} scavenges while measuring: run longer (--seconds) or faster (--rate)`);
 const kb = (l: GcLine, f: string) => (l.fields.get(f) ?? Number.NaN) / 1024;
-const median = (xs: readonly number[]) => quantile(xs, 0.5);
 const promoted = scavenges.map((l) => kb(l, "promoted"));
 const allocated = scavenges.map((l) => kb(l, "allocated"));
 const pauses = scavenges.map((l) => l.fields.get("pause") ?? Number.NaN);
