@@ -126,6 +126,7 @@ export async function startServer(config: ServerConfig, options: StartOptions): 
     maxInFlightPerEndpoint: config.dispatcherMaxInFlightPerEndpoint,
     leaseMarginMs: config.deliveryLeaseMarginMs,
     pollIntervalMs: config.dispatcherPollIntervalMs,
+    unwrittenForMs: config.deliveryUnwrittenMs,
     olderEvents: (after, upTo, limit) => tail.recent(after, upTo, limit),
     lookups: database.lookups,
   }, logger.child({ component: "dispatcher" }), {

@@ -46,9 +46,17 @@ describe.runIf(needsPostgres("routing in the append's statement"))("routing in t
     return res.body as { id: string; sequence: string };
   };
   const version = async () => BigInt((await db.query("SELECT endpoints_version::text AS v FROM tidings_webhook_router")).rows[0].v);
-  /** Deliveries of an event to each webhook, from the database. */
+  /**
+   * Deliveries of an event to each webhook, from the database: rows, and deliveries in flight
+   * that only their routing window records yet (migration 0014), read in one snapshot.
+   */
   const deliveriesOf = async (eventId: string) =>
-    (await db.query("SELECT webhook_id FROM tidings_deliveries WHERE event_id = $1 ORDER BY webhook_id", [eventId])).rows.map((r) => r.webhook_id as string);
+    (await db.query(`SELECT webhook_id FROM tidings_deliveries WHERE event_id = $1
+      UNION ALL
+      SELECT d.webhook_id FROM tidings_delivery_windows w, unnest(w.delivery_ids, w.webhook_ids, w.event_sequences) AS d(id, webhook_id, seq)
+      JOIN tidings_events e ON e.sequence = d.seq
+      WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM tidings_deliveries x WHERE x.id = d.id)
+      ORDER BY webhook_id`, [eventId])).rows.map((r) => r.webhook_id as string);
   /** A session of its own holding a lock until `release`. */
   const holdLock = async (statement: string) => {
     const holder = new pg.Client({ connectionString: t.storage.databaseUrl });

@@ -691,7 +691,8 @@ describe("WebhookService: limits and deliveries in flight", () => {
     expect(created.status, JSON.stringify(created.body)).toBe(200);
     await callJson(t.url, "Publish", { event: memoryCreated("in-flight") });
     await rx.waitFor(1);
-    const [delivery] = (await call(t, "ListDeliveries", { webhookId: created.body.webhook.id })).body.deliveries;
+    // A delivery in flight shows once its row is written (within --delivery-unwritten-ms, 1 s).
+    const delivery = await eventually(async () => (await call(t, "ListDeliveries", { webhookId: created.body.webhook.id })).body.deliveries?.[0], 5_000, "the delivery in flight to show");
     const before = await call(t, "GetDelivery", { id: delivery.id });
     const res = await call(t, "RetryDelivery", { id: delivery.id });
     expectError(res, "failed_precondition", "id: ", "being attempted");

@@ -641,7 +641,8 @@ describe("webhook routing and delivery", () => {
     const pending = await allDeliveries(failing.id);
     expect(pending).toHaveLength(3);
     expect(pending.every((d) => d.status === DeliveryStatus.PENDING)).toBe(true);
-    expect(await allDeliveries(hanging.id)).toHaveLength(3);
+    // The hanging ones show once their rows are written: at their timeout, or after --delivery-unwritten-ms.
+    await eventually(async () => ((await allDeliveries(hanging.id)).length === 3 ? true : undefined), 5_000, "the hanging deliveries to show");
 
     await api.deleteWebhook({ id: failing.id });
     await api.deleteWebhook({ id: hanging.id });

@@ -41,6 +41,11 @@ export interface ServerConfig {
   dispatcherMaxInFlightPerEndpoint: number;
   /** Added to an endpoint's timeout to make a delivery's lease. */
   deliveryLeaseMarginMs: number;
+  /**
+   * How long a delivery in flight may go without a row of its own (only its routing window
+   * records it; migration 0014) before the row is written, leased, for ListDeliveries to show.
+   */
+  deliveryUnwrittenMs: number;
   /** How often the dispatcher looks for due deliveries when nothing wakes it. */
   dispatcherPollIntervalMs: number;
   /** Shared secrets of POST /ingest/{source}, by source name. */
@@ -100,6 +105,7 @@ export const defaultConfig: ServerConfig = {
   dispatcherMaxInFlight: 64,
   dispatcherMaxInFlightPerEndpoint: 8,
   deliveryLeaseMarginMs: 30_000,
+  deliveryUnwrittenMs: 1000,
   dispatcherPollIntervalMs: 1000,
   ingestSecrets: {},
   maxFilterLength: 4096,
@@ -146,6 +152,7 @@ export const settings: readonly Setting[] = [
   { key: "dispatcherMaxInFlight", flag: "dispatcher-max-in-flight", env: "TIDINGS_DISPATCHER_MAX_IN_FLIGHT", kind: "int", help: "Webhook requests in flight per node" },
   { key: "dispatcherMaxInFlightPerEndpoint", flag: "dispatcher-max-in-flight-per-endpoint", env: "TIDINGS_DISPATCHER_MAX_IN_FLIGHT_PER_ENDPOINT", kind: "int", help: "Webhook requests in flight per node and endpoint" },
   { key: "deliveryLeaseMarginMs", flag: "delivery-lease-margin-ms", env: "TIDINGS_DELIVERY_LEASE_MARGIN_MS", kind: "int", help: "Lease = endpoint timeout + this margin" },
+  { key: "deliveryUnwrittenMs", flag: "delivery-unwritten-ms", env: "TIDINGS_DELIVERY_UNWRITTEN_MS", kind: "int", help: "A delivery in flight this long gets its row written (ListDeliveries shows it); before, only its routing window records it" },
   { key: "dispatcherPollIntervalMs", flag: "dispatcher-poll-interval-ms", env: "TIDINGS_DISPATCHER_POLL_INTERVAL_MS", kind: "int", help: "Dispatcher poll interval for due deliveries" },
   { key: "ingestSecrets", flag: "ingest-secrets", env: "TIDINGS_INGEST_SECRETS", kind: "map", help: "source=secret pairs, comma-separated, for POST /ingest/{source}" },
   { key: "maxFilterLength", flag: "max-filter-length", env: "TIDINGS_MAX_FILTER_LENGTH", kind: "int", help: "Most characters of a CEL filter" },

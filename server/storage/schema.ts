@@ -8,6 +8,7 @@ export interface Database {
   tidings_webhook_router: WebhookRouterTable;
   tidings_deliveries: DeliveriesTable;
   tidings_delivery_attempts: DeliveryAttemptsTable;
+  tidings_delivery_windows: DeliveryWindowsTable;
   tidings_registered_files: RegisteredFilesTable;
   tidings_catalog_head: CatalogHeadTable;
   tidings_api_keys: ApiKeysTable;
@@ -149,6 +150,21 @@ export interface DeliveriesTable {
   success_node: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: ColumnType<Date, Date | undefined, never>;
   updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+/**
+ * Deliveries routed and leased to a node that may have no row of their own yet (migration 0014):
+ * one row per routing statement, its deliveries as parallel arrays.
+ */
+export interface DeliveryWindowsTable {
+  id: string;
+  lease_owner: string;
+  lease_token: string;
+  lease_expires_at: Date;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  delivery_ids: string[];
+  webhook_ids: string[];
+  event_sequences: string[];
 }
 
 /** Attempts that failed; a success is recorded on its delivery's row (DeliveriesTable.success_started_at). */

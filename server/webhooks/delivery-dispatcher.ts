@@ -13,6 +13,7 @@ import { type Database, deliveryStatus, type StoredRetryPolicy, type StoredSecre
 import { buildDeliveryRequest } from "./delivery-request.js";
 import { type SigningSecrets, signingSecrets } from "./signing-secrets.js";
 import type { DeliveryRouter, EndpointRow, KnownEvents, LeaseBudget, RoutedDelivery } from "./delivery-router.js";
+import { recoverExpiredWindowsStatement, type UnwrittenDelivery, writeUnwrittenStatement } from "./delivery-windows.js";
 import { type AttemptOutcome, sendRequest } from "./http-sender.js";
 import { retryDelayMs } from "./retry-policy.js";
 import { recordSuccessesStatement, type SuccessRow } from "./success-record.js";
@@ -36,6 +37,11 @@ export interface DispatcherOptions {
   olderEvents?: KnownEvents;
   /** Where successes are recorded: DatabaseHandle.lookups (see LookupSession). */
   lookups: LookupSession;
+  /**
+   * How long a routed delivery may go without an outcome before its row is written leased (see
+   * #writeAgedWindows): until then only its window records it, and ListDeliveries does not show it.
+   */
+  unwrittenForMs?: number;
 }
 
 /** What the dispatcher reports to /metrics. */
@@ -66,6 +72,10 @@ export interface DeliveryStats {
   claimed: number;
   /** Events the router read back from the database because they were no longer (or never) in this node's memory. */
   eventsReadBack: number;
+  /** Routed deliveries whose rows were written leased because they had no outcome yet after unwrittenForMs (or at stop). */
+  writtenUnanswered: number;
+  /** Windows of other nodes (or of this node before a restart) whose leases ran out, written as rows for the claim to take over. */
+  windowsRecovered: number;
 }
 
 /** A claimed delivery and what is needed to send it. */
@@ -76,6 +86,20 @@ interface Claimed {
   attempts: number;
   leaseToken: string;
   endpoint: Endpoint;
+  /** For a delivery routed in a window: the window, and the row to insert while it has none. */
+  routed?: { window: OpenWindow; row: UnwrittenDelivery };
+}
+
+/**
+ * A window of deliveries routed and leased to this node (see delivery-windows.ts), as long as its
+ * row exists: until every delivery in it has a row of its own.
+ */
+interface OpenWindow {
+  id: string;
+  /** performance.now() when it was routed. */
+  routedAt: number;
+  /** Its deliveries that have no row yet, as far as this node knows: no statement that wrote one has committed. */
+  unwritten: Set<Claimed>;
 }
 
 interface Endpoint {
@@ -161,6 +185,11 @@ const minRouteRoom = 32;
 const recentLimit = 10_000;
 const recentMaxBytes = 64 * 1024 * 1024;
 
+/** See DispatcherOptions.unwrittenForMs. */
+const defaultUnwrittenForMs = 1_000;
+/** Expired windows made rows per statement (see recoverExpiredWindowsStatement). */
+const recoverWindowsPerStatement = 100;
+
 /**
  * Sends due deliveries. Each pass routes new events (DeliveryRouter), which leases the new
  * deliveries this node has room for as it creates them, then, when there may be other due
@@ -173,7 +202,9 @@ const recentMaxBytes = 64 * 1024 * 1024;
  * ends starts the next one at once, without a pass.
  */
 export class DeliveryDispatcher {
-  readonly stats: DeliveryStats = { routed: 0, routedInCommit: 0, leasedAsRouted: 0, claimed: 0, eventsReadBack: 0 };
+  readonly stats: DeliveryStats = { routed: 0, routedInCommit: 0, leasedAsRouted: 0, claimed: 0, eventsReadBack: 0, writtenUnanswered: 0, windowsRecovered: 0 };
+  /** This node's open windows, oldest first (a Map keeps insertion order). */
+  readonly #windows = new Map<string, OpenWindow>();
   readonly #inFlight = new Map<Promise<void>, string>();
   /** Successes answered but not yet recorded (see #deliver). */
   readonly #recording = new Set<Promise<void>>();
@@ -309,8 +340,11 @@ export class DeliveryDispatcher {
     const finished = Promise.allSettled([...this.#inFlight.keys()]).then(() => Promise.allSettled([...this.#recording]));
     await Promise.race([finished, grace]);
     clearTimeout(timer);
-    // Whatever still runs is left to its leases: its answer, if it comes, is not recorded.
+    // Whatever still runs is left to its leases: its answer, if it comes, is not recorded. Its
+    // rows are written leased now, so they show and are taken over as their leases run out,
+    // without waiting for their windows' (the longest lease of each).
     this.#abandoned = true;
+    await this.#writeAgedWindows(Number.POSITIVE_INFINITY);
   }
 
   get #capacity(): number {
@@ -318,6 +352,7 @@ export class DeliveryDispatcher {
   }
 
   async #pass(): Promise<void> {
+    await this.#writeAgedWindows(performance.now() - (this.options.unwrittenForMs ?? defaultUnwrittenForMs));
     if (this.#routeWanted) {
       this.#routeWanted = false;
       let onlyKnown = !this.#foreignEvents;
@@ -392,11 +427,61 @@ export class DeliveryDispatcher {
 
   /** Deliveries routed and leased to this node: each waits in its endpoint's queue for a request slot. */
   #holdRouted(leased: readonly RoutedDelivery[], leasedAt: number): void {
-    for (const r of leased) {
-      const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint) };
-      this.#hold({ group: [claimed], events: [r.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
+    const claimed = this.#openWindows(leased, leasedAt);
+    for (let i = 0; i < leased.length; i++) {
+      this.#hold({ group: [claimed[i]!], events: [leased[i]!.event], sendBy: leasedAt + this.options.leaseMarginMs / 2, fromClaim: false });
     }
     this.#pump();
+  }
+
+  /** The deliveries as Claimed, each in its OpenWindow (registered here: routing committed it). */
+  #openWindows(leased: readonly RoutedDelivery[], routedAt: number): Claimed[] {
+    return leased.map((r) => {
+      let window = this.#windows.get(r.windowId);
+      if (window === undefined) {
+        window = { id: r.windowId, routedAt, unwritten: new Set() };
+        this.#windows.set(r.windowId, window);
+      }
+      const row: UnwrittenDelivery = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, eventId: r.event.id, eventType: r.event.type, windowId: r.windowId, leaseToken: r.leaseToken };
+      const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint), routed: { window, row } };
+      window.unwritten.add(claimed);
+      return claimed;
+    });
+  }
+
+  /** The deliveries of `claimed` that may have no row yet (see #openWindows). */
+  #unwritten(claimed: readonly Claimed[]): Claimed[] {
+    return claimed.filter((c) => c.routed?.window.unwritten.has(c));
+  }
+
+  /** Rows of `written` were committed: they leave their windows' unwritten sets; `closed` windows are gone. */
+  #written(written: readonly Claimed[], closed: readonly OpenWindow[] = []): void {
+    for (const c of written) c.routed!.window.unwritten.delete(c);
+    for (const w of closed) this.#windows.delete(w.id);
+  }
+
+  /**
+   * Writes the rows of deliveries in windows routed before `routedBefore` (performance.now())
+   * that still have none, leased as they stand, and deletes those windows: a delivery that has
+   * waited that long for an outcome (a slow endpoint) shows in ListDeliveries and the stats, as
+   * every delivery in flight did before windows. At stop, every window. If it fails, the next
+   * pass tries again; at worst the windows' leases run out and any node writes them.
+   */
+  async #writeAgedWindows(routedBefore: number): Promise<void> {
+    const aged: OpenWindow[] = [];
+    for (const w of this.#windows.values()) {
+      if (w.routedAt >= routedBefore) break;
+      aged.push(w);
+    }
+    if (aged.length === 0) return;
+    const unwritten = aged.flatMap((w) => [...w.unwritten]);
+    try {
+      await this.db.executeQuery(writeUnwrittenStatement(this.db, unwritten.map((c) => c.routed!.row), aged.map((w) => w.id), this.options.nodeId));
+      this.#written(unwritten, aged);
+      this.stats.writtenUnanswered += unwritten.length;
+    } catch (err) {
+      this.logger.warn("could not write the rows of deliveries in flight; trying again on the next pass", { err, deliveries: unwritten.length });
+    }
   }
 
   /**
@@ -423,7 +508,7 @@ export class DeliveryDispatcher {
         this.stats.leasedAsRouted += riding;
         if (riding === 0) return;
         // Stopping: leases given back now are sent by any node at once, instead of when they run out.
-        if (this.#passes.stopped) void this.#giveBack(plan.leased.map((r) => ({ id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint) })));
+        if (this.#passes.stopped) void this.#giveBack(this.#openWindows(plan.leased, leasedAt));
         else this.#holdRouted(plan.leased, leasedAt);
       },
     };
@@ -511,12 +596,18 @@ export class DeliveryDispatcher {
    */
   async #giveBack(claimed: readonly Claimed[]): Promise<void> {
     if (claimed.length === 0) return;
+    // Routed deliveries without a row get one first (leased, as in flight), in the same transaction.
+    const unwritten = this.#unwritten(claimed);
     try {
-      await sql`
-        UPDATE tidings_deliveries d
-        SET attempts = d.attempts - 1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-        FROM unnest(${claimed.map((c) => c.id)}::text[], ${claimed.map((c) => c.leaseToken)}::text[]) AS c(id, token)
-        WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1`.execute(this.db); // + 0: see recordSuccessesStatement
+      await this.db.transaction().execute(async (trx) => {
+        if (unwritten.length > 0) await trx.executeQuery(writeUnwrittenStatement(this.db, unwritten.map((c) => c.routed!.row), [], this.options.nodeId));
+        await sql`
+          UPDATE tidings_deliveries d
+          SET attempts = d.attempts - 1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+          FROM unnest(${claimed.map((c) => c.id)}::text[], ${claimed.map((c) => c.leaseToken)}::text[]) AS c(id, token)
+          WHERE d.id = c.id AND d.lease_token = c.token AND d.status + 0 = 1`.execute(trx); // + 0: see recordSuccessesStatement
+      });
+      this.#written(unwritten);
     } catch (err) {
       this.logger.warn("could not give back leased deliveries; they will be sent when their leases expire", { err, deliveries: claimed.length });
     }
@@ -561,6 +652,14 @@ export class DeliveryDispatcher {
     const free = this.#capacity - this.#heldTotal;
     if (free <= 0) return;
     this.#claimWanted = false;
+    // Windows whose node died become rows with lapsed leases, which this claim then takes over.
+    const recovered = await this.db.executeQuery(recoverExpiredWindowsStatement(this.db, recoverWindowsPerStatement));
+    const windows = recovered.rows[0]?.windows ?? 0;
+    if (windows > 0) {
+      this.stats.windowsRecovered += windows;
+      this.logger.warn("leases of routed deliveries ran out before they were recorded; they are sent again", { windows });
+      if (windows >= recoverWindowsPerStatement) this.#claimWanted = true;
+    }
     const reports: Report[] = [];
     const blocked = { any: false };
     const leasedAt = performance.now();
@@ -718,7 +817,13 @@ export class DeliveryDispatcher {
       return;
     }
     const reports: Report[] = [];
-    await this.db.transaction().execute((trx) => this.#complete(trx, group, outcome, reports));
+    // A routed delivery's row is written first (leased, as in flight), then completed as any claimed one.
+    const unwritten = this.#unwritten(group);
+    await this.db.transaction().execute(async (trx) => {
+      if (unwritten.length > 0) await trx.executeQuery(writeUnwrittenStatement(this.db, unwritten.map((c) => c.routed!.row), [], this.options.nodeId));
+      await this.#complete(trx, group, outcome, reports);
+    });
+    this.#written(unwritten);
     reports.forEach((r) => r()); // only what committed is reported
   }
 
@@ -741,13 +846,23 @@ export class DeliveryDispatcher {
   }
 
   async #writeSuccesses(items: Array<{ group: Claimed[]; outcome: AttemptOutcome }>): Promise<void> {
-    const rows = items.flatMap(({ group, outcome: o }) => group.map((c): SuccessRow => ({
-      deliveryId: c.id, leaseToken: c.leaseToken, statusCode: o.statusCode, startedAt: o.startedAt, durationMs: o.durationMs, responseExcerpt: o.responseExcerpt,
-    })));
+    const inserting: Claimed[] = [];
+    const rows = items.flatMap(({ group, outcome: o }) => group.map((c): SuccessRow => {
+      const row: SuccessRow = { deliveryId: c.id, leaseToken: c.leaseToken, statusCode: o.statusCode, startedAt: o.startedAt, durationMs: o.durationMs, responseExcerpt: o.responseExcerpt };
+      if (c.routed?.window.unwritten.has(c)) {
+        inserting.push(c);
+        row.unwritten = c.routed.row;
+      }
+      return row;
+    }));
+    // A window goes with the statement that writes the last of its deliveries without a row.
+    const inStatement = new Set(inserting);
+    const closing = [...new Set(inserting.map((c) => c.routed!.window))].filter((w) => [...w.unwritten].every((c) => inStatement.has(c)));
     // On the lookup session: prepared on a pooled connection it kept the sequential scan it
     // chose while the table was small, and planned at every execution it cost PostgreSQL more
     // than it ran (see LookupSession and recordSuccessesStatement).
-    const done = await this.options.lookups.run(recordSuccessesStatement(this.db, rows, this.options.nodeId));
+    const done = await this.options.lookups.run(recordSuccessesStatement(this.db, rows, this.options.nodeId, closing.map((w) => w.id)));
+    this.#written(inserting, closing);
     this.metrics?.delivered(done.map((r) => Number(r.latency)));
     if (done.length < rows.length) {
       const recorded = new Set(done.map((r) => r.delivery_id));

@@ -12,6 +12,7 @@ import { integerArrayLiteral, textArrayLiteral } from "../storage/array-literals
 import { preparedMarker } from "../storage/prepared-statements.js";
 import type { CommitRider } from "../event-log/append-queue.js";
 import { type Database, maxSequence, type StoredRetryPolicy, type StoredSecret } from "../storage/schema.js";
+import { leasedWindowCtes, type WindowLease } from "./delivery-windows.js";
 
 /** An enabled endpoint as the router and the dispatcher read it: what routing and sending need. */
 export interface EndpointRow {
@@ -58,12 +59,17 @@ export interface LeaseBudget {
   leaseMs(timeoutMs: number): number;
 }
 
-/** A delivery the router created already leased to this node, with what sending it needs. */
+/**
+ * A delivery the router leased to this node, with what sending it needs. Its row is not written
+ * yet: the routing statement recorded it in a window (migration 0014, delivery-windows.ts) with
+ * the other deliveries it leased, which share the window's id and lease token.
+ */
 export interface RoutedDelivery {
   id: string;
   leaseToken: string;
   endpoint: EndpointRow;
   event: StoredEvent;
+  windowId: string;
 }
 
 /**
@@ -75,7 +81,7 @@ export type KnownEvents = (after: bigint, upTo: bigint, limit: number) => Stored
 export interface RouteResult {
   /** Events routed (the cursor moved past them): 0 when caught up, nobody to route to, or another node routes. */
   eventsRouted: number;
-  /** Deliveries created and leased to this node. */
+  /** Deliveries leased to this node, in one window (empty when none were). */
   leased: RoutedDelivery[];
   /** Events this pass read from the database, not finding them in memory (routed or not). */
   eventsReadBack: number;
@@ -174,7 +180,7 @@ export class DeliveryRouter {
     if (state.webhooks.length === 0) {
       this.#noEndpointsUntil = Date.now() + this.idleRecheckMs;
       // Nobody to deliver to: skip ahead instead of reading every event.
-      await this.#insert([], state, state.head, "");
+      await this.#insert([], state, state.head, { id: "", token: "", nodeId: "" });
       return nothingRouted;
     }
     const inMemory = known?.(state.last, state.head, readLimit);
@@ -209,6 +215,7 @@ export class DeliveryRouter {
     // as room frees up (a PublishBatch of 1,000 to one endpoint, with room for 256).
     if (events.length > budget.maxDeliveries) return undefined;
     const stored = events.map((e, i) => new StoredEvent({ ...e, sequence: base + BigInt(i + 1) }, this.catalog));
+    const window = { id: `win_${uuidV7()}`, token: randomUUID(), nodeId: budget.nodeId };
     const leased: RoutedDelivery[] = [];
     const leaseMs: number[] = [];
     // Each endpoint's matcher and start once per plan, not per event (#matcherFor keys its cache by a JSON text).
@@ -217,12 +224,11 @@ export class DeliveryRouter {
       for (const { w, matcher, from } of endpoints) {
         if (event.sequence <= from || !matcher.matches(event)) continue;
         if (leased.length >= budget.maxDeliveries || !budget.take(w.id)) return undefined;
-        leased.push({ id: `dlv_${uuidV7()}`, leaseToken: randomUUID(), endpoint: w, event });
+        leased.push({ id: `dlv_${uuidV7()}`, leaseToken: window.token, endpoint: w, event, windowId: window.id });
         leaseMs.push(budget.leaseMs(w.timeout_ms));
       }
     }
     const to = base + BigInt(events.length);
-    const col = <V>(pick: (d: RoutedDelivery, i: number) => V) => leased.map(pick);
     return {
       leased,
       rider: {
@@ -239,15 +245,7 @@ export class DeliveryRouter {
             FROM router_locked l
             WHERE r.id = 1 AND l.last_sequence = ${base.toString()} AND l.endpoints_version = ${state.version}
             RETURNING 1
-          ), routed_deliveries AS (
-            INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
-            SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now(), 1, ${budget.nodeId}, d.token, now() + d.lease_ms * interval '1 millisecond'
-            FROM unnest(${textArrayLiteral(col((d) => d.id))}::text[], ${textArrayLiteral(col((d) => d.endpoint.id))}::text[],
-                        ${integerArrayLiteral(col((d) => d.event.sequence.toString()))}::bigint[], ${textArrayLiteral(col((d) => d.event.id))}::text[],
-                        ${textArrayLiteral(col((d) => d.event.type))}::text[], ${textArrayLiteral(col((d) => d.leaseToken))}::text[], ${integerArrayLiteral(leaseMs)}::int[])
-              AS d(id, webhook_id, seq, event_id, event_type, token, lease_ms)
-            WHERE EXISTS (SELECT 1 FROM router_moved)
-          )`,
+          )${leasedWindowCtes(window, leased.map((d, i) => ({ id: d.id, webhookId: d.endpoint.id, event: d.event, leaseMs: leaseMs[i]! })), sql`router_moved`)}`,
         result: sql<boolean>`EXISTS (SELECT 1 FROM router_moved)`,
         settle: (outcome) => {
           if (outcome?.result !== true) return;
@@ -285,6 +283,7 @@ export class DeliveryRouter {
       leasable: budget !== undefined && w.batch_max_events === 0 && !w.ordered && w.rate_limit === 0,
     }));
     // Event by event, each to all its endpoints: the cursor moves past whole events only.
+    const window = { id: `win_${uuidV7()}`, token: randomUUID() };
     let routed = 0;
     const matched: Array<(typeof endpoints)[number]> = [];
     for (const event of events) {
@@ -294,14 +293,14 @@ export class DeliveryRouter {
       routed++;
       for (const { w, leasable } of matched) {
         const id = `dlv_${uuidV7()}`;
-        const token = leasable && budget!.take(w.id) ? randomUUID() : "";
+        const leaseMs = leasable && budget!.take(w.id) ? budget!.leaseMs(w.timeout_ms) : 0;
         // A batching endpoint's deliveries wait for the batch to fill, at most max_wait.
-        rows.push({ id, w, event, waitMs: w.batch_max_events > 0 ? w.batch_max_wait_ms : 0, token, leaseMs: token ? budget!.leaseMs(w.timeout_ms) : 0 });
-        if (token) leased.push({ id, leaseToken: token, endpoint: w, event });
+        rows.push({ id, w, event, waitMs: w.batch_max_events > 0 ? w.batch_max_wait_ms : 0, leaseMs });
+        if (leaseMs > 0) leased.push({ id, leaseToken: window.token, endpoint: w, event, windowId: window.id });
       }
     }
     const routedTo = events[routed - 1]!.sequence;
-    if (!(await this.#insert(rows, state, routedTo, budget?.nodeId ?? ""))) return undefined;
+    if (!(await this.#insert(rows, state, routedTo, { ...window, nodeId: budget?.nodeId ?? "" }))) return undefined;
     // An append may have routed further meanwhile (planInCommit): the cursor only moves on.
     const now = this.#state;
     this.#state = { ...state, last: now && now.version === state.version && now.last > routedTo ? now.last : routedTo };
@@ -314,30 +313,27 @@ export class DeliveryRouter {
    * The deliveries and the cursor in one statement, if the cursor is still at state.last and the
    * endpoints' version is still state's; false otherwise (another node or an append routed, or
    * an endpoint changed). The version is compared on the router row's latest version, which
-   * the UPDATE re-reads if it changed after the statement's snapshot. A leased delivery counts its attempt now, as a claim would: attempts
-   * is the number of attempts started or about to start.
+   * the UPDATE re-reads if it changed after the statement's snapshot. Deliveries leased to this
+   * node go into one window row (leasedWindowCtes); the others are inserted as pending rows for
+   * a claim.
    */
-  async #insert(rows: NewDelivery[], state: RouterState, routedTo: bigint, nodeId: string): Promise<boolean> {
-    const col = <V>(pick: (r: NewDelivery) => V) => rows.map(pick);
+  async #insert(rows: NewDelivery[], state: RouterState, routedTo: bigint, window: WindowLease): Promise<boolean> {
+    const unleased = rows.filter((r) => r.leaseMs === 0);
+    const col = <V>(pick: (r: NewDelivery) => V) => unleased.map(pick);
     const res = await sql<{ moved: number }>`${sql.raw(preparedMarker)}
       WITH moved AS (
         UPDATE tidings_webhook_router SET last_sequence = ${routedTo.toString()}
         WHERE id = 1 AND last_sequence = ${state.last.toString()} AND endpoints_version = ${state.version}
         RETURNING 1
       ), inserted AS (
-        INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at)
-        SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now() + d.wait_ms * interval '1 millisecond',
-               CASE WHEN d.token = '' THEN 0 ELSE 1 END,
-               CASE WHEN d.token = '' THEN NULL ELSE ${nodeId} END,
-               NULLIF(d.token, ''),
-               CASE WHEN d.token = '' THEN NULL ELSE now() + d.lease_ms * interval '1 millisecond' END
+        INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at)
+        SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, now() + d.wait_ms * interval '1 millisecond'
         FROM unnest(${textArrayLiteral(col((r) => r.id))}::text[], ${textArrayLiteral(col((r) => r.w.id))}::text[],
                     ${integerArrayLiteral(col((r) => r.event.sequence.toString()))}::bigint[], ${textArrayLiteral(col((r) => r.event.id))}::text[],
-                    ${textArrayLiteral(col((r) => r.event.type))}::text[], ${integerArrayLiteral(col((r) => r.waitMs))}::int[],
-                    ${textArrayLiteral(col((r) => r.token))}::text[], ${integerArrayLiteral(col((r) => r.leaseMs))}::int[])
-          AS d(id, webhook_id, seq, event_id, event_type, wait_ms, token, lease_ms)
+                    ${textArrayLiteral(col((r) => r.event.type))}::text[], ${integerArrayLiteral(col((r) => r.waitMs))}::int[])
+          AS d(id, webhook_id, seq, event_id, event_type, wait_ms)
         WHERE EXISTS (SELECT 1 FROM moved)
-      )
+      )${leasedWindowCtes(window, rows.filter((r) => r.leaseMs > 0).map((r) => ({ id: r.id, webhookId: r.w.id, event: r.event, leaseMs: r.leaseMs })), sql`moved`)}
       SELECT count(*)::int AS moved FROM moved`.execute(this.db);
     return Number(res.rows[0]?.moved ?? 0) > 0;
   }
@@ -396,7 +392,6 @@ interface NewDelivery {
   w: EndpointRow;
   event: StoredEvent;
   waitMs: number;
-  /** The lease token when the delivery is leased to this node as it is created, else "". */
-  token: string;
+  /** The lease's length when the delivery is leased to this node as it is routed, else 0. */
   leaseMs: number;
 }

@@ -23,6 +23,7 @@ import { fieldError, invalidArgument } from "../rpc/errors.js";
 import { dateOf } from "../rpc/timestamps.js";
 import { decodePageToken, fingerprint, pageSizeOf, toPage } from "../rpc/page-token.js";
 import type { Database, DeliveriesTable, DeliveryAttemptsTable, StoredSecret, WebhooksTable } from "../storage/schema.js";
+import { countWindowed } from "./delivery-counts.js";
 import { buildPingRequest } from "./delivery-request.js";
 import type { AddressPolicy } from "./http/address-policy.js";
 import { sendRequest } from "./http-sender.js";
@@ -369,7 +370,7 @@ export function createWebhookService(deps: WebhookServiceDeps): ServiceImpl<type
       const attempts = Number(s.attempts);
       const ms = (v: number | null) => (v === null ? undefined : durationFromMs(Math.round(Number(v))));
       return {
-        pending: count(DeliveryStatus.PENDING),
+        pending: count(DeliveryStatus.PENDING) + BigInt(await countWindowed(db, row.id)),
         succeeded: count(DeliveryStatus.SUCCEEDED),
         dead: count(DeliveryStatus.DEAD),
         attempts: BigInt(attempts),

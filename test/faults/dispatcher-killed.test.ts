@@ -3,9 +3,12 @@
  * server processes): another node started on the same database takes the work over when the
  * leases run out, re-sends every delivery once, and records the cut-off attempt as what it was.
  * Then the killed node is started again with the same arguments and environment: it re-sends
- * nothing that was already delivered, and delivers new events itself.
+ * nothing that was already delivered, and delivers new events itself. The deliveries in flight
+ * at the kill have no rows yet, only their routing window (migration 0014): the other node
+ * writes them from it once its lease has run out.
  */
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { createWebhookClient, DeliveryStatus } from "../../sdk/index.js";
 import { createTestStorage, needsPostgres } from "../helpers/database.js";
@@ -31,6 +34,8 @@ describe.runIf(needsPostgres("a dispatcher killed mid-delivery"))("a dispatcher 
       TIDINGS_WEBHOOK_ALLOW_LIST: "loopback",
       TIDINGS_DELIVERY_LEASE_MARGIN_MS: "500",
       TIDINGS_DISPATCHER_POLL_INTERVAL_MS: "50",
+      // Rows of deliveries in flight are written only at their outcome here, however long it takes.
+      TIDINGS_DELIVERY_UNWRITTEN_MS: "600000",
     };
     let healthy = false;
     const rx = await startReceiver(() => (healthy ? { status: 200 } : { hang: true }));
@@ -46,6 +51,12 @@ describe.runIf(needsPostgres("a dispatcher killed mid-delivery"))("a dispatcher 
     await rx.waitFor(inFlight); // every request is in flight on the doomed node, unanswered
     await first.kill("SIGKILL");
     healthy = true;
+    const db = new pg.Client({ connectionString: storage.databaseUrl });
+    await db.connect();
+    cleanup.push(() => db.end());
+    const atKill = (await db.query<{ rows: number; windowed: number }>(`SELECT (SELECT count(*)::int FROM tidings_deliveries) AS rows,
+      (SELECT coalesce(sum(cardinality(delivery_ids)), 0)::int FROM tidings_delivery_windows) AS windowed`)).rows[0];
+    expect(atKill, "the deliveries in flight were only in their routing window").toEqual({ rows: 0, windowed: inFlight });
 
     // Another node on the same database. Leases are 3 s + 0.5 s from the claim; after that it re-sends every delivery.
     const second = await spawnServer(["--node-id", "survivor"], env);

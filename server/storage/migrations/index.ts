@@ -13,6 +13,7 @@ import { endpointsVersionMigration } from "./0010-endpoints-version.js";
 import { timeBlocksMigration } from "./0011-time-blocks.js";
 import { deliveriesWithoutWebhookForeignKeyMigration } from "./0012-deliveries-without-webhook-foreign-key.js";
 import { timeBlocksEarliestMigration } from "./0013-time-blocks-earliest.js";
+import { deliveryWindowsMigration } from "./0014-delivery-windows.js";
 
 /** Every migration, by name; names sort in the order they run. Never edit a landed one. */
 export const migrations: Record<string, Migration> = {
@@ -29,6 +30,7 @@ export const migrations: Record<string, Migration> = {
   "0011-time-blocks": timeBlocksMigration,
   "0012-deliveries-without-webhook-foreign-key": deliveriesWithoutWebhookForeignKeyMigration,
   "0013-time-blocks-earliest": timeBlocksEarliestMigration,
+  "0014-delivery-windows": deliveryWindowsMigration,
 };
 
 /** Brings the schema up to date. Kysely holds an advisory lock, so nodes starting together are safe. */
