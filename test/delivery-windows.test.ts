@@ -95,6 +95,10 @@ describe.runIf(needsPostgres("delivery windows"))("delivery windows: a delivery'
     const { webhook: first } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=first`, patterns: ["memory.created"] } });
     expect((await callJson(t.url, "Publish", { event: memoryCreated("deleted-before") })).status).toBe(200);
     await rx.waitFor(1, 10_000);
+    // In flight with no row of its own: the stats count it from its window.
+    expect(await count("tidings_deliveries")).toBe(0);
+    expect((await hooks.getWebhookStats({ id: first!.id })).pending).toBe(1n);
+    expect((await t.admin().getStats({})).queueSize).toBe(1n);
     await hooks.deleteWebhook({ id: first!.id });
     await eventually(async () => ((await count("tidings_delivery_windows")) === 0 ? true : undefined), 10_000, "the window to close with the answer");
     expect(await count("tidings_deliveries WHERE webhook_id = $1", [first!.id])).toBe(0);
