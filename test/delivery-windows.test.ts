@@ -7,10 +7,14 @@
  * the tests watch the tables from a session of their own.
  */
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import type { Kysely } from "kysely";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { DeliveryStatus } from "../sdk/index.js";
+import { silentLogger } from "../server/logging/logger.js";
 import { lookupApplicationName } from "../server/storage/lookup-session.js";
+import { deliveryWindowsMigration } from "../server/storage/migrations/0014-delivery-windows.js";
+import { openDatabase } from "../server/storage/open-database.js";
 import { createTestStorage, needsPostgres } from "./helpers/database.js";
 import { startReceiver } from "./helpers/receiver.js";
 import { callJson, eventually, memoryCreated, startTestServer, type TestServerOptions } from "./helpers/test-server.js";
@@ -127,6 +131,32 @@ describe.runIf(needsPostgres("delivery windows"))("delivery windows: a delivery'
     const { webhook: kept } = await hooks.createWebhook({ webhook: { url: `${rx.url}?w=kept`, patterns: ["memory.created"] } });
     expect((await callJson(t.url, "Publish", { event: memoryCreated("kept") })).status).toBe(200);
     await eventually(async () => ((await count("tidings_deliveries WHERE webhook_id = $1 AND status = 2", [kept!.id])) === 1 ? true : undefined), 10_000, "the kept webhook's success");
+  });
+
+  it("migrating down writes open windows as the leased rows they stand for, skipping rows that exist and webhooks that are gone", async () => {
+    const { t, db, rx, count, hooks } = await setUp(() => ({ status: 200 }));
+    const { webhook } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    const res = await callJson(t.url, "PublishBatch", { entries: [0, 1].map((i) => ({ event: memoryCreated(`down-${i}`) })) });
+    expect(res.status).toBe(200);
+    await eventually(async () => ((await count("tidings_deliveries WHERE status = 2")) === 2 ? true : undefined), 10_000, "both successes recorded");
+    await t.stop();
+    const [first, second] = res.body.results as Array<{ id: string; sequence: string }>;
+    const existing = (await db.query<{ id: string }>("SELECT id FROM tidings_deliveries WHERE event_id = $1", [first!.id])).rows[0]!.id;
+    // A window as a node that died would leave it: one delivery with a row already, one without, one to a deleted webhook.
+    await db.query(`INSERT INTO tidings_delivery_windows (id, lease_owner, lease_token, lease_expires_at, delivery_ids, webhook_ids, event_sequences)
+      VALUES ('win_down', 'gone-node', 'tok', now() + interval '1 minute', $1, $2, $3)`,
+      [[existing, "dlv_down_new", "dlv_down_orphan"], [webhook!.id, webhook!.id, "wh_deleted"], [first!.sequence, second!.sequence, second!.sequence]]);
+    const handle = await openDatabase({ databaseUrl: t.storage.databaseUrl, dataDir: t.storage.dataDir, poolSize: 2, logger: silentLogger });
+    cleanup.push(() => handle.close());
+    await deliveryWindowsMigration.down!(handle.db as Kysely<unknown>);
+    const rows = await db.query(`SELECT id, status, attempts, lease_owner, lease_token, event_id FROM tidings_deliveries WHERE id LIKE 'dlv_down_%' OR id = $1 ORDER BY id`, [existing]);
+    expect(rows.rows).toEqual([
+      { id: "dlv_down_new", status: 1, attempts: 1, lease_owner: "gone-node", lease_token: "tok", event_id: second!.id },
+      { id: existing, status: 2, attempts: 1, lease_owner: null, lease_token: null, event_id: first!.id },
+    ].sort((a, b) => (a.id < b.id ? -1 : 1)));
+    expect((await db.query("SELECT to_regclass('tidings_delivery_windows') AS t")).rows[0].t).toBeNull();
+    await deliveryWindowsMigration.up(handle.db as Kysely<unknown>);
+    expect(await count("tidings_delivery_windows")).toBe(0);
   });
 
   it("a node stopped with deliveries in flight writes their rows leased; restarted, it takes them over when the leases run out", async () => {
