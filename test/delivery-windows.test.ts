@@ -133,6 +133,19 @@ describe.runIf(needsPostgres("delivery windows"))("delivery windows: a delivery'
     await eventually(async () => ((await count("tidings_deliveries WHERE webhook_id = $1 AND status = 2", [kept!.id])) === 1 ? true : undefined), 10_000, "the kept webhook's success");
   });
 
+  it("VACUUMs the windows' table after every 1,000 windows it deleted, so their space is used again", async () => {
+    const { t, db, rx, count, hooks } = await setUp(() => ({ status: 200 }));
+    await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
+    const vacuumed = async () => (await db.query("SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = 'tidings_delivery_windows'")).rows[0].n as number;
+    expect(await vacuumed()).toBe(0);
+    // One Publish at a time: each is routed in its own statement, in a window of its own.
+    const n = 1_100;
+    for (let i = 0; i < n; i++) expect((await callJson(t.url, "Publish", { event: memoryCreated(`vacuum-${i}`) })).status).toBe(200);
+    await eventually(async () => ((await count("tidings_deliveries WHERE status = 2")) === n ? true : undefined), 20_000, "every success recorded");
+    expect(t.server.deliveryStats().routedInCommit, "most were routed in their append's statement").toBeGreaterThan(n / 2);
+    await eventually(async () => ((await vacuumed()) >= 1 ? true : undefined), 10_000, "a VACUUM of the windows' table");
+  });
+
   it("migrating down writes open windows as the leased rows they stand for, skipping rows that exist and webhooks that are gone", async () => {
     const { t, db, rx, count, hooks } = await setUp(() => ({ status: 200 }));
     const { webhook } = await hooks.createWebhook({ webhook: { url: rx.url, patterns: ["memory.created"] } });
