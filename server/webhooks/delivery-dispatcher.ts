@@ -215,6 +215,8 @@ export class DeliveryDispatcher {
   /** Windows deleted since the last VACUUM of their table, and whether one runs (see #vacuumWindows). */
   #windowsClosed = 0;
   #vacuuming = false;
+  /** performance.now() of the last look for expired windows (see #claimAndSend). */
+  #recoveredAt = Number.NEGATIVE_INFINITY;
   readonly #inFlight = new Map<Promise<void>, string>();
   /** Successes answered but not yet recorded (see #deliver). */
   readonly #recording = new Set<Promise<void>>();
@@ -469,7 +471,7 @@ export class DeliveryDispatcher {
     for (const c of written) c.routed!.window.unwritten.delete(c);
     for (const w of closed) this.#windows.delete(w.id);
     this.#windowsClosed += closed.length;
-    if (this.#windowsClosed >= vacuumWindowsEvery && !this.#vacuuming) void this.#vacuumWindows();
+    if (this.#windowsClosed >= vacuumWindowsEvery && !this.#vacuuming && !this.#passes.stopped) void this.#vacuumWindows();
   }
 
   /**
@@ -682,12 +684,18 @@ export class DeliveryDispatcher {
     if (free <= 0) return;
     this.#claimWanted = false;
     // Windows whose node died become rows with lapsed leases, which this claim then takes over.
-    const recovered = await this.db.executeQuery(recoverExpiredWindowsStatement(this.db, recoverWindowsPerStatement));
-    const windows = recovered.rows[0]?.windows ?? 0;
-    if (windows > 0) {
-      this.stats.windowsRecovered += windows;
-      this.logger.warn("leases of routed deliveries ran out before they were recorded; they are sent again", { windows });
-      if (windows >= recoverWindowsPerStatement) this.#claimWanted = true;
+    // At most once a poll interval: leases last the request timeout and more, and the statement
+    // reads the whole (small) table, dead rows included until the next VACUUM.
+    if (performance.now() - this.#recoveredAt >= this.options.pollIntervalMs) {
+      this.#recoveredAt = performance.now();
+      const recovered = await this.db.executeQuery(recoverExpiredWindowsStatement(this.db, recoverWindowsPerStatement));
+      const windows = recovered.rows[0]?.windows ?? 0;
+      if (windows > 0) {
+        this.stats.windowsRecovered += windows;
+        this.logger.warn("leases of routed deliveries ran out before they were recorded; they are sent again", { windows });
+        // More may have expired: look again on the next claim.
+        if (windows >= recoverWindowsPerStatement) this.#recoveredAt = Number.NEGATIVE_INFINITY;
+      }
     }
     const reports: Report[] = [];
     const blocked = { any: false };
