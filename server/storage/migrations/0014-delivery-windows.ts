@@ -6,19 +6,21 @@ import { type Kysely, type Migration, sql } from "kysely";
  * outcome (already succeeded, or pending with its retry time beside its attempt record), or
  * after about a second if it has none by then (a slow endpoint: ListDeliveries shows it in
  * flight). Inserting every delivery leased and then updating it succeeded wrote two heap rows
- * and eight index entries per delivery, and left a dead row to vacuum: PostgreSQL's CPU per
- * delivery to one endpoint was 0.72x with rows written once (twenty-fourth round).
+ * and eight index entries per delivery, and left a dead row to vacuum; written once, to one
+ * endpoint, PostgreSQL spent 0.77x the CPU per delivery and deliveries went 1.055x as fast (ten
+ * endpoints: 0.66x and 1.14x; twenty-fifth round).
  *
  * A window holds what its deliveries' rows need, so that if its node dies any node can insert
  * them: their ids, endpoints and events' sequences (the events' ids and types are the log's),
  * and the lease (node, token, expiry: the longest of its deliveries' leases). It is kept small
- * and in line: with the events' ids and types too, a window of 64 deliveries was compressed into
- * TOAST, and writing windows cost PostgreSQL 1.5 us per delivery against 0.3 this way (640
- * windows inserted in SQL alone); rows up to 8 kB (toast_tuple_target) stay in the table's page. When it expires, the claim inserts the
- * deliveries that have no row yet, leased to the dead node and expired, so the claim takes
- * them over as it takes over any lapsed lease (see DeliveryDispatcher). Every insert of a
- * window's delivery skips a row that exists (the delivery id is fixed when it is routed), and
- * locks its webhook's row (FOR KEY SHARE): a deleted webhook gets no rows back.
+ * and in its page: with the events' ids and types too, a window of 64 deliveries was
+ * compressed into TOAST, and writing windows cost PostgreSQL 1.5 us per delivery against 0.3
+ * this way (640 windows inserted in SQL alone); rows up to 8 kB (toast_tuple_target) stay in
+ * line. When a window's lease runs out, the claim inserts the deliveries that have no row yet,
+ * leased to the dead node and lapsed, and takes them over as it takes over any lapsed lease
+ * (see DeliveryDispatcher). Every insert of a window's delivery skips a row that exists (the
+ * delivery id is fixed when it is routed), and locks its webhook's row (FOR KEY SHARE): a
+ * deleted webhook gets no rows back.
  */
 export const deliveryWindowsMigration: Migration = {
   async up(db: Kysely<unknown>) {
