@@ -155,7 +155,8 @@ describe.runIf(needsPostgres("delivery windows"))("delivery windows: a delivery'
     await t.stop();
     const [first, second] = res.body.results as Array<{ id: string; sequence: string }>;
     const existing = (await db.query<{ id: string }>("SELECT id FROM tidings_deliveries WHERE event_id = $1", [first!.id])).rows[0]!.id;
-    // A window as a node that died would leave it: one delivery with a row already, one without, one to a deleted webhook.
+    // A window as a node that died would leave it: one delivery with a row already, one
+    // without, and one to a webhook that is gone.
     await db.query(`INSERT INTO tidings_delivery_windows (id, lease_owner, lease_token, lease_expires_at, delivery_ids, webhook_ids, event_sequences)
       VALUES ('win_down', 'gone-node', 'tok', now() + interval '1 minute', $1, $2, $3)`,
       [[existing, "dlv_down_new", "dlv_down_orphan"], [webhook!.id, webhook!.id, "wh_deleted"], [first!.sequence, second!.sequence, second!.sequence]]);

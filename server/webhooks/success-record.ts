@@ -26,13 +26,14 @@ export interface RecordedSuccess {
  * Records successful attempts on their deliveries' own rows (see migration 0009: an attempt row
  * beside each success cost PostgreSQL a tenth of its CPU per delivery), fenced by the lease
  * token: a delivery whose lease another node took over is left alone, and is missing from the
- * rows returned. A delivery routed in a window and not written yet is inserted already
- * succeeded (migration 0014: its one row, where a leased row and then its update cost twice the
- * heap rows and index entries), created when its window was (the routing statement's time, as
- * every delivery's row had when routing inserted it); if its row was written meanwhile (its window ran out, or a
- * slow answer had it written leased), the insert becomes the same fenced update. The windows
- * `closing` are deleted in the same statement: every delivery in them has a row once it commits.
- * The inserts lock their webhooks' rows FOR KEY SHARE and skip a webhook that is gone (see
+ * rows returned. A delivery routed in a window and not written yet (its row's fields given;
+ * the others have an empty webhook_id here) is inserted already succeeded (migration 0014: its
+ * one row, where a leased row and then its update cost twice the heap rows and index entries),
+ * created when its window was (the routing statement's time, as every delivery's row was when
+ * routing inserted it); if its row was written meanwhile (its window ran out, or a slow answer
+ * had it written leased), the insert becomes the same fenced update. The windows `closing` are
+ * deleted in the same statement: every delivery in them has a row once it commits. The inserts
+ * lock their webhooks' rows FOR KEY SHARE and skip a webhook that is gone (see
  * delivery-windows.ts).
  *
  * Run prepared on the lookup session (see LookupSession), whose one plan finds each named row
