@@ -86,8 +86,8 @@ interface Claimed {
   attempts: number;
   leaseToken: string;
   endpoint: Endpoint;
-  /** For a delivery routed in a window: the window, and the row to insert while it has none. */
-  routed?: { window: OpenWindow; row: UnwrittenDelivery };
+  /** For a delivery routed in a window: the window, and its event's id and type for the row (see unwrittenRow). */
+  routed?: { window: OpenWindow; eventId: string; eventType: string };
 }
 
 /**
@@ -454,8 +454,10 @@ export class DeliveryDispatcher {
         window = { id: r.windowId, routedAt, unwritten: new Set() };
         this.#windows.set(r.windowId, window);
       }
-      const row: UnwrittenDelivery = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, eventId: r.event.id, eventType: r.event.type, windowId: r.windowId, leaseToken: r.leaseToken };
-      const claimed: Claimed = { id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint), routed: { window, row } };
+      const claimed: Claimed = {
+        id: r.id, webhookId: r.endpoint.id, eventSequence: r.event.sequence, attempts: 1, leaseToken: r.leaseToken, endpoint: this.#routedEndpoint(r.endpoint),
+        routed: { window, eventId: r.event.id, eventType: r.event.type },
+      };
       window.unwritten.add(claimed);
       return claimed;
     });
@@ -464,6 +466,12 @@ export class DeliveryDispatcher {
   /** The deliveries of `claimed` that may have no row yet (see #openWindows). */
   #unwritten(claimed: readonly Claimed[]): Claimed[] {
     return claimed.filter((c) => c.routed?.window.unwritten.has(c));
+  }
+
+  /** Inserts the rows of `deliveries` leased, as in flight, and deletes the windows `closing` (writeUnwrittenStatement). */
+  async #writeRows(executor: Kysely<Database>, deliveries: readonly Claimed[], closing: readonly OpenWindow[] = []): Promise<void> {
+    if (deliveries.length === 0 && closing.length === 0) return;
+    await executor.executeQuery(writeUnwrittenStatement(this.db, deliveries.map(unwrittenRow), closing.map((w) => w.id), this.options.nodeId));
   }
 
   /** Rows of `written` were committed: they leave their windows' unwritten sets; `closed` windows are gone. */
@@ -507,7 +515,7 @@ export class DeliveryDispatcher {
     if (aged.length === 0) return;
     const unwritten = aged.flatMap((w) => [...w.unwritten]);
     try {
-      await this.db.executeQuery(writeUnwrittenStatement(this.db, unwritten.map((c) => c.routed!.row), aged.map((w) => w.id), this.options.nodeId));
+      await this.#writeRows(this.db, unwritten, aged);
       this.#written(unwritten, aged);
       this.stats.writtenUnanswered += unwritten.length;
     } catch (err) {
@@ -631,7 +639,7 @@ export class DeliveryDispatcher {
     const unwritten = this.#unwritten(claimed);
     try {
       await this.db.transaction().execute(async (trx) => {
-        if (unwritten.length > 0) await trx.executeQuery(writeUnwrittenStatement(this.db, unwritten.map((c) => c.routed!.row), [], this.options.nodeId));
+        await this.#writeRows(trx, unwritten);
         await sql`
           UPDATE tidings_deliveries d
           SET attempts = d.attempts - 1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
@@ -857,7 +865,7 @@ export class DeliveryDispatcher {
     // A routed delivery's row is written first (leased, as in flight), then completed as any claimed one.
     const unwritten = this.#unwritten(group);
     await this.db.transaction().execute(async (trx) => {
-      if (unwritten.length > 0) await trx.executeQuery(writeUnwrittenStatement(this.db, unwritten.map((c) => c.routed!.row), [], this.options.nodeId));
+      await this.#writeRows(trx, unwritten);
       await this.#complete(trx, group, outcome, reports);
     });
     this.#written(unwritten);
@@ -888,13 +896,15 @@ export class DeliveryDispatcher {
       const row: SuccessRow = { deliveryId: c.id, leaseToken: c.leaseToken, statusCode: o.statusCode, startedAt: o.startedAt, durationMs: o.durationMs, responseExcerpt: o.responseExcerpt };
       if (c.routed?.window.unwritten.has(c)) {
         inserting.push(c);
-        row.unwritten = c.routed.row;
+        row.unwritten = unwrittenRow(c);
       }
       return row;
     }));
-    // A window goes with the statement that writes the last of its deliveries without a row.
-    const inStatement = new Set(inserting);
-    const closing = [...new Set(inserting.map((c) => c.routed!.window))].filter((w) => [...w.unwritten].every((c) => inStatement.has(c)));
+    // A window goes with the statement that writes the last of its deliveries without a row:
+    // every one it inserts is among them, so the window closes when it inserts as many.
+    const inserted = new Map<OpenWindow, number>();
+    for (const c of inserting) inserted.set(c.routed!.window, (inserted.get(c.routed!.window) ?? 0) + 1);
+    const closing = [...inserted].filter(([w, n]) => n === w.unwritten.size).map(([w]) => w);
     // On the lookup session: prepared on a pooled connection it kept the sequential scan it
     // chose while the table was small, and planned at every execution it cost PostgreSQL more
     // than it ran (see LookupSession and recordSuccessesStatement).
@@ -996,6 +1006,12 @@ interface DueRow extends EndpointFields {
   event_sequence: string;
   attempts: number;
   lease_owner: string | null;
+}
+
+/** The row a routed delivery's window stands for, to insert while it has none of its own. */
+function unwrittenRow(c: Claimed): UnwrittenDelivery {
+  const { window, eventId, eventType } = c.routed!;
+  return { id: c.id, webhookId: c.webhookId, eventSequence: c.eventSequence, eventId, eventType, windowId: window.id, leaseToken: c.leaseToken };
 }
 
 function toEndpoint(webhookId: string, row: EndpointFields): Endpoint {

@@ -59,6 +59,21 @@ export interface UnwrittenDelivery {
 }
 
 /**
+ * The CTEs that insert window deliveries' rows, pending with one attempt and leased, from a CTE
+ * `d` (id, webhook_id, seq, event_id, event_type, lease_owner, lease_token, lease_expires_at,
+ * created_at): skipping rows that exist and, under a FOR KEY SHARE lock on their webhooks' rows,
+ * webhooks that are gone (see above).
+ */
+const insertLeasedRows = sql`, live AS (
+      SELECT id FROM tidings_webhooks WHERE id IN (SELECT webhook_id FROM d) FOR KEY SHARE
+    ), written AS (
+      INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at, created_at)
+      SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, d.created_at, 1, d.lease_owner, d.lease_token, d.lease_expires_at, d.created_at
+      FROM d JOIN live ON live.id = d.webhook_id
+      ON CONFLICT (id) DO NOTHING
+    )`;
+
+/**
  * Inserts the rows of `deliveries` as they stand while in flight (pending, one attempt, leased
  * with their window's lease), skipping rows that exist and webhooks that are gone, and deletes
  * the windows `closing` (whose every delivery then has a row). Run in the failure path's
@@ -69,20 +84,15 @@ export function writeUnwrittenStatement<DB>(db: Kysely<DB>, deliveries: readonly
   const col = <V>(pick: (d: UnwrittenDelivery) => V) => deliveries.map(pick);
   return sql`
     WITH d AS (
-      SELECT * FROM unnest(${textArrayLiteral(col((d) => d.id))}::text[], ${textArrayLiteral(col((d) => d.webhookId))}::text[],
-                           ${integerArrayLiteral(col((d) => d.eventSequence.toString()))}::bigint[], ${textArrayLiteral(col((d) => d.eventId))}::text[],
-                           ${textArrayLiteral(col((d) => d.eventType))}::text[], ${textArrayLiteral(col((d) => d.windowId))}::text[],
-                           ${textArrayLiteral(col((d) => d.leaseToken))}::text[])
-        AS d(id, webhook_id, seq, event_id, event_type, window_id, token)
-    ), live AS (
-      SELECT id FROM tidings_webhooks WHERE id = ANY(${textArrayLiteral([...new Set(col((d) => d.webhookId))])}::text[]) FOR KEY SHARE
-    ), written AS (
-      INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at, created_at)
-      SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, coalesce(w.created_at, now()), 1,
-             ${nodeId}, d.token, coalesce(w.lease_expires_at, now()), coalesce(w.created_at, now())
-      FROM d JOIN live ON live.id = d.webhook_id LEFT JOIN tidings_delivery_windows w ON w.id = d.window_id
-      ON CONFLICT (id) DO NOTHING
-    )
+      SELECT u.id, u.webhook_id, u.seq, u.event_id, u.event_type, ${nodeId}::text AS lease_owner, u.token AS lease_token,
+             coalesce(w.lease_expires_at, now()) AS lease_expires_at, coalesce(w.created_at, now()) AS created_at
+      FROM unnest(${textArrayLiteral(col((d) => d.id))}::text[], ${textArrayLiteral(col((d) => d.webhookId))}::text[],
+                  ${integerArrayLiteral(col((d) => d.eventSequence.toString()))}::bigint[], ${textArrayLiteral(col((d) => d.eventId))}::text[],
+                  ${textArrayLiteral(col((d) => d.eventType))}::text[], ${textArrayLiteral(col((d) => d.windowId))}::text[],
+                  ${textArrayLiteral(col((d) => d.leaseToken))}::text[])
+        AS u(id, webhook_id, seq, event_id, event_type, window_id, token)
+      LEFT JOIN tidings_delivery_windows w ON w.id = u.window_id
+    )${insertLeasedRows}
     DELETE FROM tidings_delivery_windows WHERE id = ANY(${textArrayLiteral(closing)}::text[])`.compile(db);
 }
 
@@ -107,13 +117,6 @@ export function recoverExpiredWindowsStatement<DB>(db: Kysely<DB>, limit: number
              coalesce(e.id, '') AS event_id, coalesce(e.type, '') AS event_type
       FROM expired x, unnest(x.delivery_ids, x.webhook_ids, x.event_sequences) AS u(id, webhook_id, seq)
       LEFT JOIN tidings_events e ON e.sequence = u.seq
-    ), live AS (
-      SELECT id FROM tidings_webhooks WHERE id IN (SELECT webhook_id FROM d) FOR KEY SHARE
-    ), written AS (
-      INSERT INTO tidings_deliveries (id, webhook_id, event_sequence, event_id, event_type, next_attempt_at, attempts, lease_owner, lease_token, lease_expires_at, created_at)
-      SELECT d.id, d.webhook_id, d.seq, d.event_id, d.event_type, d.created_at, 1, d.lease_owner, d.lease_token, d.lease_expires_at, d.created_at
-      FROM d JOIN live ON live.id = d.webhook_id
-      ON CONFLICT (id) DO NOTHING
-    )
+    )${insertLeasedRows}
     SELECT count(*)::int AS windows FROM expired`.compile(db);
 }
